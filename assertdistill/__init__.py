@@ -1,0 +1,1 @@
+"""Distill test-assertion generators: data, codec, loss, metrics, training, plotting."""

@@ -1,0 +1,96 @@
+"""Load the student and tokenizer, size the teacher from its config, pick the device."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import warnings
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+
+class ModelLoadError(Exception):
+    """A model, config or tokenizer that cannot be loaded, reported as one clear line."""
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """True when the Hugging Face hub's host resolves and offline mode is not set."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+def _from_pretrained(loader, name: str, what: str, **kwargs):
+    """Load from a local dir or the cache first; go online only when the hub can be reached."""
+    try:
+        return loader(name, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as local_error:
+        if os.path.isdir(name):
+            raise ModelLoadError(f"cannot load {what} from directory '{name}': {local_error}") from None
+        if not hub_reachable():
+            raise ModelLoadError(f"cannot load {what} '{name}': not a local directory, not in the Hugging Face "
+                                 f"cache, and the hub cannot be reached (offline)") from None
+    try:
+        return loader(name, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load {what} '{name}': {error}") from None
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a Hugging Face id or local directory."""
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name, "tokenizer")
+    if tokenizer.pad_token_id is None:
+        raise ModelLoadError(f"tokenizer '{name}' has no pad token")
+    return tokenizer
+
+
+def has_weights(directory: str) -> bool:
+    """True when a local model directory holds weight files."""
+    return any(entry.endswith((".safetensors", ".bin", ".pt")) for entry in os.listdir(directory))
+
+
+def load_student(name: str, from_scratch: bool = False) -> torch.nn.Module:
+    """A seq2seq student: pretrained weights, or random init from the same config."""
+    if not from_scratch and os.path.isdir(name) and not has_weights(name):
+        print(f"{name} holds a config but no weights: initializing the student randomly from its config")
+        from_scratch = True
+    if from_scratch:
+        config = _from_pretrained(AutoConfig.from_pretrained, name, "student config")
+        return AutoModelForSeq2SeqLM.from_config(config)
+    return _from_pretrained(AutoModelForSeq2SeqLM.from_pretrained, name, "student model")
+
+
+def model_size_mb(model: torch.nn.Module, trainable_only: bool = True) -> float:
+    """Parameter bytes in MiB (the thesis counts trainable parameters)."""
+    parameters = (p for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(p.numel() * p.element_size() for p in parameters) / (1024 * 1024)
+
+
+def teacher_size_mb(name: str) -> float | None:
+    """Teacher size from its config alone (built on the meta device, no weights); None if no config."""
+    try:
+        config = _from_pretrained(AutoConfig.from_pretrained, name, "teacher config")
+    except ModelLoadError as error:
+        warnings.warn(f"{error}; teacher size will be reported as N/A", stacklevel=2)
+        return None
+    with torch.device("meta"):
+        teacher = AutoModelForSeq2SeqLM.from_config(config)
+    return model_size_mb(teacher)
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, then MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,149 @@
+"""Parse one distillation record (DATA_FORMAT.md) and build the thesis's model input from it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+FOCAL_PREFIX = "FOCAL CODE:\n"
+TEST_PREFIX = "TEST METHOD:\n"
+FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; `reason` is the counter key it is skipped under."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Record:
+    """The fields of one usable record."""
+
+    focal_code: str
+    test_method: str
+    ground_truth_text: str
+    teacher_text: str | None
+    compressed_logits: dict | None
+
+
+@dataclass
+class DataStats:
+    """Counts of one pass over a data file: records used and records skipped, by reason."""
+
+    used: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)  # kept records with something worth knowing
+
+    def merge(self, other: "DataStats") -> None:
+        """Add another pass's (or worker's) counts to these."""
+        self.used += other.used
+        self.skipped.update(other.skipped)
+        self.notes.update(other.notes)
+
+    def as_dict(self) -> dict:
+        """Plain-JSON form for the summary."""
+        return {"records_used": self.used, "records_skipped": sum(self.skipped.values()),
+                "skipped_by_reason": dict(sorted(self.skipped.items())), "notes": dict(sorted(self.notes.items()))}
+
+    def describe(self) -> str:
+        """One line: used, skipped and why."""
+        text = f"{self.used} records used, {sum(self.skipped.values())} skipped"
+        if self.skipped:
+            text += " (" + ", ".join(f"{reason}: {count}" for reason, count in sorted(self.skipped.items())) + ")"
+        if self.notes:
+            text += "; " + ", ".join(f"{note}: {count}" for note, count in sorted(self.notes.items()))
+        return text
+
+
+def _text_or_lines(value: Any, field_name: str) -> str:
+    """A string as is, a list of strings joined with newlines; anything else is a type error."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "\n".join(value)
+    raise RecordError("wrong_field_type", f"'{field_name}' must be a string or a list of strings, "
+                                          f"got {type(value).__name__}")
+
+
+def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
+    for name in names:
+        if entry.get(name) is not None:
+            return name, entry[name]
+    return None
+
+
+def parse_record(line: bytes | str, focal_field: str, need_logits: bool) -> Record:
+    """Decode one JSONL line into a Record, or raise RecordError with a reason."""
+    try:
+        entry = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RecordError("invalid_json", f"invalid JSON ({error})") from None
+    if not isinstance(entry, dict):
+        raise RecordError("not_an_object", f"a record must be a JSON object, got {type(entry).__name__}")
+
+    test_method = entry.get("test_method_masked")
+    if test_method is None:
+        raise RecordError("missing_test_method_masked", "no 'test_method_masked'")
+    if not isinstance(test_method, str):
+        raise RecordError("wrong_field_type", f"'test_method_masked' must be a string, "
+                                              f"got {type(test_method).__name__}")
+
+    target = _first_present(entry, ("original_target", "assertions"))
+    if target is None:
+        raise RecordError("missing_ground_truth", "no 'original_target' or 'assertions'")
+    ground_truth_text = _text_or_lines(target[1], target[0])
+
+    teacher = _first_present(entry, ("model_prediction", "predicted_assertions"))
+    teacher_text = _text_or_lines(teacher[1], teacher[0]) if teacher else None
+
+    compressed_logits = entry.get("compressed_logits")
+    if need_logits and compressed_logits is None:
+        raise RecordError("missing_compressed_logits", "no 'compressed_logits'")
+    if compressed_logits is not None and not isinstance(compressed_logits, dict):
+        raise RecordError("wrong_field_type", f"'compressed_logits' must be an object, "
+                                              f"got {type(compressed_logits).__name__}")
+
+    focal_names = (focal_field,) + tuple(name for name in FOCAL_FALLBACK_FIELDS if name != focal_field)
+    focal = _first_present(entry, focal_names)
+    focal_code = focal[1] if focal and isinstance(focal[1], str) else ""
+    return Record(focal_code, test_method, ground_truth_text, teacher_text,
+                  compressed_logits if need_logits else None)
+
+
+class InputEncoder:
+    """Builds the thesis input text and token ids for sources and targets."""
+
+    def __init__(self, tokenizer, max_source_length: int, max_target_length: int):
+        self.tokenizer = tokenizer
+        self.max_source_length = max_source_length
+        self.max_target_length = max_target_length
+        overhead_ids = tokenizer(f"{FOCAL_PREFIX}\n\n{TEST_PREFIX}", add_special_tokens=False)["input_ids"]
+        self.overhead_length = len(overhead_ids) + 1  # + the end-of-sequence token
+
+    def source_text(self, focal_code: str, test_method: str) -> str:
+        """FOCAL CODE + focal truncated to the token budget left by the test method, then TEST METHOD."""
+        test_text = f"{TEST_PREFIX}{test_method}"
+        if not focal_code.strip():
+            return test_text
+        test_length = len(self.tokenizer(test_text, add_special_tokens=True)["input_ids"])
+        focal_budget = self.max_source_length - test_length - self.overhead_length
+        if test_length >= self.max_source_length - self.overhead_length - 10 or focal_budget <= 0:
+            return test_text
+        focal_ids = self.tokenizer(focal_code, add_special_tokens=False, truncation=True,
+                                   max_length=focal_budget)["input_ids"]
+        focal_text = self.tokenizer.decode(focal_ids, skip_special_tokens=True)
+        return f"{FOCAL_PREFIX}{focal_text}\n\n{test_text}"
+
+    def encode_source(self, focal_code: str, test_method: str) -> list[int]:
+        """Token ids of the input text, truncated to max_source_length, unpadded."""
+        text = self.source_text(focal_code, test_method)
+        return self.tokenizer(text, truncation=True, max_length=self.max_source_length)["input_ids"]
+
+    def encode_target(self, ground_truth_text: str) -> list[int]:
+        """Token ids of the target (with end-of-sequence), truncated to max_target_length, unpadded."""
+        return self.tokenizer(ground_truth_text, truncation=True, max_length=self.max_target_length)["input_ids"]

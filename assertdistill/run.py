@@ -1,0 +1,193 @@
+"""One distillation run, from parsed arguments to distillation_summary.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import time
+
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from .archive import DataError
+from .codec import CodecError
+from .dataset import ArchiveSpec, DistillationStream
+from .loss import DistillationLoss
+from .models import ModelLoadError, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
+from .records import DataStats, InputEncoder
+from .summary import (METRICS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary, environment_info,
+                      to_json_compatible, write_json_atomic)
+from .training import Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
+
+USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, OSError)
+
+
+class OutputDirError(OSError):
+    """The output directory holds a finished run or cannot be written."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Create the output dir; refuse one that holds a finished run unless overwriting is asked for."""
+    summary_path = os.path.join(output_dir, SUMMARY_FILENAME)
+    if os.path.exists(summary_path) and not overwrite:
+        raise OutputDirError(f"{output_dir} already holds a finished run ({SUMMARY_FILENAME}); choose another "
+                             f"--output_dir or pass --overwrite_output_dir")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise OutputDirError(f"cannot create output dir {output_dir}: {error.strerror}") from None
+    if not os.access(output_dir, os.W_OK):
+        raise OutputDirError(f"output dir {output_dir} is not writable")
+    if overwrite and os.path.exists(os.path.join(output_dir, METRICS_FILENAME)):
+        os.unlink(os.path.join(output_dir, METRICS_FILENAME))
+
+
+def save_model_atomic(model, tokenizer, path: str, extra_files: dict[str, dict]) -> None:
+    """save_pretrained into a temporary sibling directory, then swap it into place."""
+    temporary = path + ".tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    tokenizer.save_pretrained(temporary)
+    for name, content in extra_files.items():
+        with open(os.path.join(temporary, name), "w", encoding="utf-8") as stream:
+            json.dump(to_json_compatible(content), stream, indent=2)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(temporary, path)
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Lower is better for avg_loss, higher for every other metric."""
+    if best is None:
+        return True
+    return value < best if metric == "avg_loss" else value > best
+
+
+def _print_eval(prefix: str, results: dict) -> None:
+    print(f"{prefix} loss {results['avg_loss']:.4f} (hard {results['avg_hard_loss']:.4f}, "
+          f"soft {results['avg_soft_loss']:.4f})")
+    for name, key in (("student vs teacher", "s_vs_t"), ("student vs truth  ", "s_vs_gt"),
+                      ("teacher vs truth  ", "t_vs_gt")):
+        print(f"  {name}: accuracy {results[f'avg_accuracy_{key}_script1']:.4f}  "
+              f"F1 {results[f'avg_f1_{key}_script1']:.4f}  "
+              f"similarity {results[f'avg_similarity_avg_{key}_script1']:.4f}")
+
+
+def run_distillation(args: argparse.Namespace) -> dict:
+    """Train, evaluate each epoch, save the student and write the summary; returns the summary."""
+    started = time.time()
+    set_seed(args.seed)
+    device = pick_device()
+    prepare_output_dir(args.output_dir, args.overwrite_output_dir)
+    print(f"Device: {device}")
+
+    tokenizer = load_tokenizer(args.tokenizer_name or args.student_model_name)
+    student = load_student(args.student_model_name, args.student_from_scratch).to(device)
+    student_size = model_size_mb(student)
+    teacher_size = teacher_size_mb(args.teacher_model_name)
+    print(f"Student: {args.student_model_name} ({student_size:.2f} MB, vocabulary {student.config.vocab_size})")
+    print(f"Teacher: {args.teacher_model_name} "
+          f"({f'{teacher_size:.2f} MB' if teacher_size else 'size N/A'})")
+
+    encoder = InputEncoder(tokenizer, args.student_max_src_length, args.student_max_tgt_length)
+    need_logits = args.alpha_kl_loss_weight > 0
+    stream_options = dict(encoder=encoder, need_logits=need_logits, focal_field=args.focal_content_field_name,
+                          seed=args.seed, strict=args.strict_data)
+    train_stream = DistillationStream(
+        ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,
+                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped),
+        batch_size=args.batch_size, shuffle_buffer_size=args.shuffle_buffer_size, **stream_options)
+    val_stream = DistillationStream(
+        ArchiveSpec(args.distillation_data_path, args.val_outer_zip_internal_path,
+                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped),
+        batch_size=args.eval_batch_size, **stream_options)
+    try:
+        return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
+                                 train_stream, val_stream)
+    finally:
+        train_stream.close()
+        val_stream.close()
+
+
+def _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
+                      train_stream: DistillationStream, val_stream: DistillationStream) -> dict:
+    print(f"Data: {len(train_stream)} training and {len(val_stream)} validation records")
+    if len(train_stream) == 0:
+        raise DataError(f"the training data {train_stream.spec.label}/{train_stream.spec.jsonl_name} holds no records")
+    pin_memory = device.type == "cuda"
+    train_loader = make_loader(train_stream, args.num_dataloader_workers, pin_memory)
+    val_loader = make_loader(val_stream, args.num_dataloader_workers, pin_memory)
+
+    loss_fn = DistillationLoss(args.temperature, args.alpha_kl_loss_weight)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay,
+                                  fused=device.type == "cuda")
+    total_steps = steps_per_epoch(len(train_stream), args.batch_size, args.gradient_accumulation_steps) * args.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_steps_ratio * total_steps), total_steps)
+    trainer = Trainer(student, loss_fn, optimizer, scheduler, device, args.gradient_accumulation_steps,
+                      args.max_grad_norm, args.precision, args.log_steps)
+    print(f"Training {args.epochs} epochs, {total_steps} optimizer steps, alpha {args.alpha_kl_loss_weight}, "
+          f"T {args.temperature}, effective batch {args.batch_size * args.gradient_accumulation_steps}")
+
+    history, best_value, final_results = [], None, {}
+    train_data, eval_data = DataStats(), DataStats()
+    for epoch in range(args.epochs):
+        train_stream.set_epoch(epoch)
+        result = trainer.train_epoch(train_loader, len(train_stream), f"Epoch {epoch + 1}/{args.epochs}")
+        print(f"Epoch {epoch + 1} train: loss {result.loss:.4f} (hard {result.hard_loss:.4f}, soft "
+              f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
+        if epoch == 0:
+            train_data = result.data
+        entry = {"epoch": epoch + 1, "global_step": trainer.global_step,
+                 "train": {"loss": result.loss, "hard_loss": result.hard_loss, "soft_loss": result.soft_loss,
+                           "learning_rate": result.learning_rate, "optimizer_steps": result.optimizer_steps,
+                           "skipped_nonfinite_steps": result.skipped_nonfinite_steps}}
+        if len(val_stream) > 0:
+            final_results, eval_data = evaluate(student, tokenizer, val_loader, len(val_stream), loss_fn, device,
+                                                args.num_beams, args.student_max_tgt_length, args.precision)
+            _print_eval(f"Epoch {epoch + 1} eval:", final_results)
+            print(f"  validation data: {eval_data.describe()}")
+            entry["eval"] = final_results
+            value = final_results.get(args.best_model_metric)
+            if args.save_best_model and value is not None and is_better(args.best_model_metric, value, best_value):
+                best_value = value
+                print(f"  new best {args.best_model_metric} = {value:.4f}: saving best_student_model/")
+                save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "best_student_model"),
+                                  {"eval_results_best.json": final_results, "training_args_best.json": vars(args)})
+        entry["elapsed_seconds"] = round(time.time() - started, 2)
+        append_metrics_line(args.output_dir, entry)
+        history.append(entry)
+
+    save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "final_student_model"),
+                      {"training_args_final.json": vars(args)})
+    training_seconds = time.time() - started
+    extras = {
+        "training_history": history,
+        "data_counts": {"training": train_data.as_dict(), "validation": eval_data.as_dict(),
+                        "training_records_in_file": len(train_stream),
+                        "validation_records_in_file": len(val_stream)},
+        "teacher_vs_ground_truth_metrics": {key: value for key, value in final_results.items() if "t_vs_gt" in key},
+        "best_model_metric_value": best_value,
+        "environment": environment_info(str(device)),
+    }
+    summary = build_summary(to_json_compatible(vars(args)), final_results, args.epochs, training_seconds,
+                            student_size, teacher_size, extras)
+    summary_path = os.path.join(args.output_dir, SUMMARY_FILENAME)
+    write_json_atomic(summary_path, summary)
+    if final_results:
+        share = final_results.get("student_share_of_teacher_accuracy")
+        print(f"Final: student accuracy vs truth {final_results['avg_accuracy_s_vs_gt_script1']:.4f}, "
+              f"teacher {final_results['avg_accuracy_t_vs_gt_script1']:.4f}"
+              + (f" (student reaches {share:.1%} of the teacher)" if share is not None else ""))
+    print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
+    return summary

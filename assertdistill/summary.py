@@ -1,0 +1,90 @@
+"""Atomic JSON writing, the thesis summary and the per-epoch metrics log."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from typing import Any
+
+import numpy as np
+
+SUMMARY_FILENAME = "distillation_summary.json"
+METRICS_FILENAME = "metrics.jsonl"
+
+
+def to_json_compatible(value: Any) -> Any:
+    """Numpy scalars/arrays and other non-JSON values turned into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(key): to_json_compatible(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_compatible(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp_", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Atomically write `data` as indented JSON."""
+    write_text_atomic(path, json.dumps(to_json_compatible(data), indent=2) + "\n")
+
+
+def append_metrics_line(output_dir: str, entry: dict) -> None:
+    """Append one JSON line to metrics.jsonl (the whole file is rewritten atomically)."""
+    path = os.path.join(output_dir, METRICS_FILENAME)
+    existing = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as stream:
+            existing = stream.read()
+    write_text_atomic(path, existing + json.dumps(to_json_compatible(entry)) + "\n")
+
+
+def environment_info(device: str) -> dict:
+    """Device and library versions for the summary."""
+    import torch
+    import transformers
+
+    return {"device": device, "python": platform.python_version(), "platform": platform.platform(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
+            "cpu_threads": torch.get_num_threads()}
+
+
+def build_summary(args_dict: dict, final_metrics: dict, epochs_trained: int, training_seconds: float,
+                  student_size_mb: float, teacher_size_mb: float | None, extras: dict) -> dict:
+    """The thesis's summary keys, then what this suite adds (history, data counts, environment)."""
+    has_teacher_size = teacher_size_mb is not None and teacher_size_mb > 0
+    summary = {
+        "args": args_dict,
+        "epochs_trained": epochs_trained,
+        "training_duration_seconds": round(training_seconds, 2),
+        "student_model_name": args_dict.get("student_model_name"),
+        "student_model_size_mb": round(student_size_mb, 2),
+        "teacher_model_name": args_dict.get("teacher_model_name"),
+        "teacher_model_size_mb": round(teacher_size_mb, 2) if has_teacher_size else "N/A",
+        "compression_ratio_model_size": (round(student_size_mb / teacher_size_mb, 4)
+                                         if has_teacher_size and student_size_mb > 0 else "N/A"),
+        "final_evaluation_metrics": final_metrics,
+    }
+    summary.update(extras)
+    return summary

@@ -1,0 +1,222 @@
+"""The training loop and the evaluation loop (loss, generation, thesis metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .codec import dequantize_codes
+from .dataset import DistillationStream
+from .loss import DistillationLoss
+from .metrics import MetricAccumulator
+from .records import DataStats
+
+TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
+               "teacher_zero_point", "teacher_position_mask")
+MAX_CONSECUTIVE_NONFINITE = 20  # stop the run when this many steps in a row give a non-finite loss
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. the loss stays non-finite)."""
+
+
+def make_loader(stream: DistillationStream, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader over a stream that already yields whole batches."""
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=False)
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    """Tensors of a batch on the device (non-blocking from pinned memory)."""
+    non_blocking = device.type == "cuda"
+    return {key: (value.to(device, non_blocking=non_blocking) if key in TENSOR_KEYS and value is not None
+                  else value) for key, value in batch.items()}
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16/fp16 autocast on GPU; a no-op for fp32 or on CPU."""
+    if precision == "fp32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def student_logits_for(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Teacher-forced student logits (B, L, V) on the batch's targets, without the model's own loss."""
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])  # (B, L)
+    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=decoder_input_ids, use_cache=False)
+    return outputs.logits
+
+
+def batch_losses(model: torch.nn.Module, batch: dict, loss_fn: DistillationLoss,
+                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, hard, soft) for one batch; teacher codes are dequantized only at label positions."""
+    device = batch["input_ids"].device
+    with autocast_context(device, precision):
+        student_logits = student_logits_for(model, batch)  # (B, L, V)
+    hard = loss_fn.hard_loss(student_logits, batch["labels"])
+    soft = torch.zeros((), device=device)
+    if loss_fn.alpha > 0 and batch["teacher_values"] is not None:
+        teacher_rows = dequantize_codes(batch["teacher_values"], batch["teacher_scale"][:, None],
+                                        batch["teacher_zero_point"][:, None])  # (N, Vt)
+        position_mask = batch["teacher_position_mask"]  # (B, L)
+        student_rows = student_logits[position_mask]  # (N, Vs)
+        soft = loss_fn.soft_loss_from_rows(student_rows, teacher_rows, position_mask.sum())
+    return loss_fn.combine(hard, soft), hard, soft
+
+
+@dataclass
+class EpochResult:
+    """Averages of one training epoch."""
+
+    loss: float
+    hard_loss: float
+    soft_loss: float
+    learning_rate: float
+    optimizer_steps: int
+    skipped_nonfinite_steps: int
+    data: DataStats = field(default_factory=DataStats)
+
+
+class Trainer:
+    """Runs epochs of distillation over a stream with AdamW, warmup, accumulation and clipping."""
+
+    def __init__(self, model, loss_fn: DistillationLoss, optimizer, scheduler, device: torch.device,
+                 gradient_accumulation_steps: int = 1, max_grad_norm: float = 1.0, precision: str = "fp32",
+                 log_steps: int = 50):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.device = device
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.max_grad_norm = max_grad_norm
+        self.precision = precision
+        self.log_steps = log_steps
+        self.global_step = 0
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def train_epoch(self, loader: DataLoader, total_records: int, description: str) -> EpochResult:
+        """One pass over the loader; returns average losses and the pass's data counts."""
+        self.model.train()
+        sums = np.zeros(3)
+        batches = pending_micro_steps = skipped = consecutive_nonfinite = 0
+        steps_at_start = self.global_step
+        data = DataStats()
+        progress = tqdm(total=total_records, desc=description, unit="sample", dynamic_ncols=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        for item in loader:
+            if isinstance(item, DataStats):
+                data.merge(item)
+                continue
+            batch = move_batch(item, self.device)
+            total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
+            progress.update(batch["input_ids"].size(0))
+            if not torch.isfinite(total):
+                skipped += 1
+                consecutive_nonfinite += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                pending_micro_steps = 0
+                if consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                    raise TrainingError(f"the loss was non-finite for {consecutive_nonfinite} batches in a row "
+                                        f"(last at line {batch['line_numbers'][0]}); lower the learning rate "
+                                        f"or check the teacher logits")
+                continue
+            consecutive_nonfinite = 0
+            self.scaler.scale(total / self.gradient_accumulation_steps).backward()
+            sums += (total.item(), hard.item(), soft.item())
+            batches += 1
+            pending_micro_steps += 1
+            if pending_micro_steps == self.gradient_accumulation_steps:
+                self._optimizer_step()
+                pending_micro_steps = 0
+                if self.global_step % max(1, self.log_steps) == 0 or self.global_step - steps_at_start == 1:
+                    loss, hard_loss, soft_loss = sums / batches
+                    progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
+                                         hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
+        if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
+            self._optimizer_step()
+        progress.close()
+        loss, hard_loss, soft_loss = sums / max(batches, 1)
+        return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
+                           self.global_step - steps_at_start, skipped, data)
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: DistillationLoss,
+             device: torch.device, num_beams: int, max_target_length: int, precision: str = "fp32",
+             show_example: bool = True) -> tuple[dict, DataStats]:
+    """Eval loss, generation and thesis metrics (student vs teacher, vs ground truth; teacher vs ground truth)."""
+    model.eval()
+    loss_sums = np.zeros(3)
+    batches = samples = 0
+    inference_ms_per_sample: list[float] = []
+    student_vs_teacher = MetricAccumulator("s_vs_t")
+    student_vs_truth = MetricAccumulator("s_vs_gt")
+    teacher_vs_truth = MetricAccumulator("t_vs_gt")
+    data = DataStats()
+    progress = tqdm(total=total_records, desc="Evaluating", unit="sample", dynamic_ncols=True)
+    for item in loader:
+        if isinstance(item, DataStats):
+            data.merge(item)
+            continue
+        batch = move_batch(item, device)
+        total, hard, soft = batch_losses(model, batch, loss_fn, precision)
+        loss_sums += (total.item(), hard.item(), soft.item())
+        batches += 1
+        batch_size = batch["input_ids"].size(0)
+        started = time.perf_counter()
+        with autocast_context(device, precision):
+            generated_ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                           max_length=max_target_length, num_beams=num_beams,
+                                           early_stopping=num_beams > 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        inference_ms_per_sample.append((time.perf_counter() - started) * 1000 / batch_size)
+        generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
+        for generated, truth, teacher in zip(generated_texts, batch["ground_truth_texts"], batch["teacher_texts"]):
+            student_vs_truth.add(generated, truth)
+            if teacher is not None:
+                student_vs_teacher.add(generated, teacher)
+                teacher_vs_truth.add(teacher, truth)
+        if show_example and samples == 0:
+            teacher_text = batch["teacher_texts"][0]
+            progress.write(f"\nGT:      {batch['ground_truth_texts'][0][:200]}\n"
+                           f"Teacher: {(teacher_text if teacher_text is not None else '<none>')[:200]}\n"
+                           f"Student: {generated_texts[0][:200]}")
+        samples += batch_size
+        progress.update(batch_size)
+    progress.close()
+
+    loss, hard_loss, soft_loss = (loss_sums / batches) if batches else (0.0, 0.0, 0.0)
+    results = {"avg_loss": float(loss), "avg_hard_loss": float(hard_loss), "avg_soft_loss": float(soft_loss)}
+    for accumulator in (student_vs_teacher, student_vs_truth, teacher_vs_truth):
+        results.update(accumulator.averages())
+    results["avg_inference_time_per_sample_ms"] = float(np.mean(inference_ms_per_sample)) if batches else 0.0
+    results["num_eval_samples"] = samples
+    results["num_eval_samples_with_teacher_prediction"] = len(teacher_vs_truth)
+    teacher_accuracy = results["avg_accuracy_t_vs_gt_script1"]
+    results["student_share_of_teacher_accuracy"] = (
+        results["avg_accuracy_s_vs_gt_script1"] / teacher_accuracy if teacher_accuracy > 0 else None)
+    return results, data
+
+
+def steps_per_epoch(num_records: int, batch_size: int, gradient_accumulation_steps: int) -> int:
+    """Optimizer steps in one epoch (the last partial accumulation counts as a step)."""
+    return max(1, math.ceil(math.ceil(num_records / batch_size) / gradient_accumulation_steps))

@@ -1,0 +1,124 @@
+"""Distill a teacher's precomputed logits into a small seq2seq student that writes JUnit assertions.
+
+The CLI of the thesis "Tiny but Mighty: Tuning Alpha and Temperature for Distilled SLMs in Assertion
+Generation": same flags, defaults and summary keys. With no arguments it runs the embedded demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
+from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
+from assertdistill.paths import DEMO
+
+BEST_MODEL_METRICS = [f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
+                      for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data (outer ZIP -> inner ZIP -> JSONL, see DATA_FORMAT in README)")
+    data.add_argument("--distillation_data_path", default=DEMO.archive, help="outer ZIP holding the inner ZIPs")
+    data.add_argument("--train_outer_zip_internal_path", default=DEMO.train_inner_zip,
+                      help="path of the training inner ZIP inside the outer ZIP")
+    data.add_argument("--train_inner_zip_jsonl_filename", default=DEMO.train_jsonl,
+                      help="JSONL member inside the training inner ZIP")
+    data.add_argument("--train_jsonl_is_gzipped", action="store_true", help="the training JSONL is gzip-compressed")
+    data.add_argument("--val_outer_zip_internal_path", default=DEMO.val_inner_zip,
+                      help="path of the validation inner ZIP inside the outer ZIP")
+    data.add_argument("--val_inner_zip_jsonl_filename", default=DEMO.val_jsonl,
+                      help="JSONL member inside the validation inner ZIP")
+    data.add_argument("--val_jsonl_is_gzipped", action="store_true", help="the validation JSONL is gzip-compressed")
+    data.add_argument("--focal_content_field_name", default="focal_file",
+                      help="record field holding the focal code (focal_method is tried when it is absent)")
+    data.add_argument("--shuffle_buffer_size", type=int, default=0,
+                      help="records held in a shuffle buffer during training; 0 = file order, as the thesis")
+    data.add_argument("--strict_data", action="store_true",
+                      help="stop at the first bad record (naming file and line) instead of skipping and counting")
+
+    models = parser.add_argument_group("models")
+    models.add_argument("--teacher_model_name", default=DEMO.teacher,
+                        help="teacher Hugging Face id or local directory; only its config is read (for its size)")
+    models.add_argument("--student_model_name", default=DEMO.student,
+                        help="student Hugging Face id or local directory (T5 family)")
+    models.add_argument("--tokenizer_name", default=None,
+                        help="tokenizer id or directory; default: the student's")
+    models.add_argument("--student_from_scratch", action="store_true",
+                        help="initialize the student randomly from its config instead of loading weights "
+                             "(automatic for a local directory that holds a config but no weights)")
+    models.add_argument("--student_max_src_length", type=int, default=1024, help="max source tokens")
+    models.add_argument("--student_max_tgt_length", type=int, default=512,
+                        help="max target tokens (also the generation max length)")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--output_dir", default="./distilled_model_output",
+                          help="where models, metrics.jsonl and distillation_summary.json go")
+    training.add_argument("--overwrite_output_dir", action="store_true",
+                          help="allow writing into an output dir that already holds a finished run")
+    training.add_argument("--epochs", type=int, default=3, help="training epochs")
+    training.add_argument("--batch_size", type=int, default=8, help="training batch size (records)")
+    training.add_argument("--eval_batch_size", type=int, default=16, help="evaluation batch size (records)")
+    training.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW peak learning rate")
+    training.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    training.add_argument("--warmup_steps_ratio", type=float, default=0.1,
+                          help="share of optimizer steps spent in linear warmup (0-1)")
+    training.add_argument("--alpha_kl_loss_weight", "--alpha", dest="alpha_kl_loss_weight", type=float, default=0.7,
+                          help="alpha: weight of the soft KL term; (1 - alpha) weighs the hard CE term (0-1)")
+    training.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T of the KL term (> 0)")
+    training.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                          help="batches accumulated per optimizer step")
+    training.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
+    training.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                          help="autocast precision on GPU (CPU always runs fp32)")
+    training.add_argument("--seed", type=int, default=42, help="random seed")
+    training.add_argument("--log_steps", type=int, default=50, help="optimizer steps between progress-bar updates")
+    training.add_argument("--num_dataloader_workers", type=int, default=0,
+                          help="DataLoader worker processes (records are sharded among them)")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--num_beams", type=int, default=4, help="beam width for generation")
+    evaluation.add_argument("--save_best_model", action="store_true",
+                            help="save the best epoch's student to output_dir/best_student_model")
+    evaluation.add_argument("--best_model_metric", default="avg_f1_s_vs_gt_script1", choices=BEST_MODEL_METRICS,
+                            help="metric that picks the best model (lower is better for avg_loss)")
+
+    args = parser.parse_args(argv)
+    checks = [
+        (0.0 <= args.alpha_kl_loss_weight <= 1.0, "--alpha_kl_loss_weight must be between 0 and 1"),
+        (args.temperature > 0, "--temperature must be > 0"),
+        (args.epochs >= 1, "--epochs must be >= 1"),
+        (args.batch_size >= 1 and args.eval_batch_size >= 1, "batch sizes must be >= 1"),
+        (args.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1"),
+        (0.0 <= args.warmup_steps_ratio <= 1.0, "--warmup_steps_ratio must be between 0 and 1"),
+        (args.student_max_src_length >= 8 and args.student_max_tgt_length >= 2, "max lengths are too small"),
+        (args.num_beams >= 1, "--num_beams must be >= 1"),
+        (args.num_dataloader_workers >= 0 and args.shuffle_buffer_size >= 0, "counts must be >= 0"),
+    ]
+    for passed, message in checks:
+        if not passed:
+            parser.error(message)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one distillation; user errors become one line on stderr and exit code 2."""
+    args = parse_args(argv)
+    from assertdistill.run import USER_ERRORS, run_distillation
+
+    try:
+        run_distillation(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
