@@ -1,0 +1,358 @@
+"""Encode and decode the `compressed_logits` records of the distillation data (see DATA_FORMAT.md).
+
+A record holds one teacher logit block of shape [1, T, V] or [T, V], quantized to 4/8 bits
+(one global scale/zero_point: x ~= (q - z) * s) or stored as float16/float32, then wrapped in an
+LZ4 frame and hex-encoded. Decoding can stop after the first `max_positions` positions, which is
+what training needs: targets are 20-80 tokens long but every block is padded to T = 512.
+
+Keys a decoder needs: format, shape, bits, data_encoded{encoding, data, original_size,
+compressed_size}; scale and zero_point for 4/8 bits; packed (true) for 4 bits. values_per_byte and
+padded are checked when present; the "compression" stats dict is informational and not read.
+"""
+
+import binascii
+import math
+import reprlib
+from dataclasses import dataclass
+
+import lz4.frame
+import numpy as np
+import torch
+
+_LEVELS = {4: 15, 8: 255}  # highest code per quantized bit depth
+_VALUE_DTYPES = {4: np.uint8, 8: np.uint8, 16: np.float16, 32: np.float32}
+_HEX_CHUNK = 1 << 18  # hex characters decoded per step (256 KiB -> 128 KiB of frame bytes)
+_MAX_LZ4_RATIO = 256  # an LZ4 frame cannot expand more than ~255x; guards allocations
+_MAX_FRAME_HEADER = 19  # bytes: magic number + the largest frame descriptor
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ROWS_PER_CHUNK = 64  # positions quantized at a time in compress_logits (bounds float64 temps)
+
+
+class CodecError(ValueError):
+    """Raised for any compressed_logits dict that cannot be decoded; message says what is wrong."""
+
+
+@dataclass
+class QuantizedLogits:
+    """Decoded but not dequantized logits: codes or raw floats plus the parameters to map them."""
+
+    values: np.ndarray  # (T', V): uint8 codes for 4/8 bits, float16 for 16, float32 for 32
+    scale: float  # 1.0 for 16/32
+    zero_point: float  # 0.0 for 16/32
+    bits: int
+    num_positions: int  # T of the stored block, before the max_positions cut
+
+    def dequantize(self) -> torch.Tensor:
+        """Return float32 logits (T', V); for 32 bits the tensor shares memory with `values`."""
+        values = torch.from_numpy(self.values)  # (T', V)
+        if self.bits in _LEVELS:
+            return dequantize_codes(values, self.scale, self.zero_point)
+        return values.float()
+
+
+def dequantize_codes(codes: torch.Tensor, scale, zero_point) -> torch.Tensor:
+    """Map codes (..., V) to float32 (codes - zero_point) * scale, in float32 on codes' device."""
+    scale, zero_point = (
+        p.to(device=codes.device, dtype=torch.float32) if torch.is_tensor(p) else float(np.float32(p))
+        for p in (scale, zero_point)
+    )
+    shapes = [p.shape for p in (scale, zero_point) if torch.is_tensor(p)]
+    values = codes.to(torch.float32)  # (..., V), a fresh tensor for uint8 codes
+    fresh = values.data_ptr() != codes.data_ptr()
+    if not fresh or torch.broadcast_shapes(values.shape, *shapes) != values.shape:
+        return (values - zero_point) * scale
+    return values.sub_(zero_point).mul_(scale)  # in place: same float32 rounding, less memory
+
+
+def compress_logits(logits, bits: int = 8) -> dict:
+    """Encode float logits (T, V) or (1, T, V) as a compressed_logits dict at 4/8/16/32 bits."""
+    if not _is_int(bits) or bits not in _VALUE_DTYPES:
+        raise ValueError(f"bits must be 4, 8, 16 or 32, got {bits!r}")
+    array = _float_array(logits)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != 1) or 0 in array.shape:
+        raise ValueError(f"logits must have shape (T, V) or (1, T, V), got {tuple(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError("logits contain NaN or Inf")
+    block = array.reshape(array.shape[-2:])  # (T, V)
+
+    quant_params = {}
+    if bits in _LEVELS:
+        codes, scale, zero_point = _quantize(block, _LEVELS[bits])  # (T, V) uint8
+        quant_params = {"scale": scale, "zero_point": zero_point}
+        if bits == 4:
+            flat = codes.reshape(-1)
+            padded = flat.size % 2 == 1
+            if padded:
+                flat = np.append(flat, np.uint8(0))
+            codes = flat[0::2] | (flat[1::2] << 4)  # element 2i low nibble, 2i+1 high nibble
+            quant_params.update({"packed": True, "values_per_byte": 2, "padded": padded})
+        raw = codes.tobytes()
+    else:
+        with np.errstate(over="ignore"):
+            stored = block.astype(_VALUE_DTYPES[bits])  # (T, V)
+        if not np.isfinite(stored).all():
+            raise ValueError(f"logits exceed the float{bits} range")
+        raw = stored.tobytes()
+
+    frame = lz4.frame.compress(raw, compression_level=9)
+    original_size = array.size * 4  # as float32, the generator's reference size
+    result = {
+        "format": "lz4",
+        "compression": {
+            "bits": int(bits),
+            "original_size_bytes": int(original_size),
+            "bit_compressed_size_bytes": len(raw),
+            "final_size_bytes": len(frame),
+            "compression_ratio": float(original_size / len(frame)),
+        },
+        "shape": [int(d) for d in array.shape],
+        "data_encoded": {
+            "encoding": "lz4",
+            "data": frame.hex(),
+            "original_size": len(raw),
+            "compressed_size": len(frame),
+        },
+        "bits": int(bits),
+    }
+    result.update(quant_params)
+    return result
+
+
+def decode_quantized(compressed: dict, max_positions: int | None = None) -> QuantizedLogits:
+    """Decode a compressed_logits dict to codes/raw floats (T', V), reading only T' positions."""
+    return _decode(compressed, max_positions)[0]
+
+
+def decompress_logits(compressed: dict, max_positions: int | None = None) -> torch.Tensor:
+    """Decode a compressed_logits dict to float32 logits (1, T', V) or (T', V), as stored."""
+    quantized, ndim = _decode(compressed, max_positions)
+    logits = quantized.dequantize()  # (T', V)
+    return logits.unsqueeze(0) if ndim == 3 else logits
+
+
+def _float_array(logits) -> np.ndarray:
+    if torch.is_tensor(logits):
+        if not torch.is_floating_point(logits):
+            raise ValueError(f"logits must be a float tensor, got {logits.dtype}")
+        logits = logits.detach().cpu()
+        return (logits.float() if logits.dtype == torch.bfloat16 else logits).numpy()
+    if isinstance(logits, np.ndarray) and np.issubdtype(logits.dtype, np.floating):
+        return logits
+    raise ValueError(f"logits must be a float torch.Tensor or np.ndarray, got {type(logits).__name__}")
+
+
+def _quantize(block: np.ndarray, levels: int) -> tuple[np.ndarray, float, float]:
+    low, high = float(block.min()), float(block.max())
+    # Parameters are rounded to float32 first, since decoders compute (q - z) * s in float32.
+    with np.errstate(over="ignore"):
+        scale = float(np.float32((high - low) / levels))
+        scale = scale if scale > 0.0 else 1.0  # max == min (or a span below float32 resolution)
+        zero_point = float(np.float32(-low / scale))
+    if not (math.isfinite(scale) and math.isfinite(zero_point)):
+        raise ValueError("logits span a range too wide for float32 quantization parameters")
+    codes = np.empty(block.shape, dtype=np.uint8)  # (T, V)
+    for start in range(0, block.shape[0], _ROWS_PER_CHUNK):
+        rows = block[start : start + _ROWS_PER_CHUNK].astype(np.float64)
+        codes[start : start + _ROWS_PER_CHUNK] = np.clip(np.rint(rows / scale + zero_point), 0, levels)
+    return codes, scale, zero_point
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+
+
+def _show(value) -> str:
+    return _SHORT_REPR.repr(value)  # bounded, one-line repr of a value taken from the file
+
+
+def _fail(message: str):
+    raise CodecError(f"compressed_logits: {message}")
+
+
+def _get(mapping: dict, key: str, where: str = ""):
+    if key not in mapping:
+        _fail(f"missing key {where + key!r}")
+    return mapping[key]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
+    if max_positions is not None and (not _is_int(max_positions) or max_positions < 1):
+        raise ValueError(f"max_positions must be a positive int or None, got {max_positions!r}")
+    if not isinstance(compressed, dict):
+        _fail(f"expected a dict, got {type(compressed).__name__}")
+    format_name = _get(compressed, "format")
+    if not isinstance(format_name, str) or format_name != "lz4":
+        _fail(f"unknown format {_show(format_name)} (expected 'lz4')")
+    bits = _get(compressed, "bits")
+    if not _is_int(bits) or bits not in _VALUE_DTYPES:
+        _fail(f"unknown bits {_show(bits)} (expected 4, 8, 16 or 32)")
+    shape = _get(compressed, "shape")
+    num_positions, vocab_size = _check_shape(shape)
+    scale, zero_point = _check_params(compressed, bits, num_positions * vocab_size)
+
+    expected_size = _byte_count(bits, num_positions * vocab_size)  # bytes of the whole block
+    encoding, hex_data = _check_encoded(_get(compressed, "data_encoded"), bits, shape, expected_size)
+
+    positions = num_positions if max_positions is None else min(max_positions, num_positions)
+    full = positions == num_positions
+    need = _byte_count(bits, positions * vocab_size)
+    if encoding == "none":
+        buffer = _read_plain(hex_data, need)
+    else:
+        what = f"shape {list(shape)}" + ("" if full else f" (first {positions} positions)")
+        buffer = _read_lz4(hex_data, need, full, f"{bits}-bit data", what)
+
+    values = np.frombuffer(buffer, dtype=_VALUE_DTYPES[bits])
+    if bits == 4:
+        codes = np.empty(2 * values.size, dtype=np.uint8)
+        np.bitwise_and(values, 0x0F, out=codes[0::2])
+        np.right_shift(values, 4, out=codes[1::2])
+        values = codes[: positions * vocab_size]
+    values = values.reshape(positions, vocab_size)  # (T', V)
+    if bits not in _LEVELS and not np.isfinite(values).all():
+        _fail(f"{bits}-bit data contains NaN or Inf")
+    return QuantizedLogits(values, scale, zero_point, int(bits), num_positions), len(shape)
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    if not isinstance(shape, (list, tuple)) or not all(_is_int(d) and d > 0 for d in shape):
+        _fail(f"shape must be a list of positive ints, got {_show(shape)}")
+    if len(shape) == 3 and shape[0] == 1:
+        return int(shape[1]), int(shape[2])
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    _fail(f"shape must be [T, V] or [1, T, V], got {_show(list(shape))}")
+
+
+def _check_encoded(encoded, bits: int, shape, expected_size: int) -> tuple[str, str]:
+    if not isinstance(encoded, dict):
+        _fail(f"data_encoded must be a dict, got {type(encoded).__name__}")
+    encoding = _get(encoded, "encoding", "data_encoded.")
+    hex_data = _get(encoded, "data", "data_encoded.")
+    if not isinstance(encoding, str) or encoding not in ("lz4", "none"):
+        _fail(f"unknown encoding {_show(encoding)} (expected 'lz4' or 'none')")
+    if not isinstance(hex_data, str) or len(hex_data) % 2:
+        what = f"odd length {len(hex_data)}" if isinstance(hex_data, str) else type(hex_data).__name__
+        _fail(f"data_encoded.data must be a hex string of even length, got {what}")
+    stored_size = len(hex_data) // 2
+    original_size = _get(encoded, "original_size", "data_encoded.")
+    if not _is_int(original_size) or original_size != expected_size:
+        # The generator wrote float16 teacher logits unchanged under bits=32; name that case.
+        halved = bits == 32 and original_size == expected_size // 2
+        hint = " (float16 values under bits=32?)" if halved else ""
+        _fail(f"data_encoded.original_size is {_show(original_size)} "
+              f"but {bits}-bit shape {list(shape)} needs {expected_size}{hint}")
+    compressed_size = _get(encoded, "compressed_size", "data_encoded.")
+    if not _is_int(compressed_size) or compressed_size != stored_size:
+        _fail(f"data_encoded.compressed_size is {_show(compressed_size)} "
+              f"but the hex data holds {stored_size} bytes")
+    # Both size checks below run before anything is allocated, so a bad dict cannot ask for 1 TB.
+    if encoding == "none" and stored_size != expected_size:
+        _fail(f"{bits}-bit data holds {stored_size} bytes but shape {list(shape)} needs {expected_size}")
+    if encoding == "lz4":
+        if expected_size > _MAX_LZ4_RATIO * stored_size + 64:
+            _fail(f"an LZ4 frame of {stored_size} bytes cannot hold "
+                  f"the {expected_size} bytes shape {list(shape)} needs")
+        declared = _frame_content_size(hex_data)
+        if declared not in (0, expected_size):  # 0: the writer did not store the size
+            _fail(f"{bits}-bit data holds {declared} bytes but shape {list(shape)} needs {expected_size}")
+    return encoding, hex_data
+
+
+def _check_params(compressed: dict, bits: int, count: int) -> tuple[float, float]:
+    if bits not in _LEVELS:
+        return 1.0, 0.0
+    params = []
+    for key in ("scale", "zero_point"):
+        value = _get(compressed, key)
+        is_number = isinstance(value, (int, float, np.integer, np.floating))
+        if not is_number or isinstance(value, (bool, np.bool_)):
+            _fail(f"{key} must be a number, got {_show(value)}")
+        number = float(value) if abs(value) <= _FLOAT32_MAX else math.inf  # also guards huge ints
+        if not abs(number) <= _FLOAT32_MAX:
+            _fail(f"{key} is {_show(value)}, not a finite float32")
+        params.append(number)
+    scale, zero_point = params
+    if not float(np.float32(scale)) > 0.0:
+        _fail(f"scale must be > 0, got {scale!r}")
+    largest = max(abs(zero_point), abs(_LEVELS[bits] - zero_point)) * scale  # max |(q - z) * s|
+    if largest > _FLOAT32_MAX / 2:  # half: a margin for float32 rounding of s and z
+        _fail(f"scale {scale!r} and zero_point {zero_point!r} overflow float32 when dequantized")
+    if bits == 4:
+        packed = _get(compressed, "packed")
+        if not isinstance(packed, (bool, np.bool_)) or not packed:
+            _fail(f"4-bit data must have packed=true, got {_show(compressed['packed'])}")
+        values_per_byte = compressed.get("values_per_byte", 2)
+        if not _is_int(values_per_byte) or values_per_byte != 2:
+            _fail(f"4-bit data must have values_per_byte=2, got {_show(values_per_byte)}")
+        padded = compressed.get("padded", count % 2 == 1)
+        if not isinstance(padded, (bool, np.bool_)) or bool(padded) != (count % 2 == 1):
+            need_pad = "need a" if count % 2 else "need no"
+            _fail(f"padded is {_show(padded)} but {count} values {need_pad} pad nibble")
+    return scale, zero_point
+
+
+def _byte_count(bits: int, count: int) -> int:
+    return (count + 1) // 2 if bits == 4 else count * np.dtype(_VALUE_DTYPES[bits]).itemsize
+
+
+def _unhex(hex_chunk: str) -> bytes:
+    try:
+        return binascii.a2b_hex(hex_chunk)
+    except ValueError as error:  # binascii.Error and non-ASCII str are both ValueErrors
+        _fail(f"data_encoded.data is not valid hex ({error})")
+
+
+def _frame_content_size(hex_data: str) -> int:
+    header = _unhex(hex_data[:2 * _MAX_FRAME_HEADER])
+    try:
+        return lz4.frame.get_frame_info(header)["content_size"]
+    except RuntimeError as error:  # python-lz4 reports a bad header as RuntimeError
+        _fail(f"corrupt LZ4 frame header ({error})")
+
+
+def _read_plain(hex_data: str, need: int) -> bytearray:
+    buffer = bytearray(need)
+    view = memoryview(buffer)
+    for start in range(0, 2 * need, _HEX_CHUNK):
+        chunk = _unhex(hex_data[start : min(start + _HEX_CHUNK, 2 * need)])
+        view[start // 2 : start // 2 + len(chunk)] = chunk
+    return buffer
+
+
+def _read_lz4(hex_data: str, need: int, full: bool, data_name: str, shape_name: str) -> bytearray:
+    """Inflate the first `need` bytes; when `full`, also require the frame to end right there."""
+    buffer = bytearray(need)
+    view = memoryview(buffer)
+    decompressor = lz4.frame.LZ4FrameDecompressor()
+    got, position = 0, 0
+    try:
+        while True:
+            if decompressor.needs_input:
+                if decompressor.eof or position >= len(hex_data):
+                    break
+                chunk = _unhex(hex_data[position : position + _HEX_CHUNK])
+                position += _HEX_CHUNK
+            else:
+                chunk = b""
+            piece = decompressor.decompress(chunk, max_length=need - got if got < need else 1)
+            if got + len(piece) > need:
+                _fail(f"{data_name} holds more than the {need} bytes {shape_name} needs")
+            view[got : got + len(piece)] = piece
+            got += len(piece)
+            if (got == need and not full) or decompressor.eof or (not piece and not chunk):
+                break
+    except RuntimeError as error:  # python-lz4 reports every corrupt frame as RuntimeError
+        _fail(f"corrupt LZ4 frame ({error})")
+    if got < need:
+        truncated = "" if decompressor.eof else " (LZ4 frame truncated)"
+        _fail(f"{data_name} holds {got} bytes but {shape_name} needs {need}{truncated}")
+    if full and not decompressor.eof:
+        _fail("truncated LZ4 frame (no end mark)")
+    if full and (decompressor.unused_data or position < len(hex_data)):
+        _fail("unexpected bytes after the end of the LZ4 frame")
+    return buffer
