@@ -1,0 +1,26 @@
+"""Plot distillation metrics against alpha (the KL-loss weight), one line per temperature.
+
+Reads every */distillation_summary.json under --results_dir (as written by sweep.sh alpha) and writes
+one figure per metric, overview.<fmt>, a heatmap when the runs form an alpha x T grid, training
+curves from metrics.jsonl when present, and summary.csv / summary.md (mean and std over seeds).
+"""
+
+import sys
+
+from assertdistill.plotting import build_arg_parser, run_graphs
+
+SWEPT = "alpha"  # the hyperparameter on the x axis; temperature_graphs.py differs only here
+
+
+def parse_args(argv=None):
+    """Parse the command line (see --help)."""
+    return build_arg_parser(SWEPT, description=__doc__.splitlines()[0]).parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Write the alpha-sweep graphs and tables; return the exit code (2: no usable summaries)."""
+    return run_graphs(parse_args(argv), SWEPT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Load distillation summaries and per-epoch logs from a sweep; aggregate metrics over seeds.
+
+A run is one `<run_dir>/distillation_summary.json` as written by script.py (or by the original
+thesis code, which has only the thesis keys). Everything beyond the thesis keys is optional.
+"""
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SUMMARY_NAME = "distillation_summary.json"
+EPOCH_LOG_NAME = "metrics.jsonl"
+HYPERPARAMS = ("alpha", "temperature")  # the two swept axes, in cell-key order
+ARG_KEYS = {"alpha": "alpha_kl_loss_weight", "temperature": "temperature", "seed": "seed"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One plotted/aggregated quantity; `reference_key` names the teacher's value, if any."""
+
+    key: str
+    label: str
+    unit: str = ""
+    fmt: str = ".4f"  # how summary.md prints mean and std
+    reference_key: str | None = None
+    required: bool = True  # thesis summaries always have it; a run without it is incomplete
+
+
+def _pair(name, label):
+    """The vs-ground-truth and vs-teacher variants of one text-match metric."""
+    return (
+        Metric(f"avg_{name}_s_vs_gt_script1", f"{label} vs ground truth",
+               reference_key=f"avg_{name}_t_vs_gt_script1"),
+        Metric(f"avg_{name}_s_vs_t_script1", f"{label} vs teacher"),
+    )
+
+
+_MATCH = [_pair(n, l) for n, l in (("accuracy", "Accuracy"), ("f1", "F1"), ("precision", "Precision"),
+                                    ("recall", "Recall"), ("similarity_avg", "Similarity"))]
+METRICS: tuple[Metric, ...] = (
+    *(m[0] for m in _MATCH),
+    *(m[1] for m in _MATCH),
+    Metric("avg_loss", "Eval loss (total)"),
+    Metric("avg_hard_loss", "Eval hard loss (vs ground truth)"),
+    Metric("avg_soft_loss", "Eval soft loss (KL vs teacher)"),
+    Metric("avg_inference_time_per_sample_ms", "Inference time per sample", unit="ms", fmt=".1f"),
+    Metric("training_duration_seconds", "Training time", unit="s", fmt=".0f"),
+    Metric("student_share_of_teacher_accuracy", "Student share of teacher accuracy", required=False),
+    Metric("avg_strict_exact_match_s_vs_gt", "Strict exact match vs ground truth", required=False,
+           reference_key="avg_strict_exact_match_t_vs_gt"),
+    Metric("avg_strict_exact_match_s_vs_t", "Strict exact match vs teacher", required=False),
+)
+METRICS_BY_KEY = {m.key: m for m in METRICS}
+SHARE_KEY = "student_share_of_teacher_accuracy"
+TOP_LEVEL_KEYS = ("training_duration_seconds",)  # metrics stored beside, not inside, the eval dict
+
+
+class SummaryError(ValueError):
+    """A summary file that cannot be used, with the reason."""
+
+
+class NoResultsError(RuntimeError):
+    """No usable summary under the results directory; `skipped` lists (path, reason) of the unusable ones."""
+
+    def __init__(self, message: str, skipped=()):
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished training run: its hyperparameters and its numeric final metrics."""
+
+    path: Path
+    alpha: float
+    temperature: float
+    seed: float
+    metrics: dict[str, float]
+
+    @property
+    def cell(self) -> tuple[float, float]:
+        """The (alpha, temperature) grid cell this run belongs to."""
+        return (self.alpha, self.temperature)
+
+
+@dataclass
+class Cell:
+    """Seeds of one (alpha, temperature) cell aggregated: metric key -> (mean, std, count)."""
+
+    alpha: float
+    temperature: float
+    runs: list[Run] = field(default_factory=list)
+    stats: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of runs (seeds) in the cell."""
+        return len(self.runs)
+
+    def value(self, name: str) -> float:
+        """The cell's alpha or temperature."""
+        return getattr(self, name)
+
+
+def as_number(value, what: str) -> float:
+    """A JSON number or numeric string as float; raise SummaryError for anything else."""
+    if isinstance(value, bool):
+        raise SummaryError(f"{what} is a boolean, expected a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise SummaryError(f"{what} is not numeric: {value!r}")
+
+
+def parse_summary(path: Path, data) -> Run:
+    """Validate one decoded summary and turn it into a Run; raise SummaryError if unusable."""
+    if not isinstance(data, dict):
+        raise SummaryError("top level is not a JSON object")
+    args = data.get("args")
+    if not isinstance(args, dict):
+        raise SummaryError("missing 'args' object")
+    hyper = {}
+    for name, arg_key in ARG_KEYS.items():
+        if arg_key not in args:
+            raise SummaryError(f"missing args.{arg_key}")
+        hyper[name] = as_number(args[arg_key], f"args.{arg_key}")
+        if not math.isfinite(hyper[name]):
+            raise SummaryError(f"args.{arg_key} is not finite: {args[arg_key]!r}")
+    eval_metrics = data.get("final_evaluation_metrics")
+    if not isinstance(eval_metrics, dict):
+        raise SummaryError("missing 'final_evaluation_metrics' object")
+    metrics = {}
+    for key, value in eval_metrics.items():
+        known = METRICS_BY_KEY.get(key)
+        try:
+            metrics[key] = as_number(value, f"final_evaluation_metrics.{key}")
+        except SummaryError:
+            if known is not None and known.required:
+                raise
+            # an unknown non-numeric extra is ignored: nothing plots it
+    for key in TOP_LEVEL_KEYS:
+        if key in data:
+            metrics[key] = as_number(data[key], key)
+    missing = [m.key for m in METRICS if m.required and m.key not in metrics]
+    if missing:
+        raise SummaryError(f"incomplete, missing {', '.join(missing)}")
+    teacher_acc = metrics.get("avg_accuracy_t_vs_gt_script1")
+    if SHARE_KEY not in metrics and teacher_acc:  # absent, or 0 (no share of nothing)
+        metrics[SHARE_KEY] = metrics["avg_accuracy_s_vs_gt_script1"] / teacher_acc
+    return Run(path, hyper["alpha"], hyper["temperature"], hyper["seed"], metrics)
+
+
+def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """All usable runs under results_dir, and (path, reason) for each summary skipped."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise NoResultsError(f"results directory {results_dir} does not exist")
+    runs, skipped, seen = [], [], {}
+    for path in sorted(results_dir.rglob(SUMMARY_NAME)):
+        try:
+            with open(path, encoding="utf-8") as f:
+                run = parse_summary(path, json.load(f))
+        except json.JSONDecodeError as e:
+            skipped.append((path, f"invalid JSON ({e})"))
+            continue
+        except UnicodeDecodeError as e:
+            skipped.append((path, f"not UTF-8 text ({e.reason})"))
+            continue
+        except SummaryError as e:
+            skipped.append((path, str(e)))
+            continue
+        identity = (run.alpha, run.temperature, run.seed)
+        if identity in seen:
+            skipped.append((path, f"duplicate of {seen[identity]} (same alpha, temperature, seed)"))
+            continue
+        seen[identity] = path
+        runs.append(run)
+    if not runs:
+        why = f"{len(skipped)} skipped" if skipped else f"no */{SUMMARY_NAME} found"
+        raise NoResultsError(f"no usable {SUMMARY_NAME} under {results_dir} ({why})", skipped)
+    return runs, skipped
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof=1; NaN for a single value) and count."""
+    arr = np.asarray(values, dtype=float)
+    std = float(np.std(arr, ddof=1)) if len(arr) > 1 else math.nan
+    return float(np.mean(arr)), std, len(arr)
+
+
+def aggregate(runs: list[Run]) -> list[Cell]:
+    """Group runs by (alpha, temperature), sorted, with per-metric mean/std over seeds."""
+    cells: dict[tuple[float, float], Cell] = {}
+    for run in runs:
+        cells.setdefault(run.cell, Cell(*run.cell)).runs.append(run)
+    for cell in cells.values():
+        for key in metric_keys(cell.runs):
+            cell.stats[key] = mean_std([r.metrics[key] for r in cell.runs if key in r.metrics])
+    return [cells[k] for k in sorted(cells)]
+
+
+def metric_keys(runs: list[Run]) -> list[str]:
+    """Every metric key present in any run: known metrics in METRICS order, then the rest sorted."""
+    present = set().union(*(r.metrics for r in runs))
+    known = [m.key for m in METRICS if m.key in present]
+    return known + sorted(present - set(known))
+
+
+def write_csv(cells: list[Cell], path: Path) -> None:
+    """One row per cell: alpha, temperature, n, then <metric>_mean, <metric>_std."""
+    keys = metric_keys([r for c in cells for r in c.runs])
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["alpha", "temperature", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")])
+        for cell in cells:
+            row = [f"{cell.alpha:g}", f"{cell.temperature:g}", cell.n]
+            for key in keys:
+                mean, std, _ = cell.stats.get(key, (math.nan, math.nan, 0))
+                row += [f"{mean:.10g}", f"{std:.10g}"]
+            writer.writerow(row)
+
+
+MARKDOWN_KEYS = ("avg_accuracy_s_vs_gt_script1", "avg_f1_s_vs_gt_script1", "avg_similarity_avg_s_vs_gt_script1",
+                 "avg_accuracy_s_vs_t_script1", "avg_f1_s_vs_t_script1", SHARE_KEY, "avg_loss",
+                 "avg_inference_time_per_sample_ms", "training_duration_seconds")
+
+
+def format_stat(stat: tuple[float, float, int] | None, fmt: str) -> str:
+    """'mean ± std' (just the mean when std is undefined), '–' when absent."""
+    if stat is None:
+        return "–"
+    mean, std, _ = stat
+    return f"{mean:{fmt}}" if math.isnan(std) else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def write_markdown(cells: list[Cell], path: Path) -> None:
+    """A Markdown table of the main metrics (mean ± sample std over seeds) per cell."""
+    present = set(metric_keys([r for c in cells for r in c.runs]))
+    metrics = [METRICS_BY_KEY[k] for k in MARKDOWN_KEYS if k in present]
+    header = ["alpha", "T", "n"] + [m.label + (f" ({m.unit})" if m.unit else "") for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cell in cells:
+        row = [f"{cell.alpha:g}", f"{cell.temperature:g}", str(cell.n)]
+        row += [format_stat(cell.stats.get(m.key), m.fmt) for m in metrics]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Mean ± sample standard deviation over seeds; n = runs per cell.")
+    lines.append("")
+    runs = [r for c in cells for r in c.runs]
+    for metric in METRICS:
+        if metric.reference_key and metric.reference_key in present:
+            stat = mean_std([r.metrics[metric.reference_key] for r in runs if metric.reference_key in r.metrics])
+            lines.append(f"- Teacher, {metric.label}: {format_stat(stat, metric.fmt)} (n={stat[2]} runs)")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
+    """The per-epoch records of one metrics.jsonl's last attempt, and one problem line per unusable line.
+
+    A retried run appends to the log of the attempt that failed, so the epochs restart; only the
+    records from the last restart on are returned.
+    """
+    records, problems = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{path}:{lineno}: invalid JSON ({e.msg})")
+                continue
+            if not isinstance(record, dict) or "epoch" not in record:
+                problems.append(f"{path}:{lineno}: not an object with an 'epoch' key")
+                continue
+            records.append(record)
+    epochs = [record["epoch"] for record in records]
+    restarts = [i for i in range(1, len(epochs)) if _earlier_or_same(epochs[i], epochs[i - 1])]
+    return records[restarts[-1] if restarts else 0:], problems
+
+
+def _earlier_or_same(epoch, previous) -> bool:
+    """True when `epoch` does not come after `previous` (non-numeric epochs never restart a log)."""
+    try:
+        return as_number(epoch, "epoch") <= as_number(previous, "epoch")
+    except SummaryError:
+        return False
+
+
+def epoch_series(records: list[dict], section: str, key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of records[section][key], leaving out epochs where it is not numeric."""
+    epochs, values = [], []
+    for record in records:
+        try:
+            epoch = as_number(record["epoch"], "epoch")
+            value = as_number((record.get(section) or {})[key], f"{section}.{key}")
+        except (KeyError, TypeError, SummaryError):
+            continue
+        epochs.append(epoch)
+        values.append(value)
+    return epochs, values

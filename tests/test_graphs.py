@@ -1,0 +1,251 @@
+"""alpha_graphs.py / temperature_graphs.py on generated sweeps: files, aggregated numbers, bad input."""
+
+import contextlib
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+import alpha_graphs
+import temperature_graphs
+from assertdistill import results
+
+THESIS_METRICS = [m.key for m in results.METRICS if m.required and m.key != "training_duration_seconds"]
+TEACHER_ACCURACY = 0.8
+ALPHAS, TEMPS, SEEDS = (0.0, 0.5, 1.0), (1.0, 4.0), (1, 2, 3)
+
+
+def metric_values(alpha, temperature, seed, extras=True) -> dict:
+    """Known, distinct final metrics for one run; extras are the non-thesis keys."""
+    values = {key: 0.1 + 0.01 * i + 0.2 * alpha + 0.01 * temperature + 0.003 * seed ** 2
+              for i, key in enumerate(THESIS_METRICS)}
+    values["num_eval_samples"] = 100
+    if extras:
+        values["avg_accuracy_t_vs_gt_script1"] = TEACHER_ACCURACY
+        values["avg_strict_exact_match_s_vs_gt"] = 0.05 * alpha + 0.001 * seed
+        values["avg_strict_exact_match_s_vs_t"] = 0.07 * alpha + 0.002 * seed
+        values["avg_strict_exact_match_t_vs_gt"] = 0.5
+        values[results.SHARE_KEY] = values["avg_accuracy_s_vs_gt_script1"] / TEACHER_ACCURACY
+    return values
+
+
+def summary(alpha, temperature, seed, extras=True) -> dict:
+    """A distillation_summary.json body with the thesis keys (plus our extras when asked)."""
+    return {
+        "args": {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed, "epochs": 2},
+        "epochs_trained": 2, "training_duration_seconds": 100.0 + 10 * alpha + seed,
+        "student_model_name": "student", "student_model_size_mb": 230.1, "teacher_model_name": "teacher",
+        "teacher_model_size_mb": "N/A", "compression_ratio_model_size": "N/A",
+        "final_evaluation_metrics": metric_values(alpha, temperature, seed, extras),
+    }
+
+
+def write_run(root: Path, name: str, body, epoch_log=None) -> Path:
+    """Write <root>/<name>/distillation_summary.json (a dict as JSON, a str verbatim) and metrics.jsonl."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    text = body if isinstance(body, str) else json.dumps(body)
+    (run_dir / results.SUMMARY_NAME).write_text(text)
+    if epoch_log is not None:
+        (run_dir / results.EPOCH_LOG_NAME).write_text(epoch_log)
+    return run_dir
+
+
+def epoch_log(alpha, epochs=2) -> str:
+    """A metrics.jsonl with one record per epoch, plus one broken line."""
+    lines = [json.dumps({"epoch": e, "global_step": 10 * e, "train": {"loss": 2.0 / e},
+                         "eval": {"avg_accuracy_s_vs_gt_script1": 0.2 * e + alpha}, "elapsed_seconds": e})
+             for e in range(1, epochs + 1)]
+    return "\n".join(lines + ["{broken"]) + "\n"
+
+
+def run_cli(module, argv):
+    """Call module.main(argv) in-process; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = module.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+# (directory name, summary body, expected reason): each must be skipped, with the reason printed.
+BAD_SUMMARIES = [
+    ("bad_json", "{not json", "invalid JSON"),
+    ("no_metrics", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != "final_evaluation_metrics"},
+     "missing 'final_evaluation_metrics'"),
+    ("no_args", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != "args"}, "missing 'args'"),
+    ("text_alpha", {**summary(0.5, 1.0, 9), "args": {"alpha_kl_loss_weight": "high", "temperature": 1,
+                                                     "seed": 9}}, "args.alpha_kl_loss_weight is not numeric"),
+    ("no_seed", {**summary(0.5, 1.0, 9), "args": {"alpha_kl_loss_weight": 0.5, "temperature": 1}},
+     "missing args.seed"),
+    ("no_f1", {**summary(0.5, 1.0, 9), "final_evaluation_metrics": {
+        k: v for k, v in metric_values(0.5, 1.0, 9).items() if k != "avg_f1_s_vs_gt_script1"}},
+     "incomplete, missing avg_f1_s_vs_gt_script1"),
+    ("bool_metric", {**summary(0.5, 1.0, 9), "final_evaluation_metrics": {
+        **metric_values(0.5, 1.0, 9), "avg_loss": True}}, "final_evaluation_metrics.avg_loss is a boolean"),
+    ("no_duration", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != "training_duration_seconds"},
+     "missing training_duration_seconds"),
+    ("list", "[1, 2]", "top level is not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("name,body,reason", BAD_SUMMARIES, ids=[c[0] for c in BAD_SUMMARIES])
+def test_bad_summary_is_skipped_with_reason(tmp_path, name, body, reason):
+    write_run(tmp_path, "good", summary(0.5, 1.0, 1))
+    write_run(tmp_path, name, body)
+    runs, skipped = results.load_runs(tmp_path)
+    assert [r.path.parent.name for r in runs] == ["good"]
+    assert [(p.parent.name, reason in why) for p, why in skipped] == [(name, True)], skipped
+
+
+def test_numeric_string_args_and_duplicates(tmp_path):
+    write_run(tmp_path, "a", {**summary(0.5, 2.0, 1), "args": {"alpha_kl_loss_weight": "0.5", "temperature": "2",
+                                                               "seed": "1"}})
+    write_run(tmp_path, "b", summary(0.5, 2.0, 1))  # same cell and seed as "a"
+    runs, skipped = results.load_runs(tmp_path)
+    assert [(r.alpha, r.temperature, r.seed) for r in runs] == [(0.5, 2.0, 1.0)]
+    assert [p.parent.name for p, _ in skipped] == ["b"] and "duplicate" in skipped[0][1]
+
+
+STUDENT_ACCURACY = metric_values(0.5, 2.0, 1)["avg_accuracy_s_vs_gt_script1"]
+# (id, eval-metric changes, expected student share of the teacher's accuracy; None: not available)
+SHARES = [
+    ("written", {results.SHARE_KEY: 0.25}, 0.25),
+    ("derived", {results.SHARE_KEY: "drop"}, STUDENT_ACCURACY / TEACHER_ACCURACY),
+    ("teacher_scores_0", {results.SHARE_KEY: None, "avg_accuracy_t_vs_gt_script1": 0.0}, None),
+    ("thesis_only", {results.SHARE_KEY: "drop", "avg_accuracy_t_vs_gt_script1": "drop"}, None),
+]
+
+
+@pytest.mark.parametrize("changes,expected", [c[1:] for c in SHARES], ids=[c[0] for c in SHARES])
+def test_student_share_of_teacher_accuracy(changes, expected):
+    metrics = {**metric_values(0.5, 2.0, 1), **changes}
+    body = {**summary(0.5, 2.0, 1), "final_evaluation_metrics": {k: v for k, v in metrics.items() if v != "drop"}}
+    run = results.parse_summary(Path("x.json"), body)
+    assert run.metrics.get(results.SHARE_KEY) == (None if expected is None else pytest.approx(expected))
+
+
+def test_epoch_log_keeps_the_last_attempt(tmp_path):
+    lines = [{"epoch": 1, "train": {"loss": 9.0}}, {"epoch": 2, "train": {"loss": 8.0}},
+             {"epoch": 1, "train": {"loss": 3.0}}, {"epoch": 2, "train": {"loss": "nan?"}},
+             {"epoch": 3, "train": {"loss": 1.0}}]
+    path = tmp_path / results.EPOCH_LOG_NAME
+    path.write_text("\n".join(map(json.dumps, lines)) + "\n[]\n")
+    records, problems = results.load_epoch_log(path)
+    assert results.epoch_series(records, "train", "loss") == ([1.0, 3.0], [3.0, 1.0])
+    assert problems == [f"{path}:6: not an object with an 'epoch' key"]
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    """A 3 alpha x 2 T x 3 seed sweep with extras, epoch logs on seed 1, and two broken summaries."""
+    root = tmp_path_factory.mktemp("sweep")
+    for alpha in ALPHAS:
+        for temperature in TEMPS:
+            for seed in SEEDS:
+                write_run(root, f"alpha_{alpha}_temp_{temperature}_seed_{seed}", summary(alpha, temperature, seed),
+                          epoch_log(alpha) if seed == 1 else None)
+    for name, body, _ in BAD_SUMMARIES[:2]:
+        write_run(root / "broken", name, body)
+    return root
+
+
+@pytest.fixture(scope="module", params=[(alpha_graphs, "temperature"), (temperature_graphs, "alpha")],
+                ids=["alpha_graphs", "temperature_graphs"])
+def graphs(request, grid_sweep, tmp_path_factory):
+    """Run one graph script on grid_sweep; (output dir, exit code, stdout, stderr)."""
+    module, _ = request.param
+    out_dir = tmp_path_factory.mktemp("graphs")
+    code, out, err = run_cli(module, ["--results_dir", grid_sweep, "--output_dir", out_dir])
+    return out_dir, code, out, err
+
+
+def test_graph_scripts_write_every_file(graphs):
+    out_dir, code, out, _ = graphs
+    assert code == 0
+    expected = {f"{m.key}.png" for m in results.METRICS} | {
+        "overview.png", "heatmap_avg_accuracy_s_vs_gt_script1.png", "training_curves.png", "summary.csv",
+        "summary.md"}
+    assert {p.name for p in out_dir.iterdir()} == expected
+    assert all((out_dir / name).stat().st_size > 1000 for name in expected)
+    assert str(out_dir / "overview.png") in out
+
+
+def test_broken_summaries_and_epoch_lines_are_reported(graphs, grid_sweep):
+    _, _, out, err = graphs
+    for name, _, reason in BAD_SUMMARIES[:2]:
+        assert f"skip {grid_sweep / 'broken' / name / results.SUMMARY_NAME}: " in err
+        assert reason in err
+    assert err.count(":3: invalid JSON") == len(ALPHAS) * len(TEMPS)  # the broken last line of each epoch log
+    assert f"loaded {len(ALPHAS) * len(TEMPS) * len(SEEDS)} runs" in out and "(2 skipped)" in out
+
+
+def test_summary_csv_has_mean_and_std_over_seeds(graphs):
+    out_dir = graphs[0]
+    with open(out_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(float(r["alpha"]), float(r["temperature"]), int(r["n"])) for r in rows] == [
+        (a, t, len(SEEDS)) for a in ALPHAS for t in TEMPS]
+    for row in rows:
+        alpha, temperature = float(row["alpha"]), float(row["temperature"])
+        per_seed = [{**summary(alpha, temperature, s)["final_evaluation_metrics"],
+                     "training_duration_seconds": summary(alpha, temperature, s)["training_duration_seconds"]}
+                    for s in SEEDS]
+        for key in THESIS_METRICS + ["training_duration_seconds", results.SHARE_KEY,
+                                     "avg_strict_exact_match_s_vs_gt", "avg_strict_exact_match_s_vs_t"]:
+            values = [v[key] for v in per_seed]
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-9), key
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), rel=1e-9), key
+
+
+def test_summary_md_is_a_table_with_teacher_reference(graphs):
+    text = (graphs[0] / "summary.md").read_text()
+    lines = text.splitlines()
+    assert lines[0].startswith("| alpha | T | n | Accuracy vs ground truth |")
+    assert len([ln for ln in lines if ln.startswith("| ")]) == 1 + len(ALPHAS) * len(TEMPS)
+    assert " ± " in lines[2]
+    assert "- Teacher, Accuracy vs ground truth: 0.8000 ± 0.0000 (n=18 runs)\n" in text
+
+
+def test_thesis_only_one_dimensional_sweep(tmp_path):
+    results_dir = tmp_path / "thesis"
+    for alpha in (0.25, 0.75):
+        for seed in (1, 2):
+            write_run(results_dir, f"run_{alpha}_{seed}", summary(alpha, 2.0, seed, extras=False))
+    out_dir = tmp_path / "graphs"
+    code, out, err = run_cli(alpha_graphs, ["--results_dir", results_dir, "--output_dir", out_dir,
+                                            "--format", "svg"])
+    assert (code, err) == (0, "")
+    names = {p.name for p in out_dir.iterdir()}
+    assert names == {f"{m.key}.svg" for m in results.METRICS if m.required} | {
+        "overview.svg", "summary.csv", "summary.md"}
+    assert "heatmap: skipped" in out and "training curves: skipped" in out
+    assert "Teacher" not in (out_dir / "summary.md").read_text()
+
+
+# (description, how to build results_dir under tmp_path, expected message on stderr)
+NO_RESULTS = [
+    ("missing dir", lambda root: root / "nope", "does not exist"),
+    ("empty dir", lambda root: root, "no */distillation_summary.json found"),
+    ("all malformed", lambda root: write_run(root, "x", "{oops").parent, "(1 skipped)"),
+]
+
+
+@pytest.mark.parametrize("module", [alpha_graphs, temperature_graphs], ids=["alpha", "temperature"])
+@pytest.mark.parametrize("case,make_dir,message", NO_RESULTS, ids=[c[0] for c in NO_RESULTS])
+def test_no_usable_summaries_exit_2(tmp_path, module, case, make_dir, message):
+    out_dir = tmp_path / "graphs"
+    code, _, err = run_cli(module, ["--results_dir", make_dir(tmp_path), "--output_dir", out_dir])
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: no usable distillation_summary.json") or "does not exist" in err
+    assert message in err and "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_unknown_heatmap_metric_exit_2(tmp_path):
+    write_run(tmp_path, "r", summary(0.5, 2.0, 1))
+    code, _, err = run_cli(temperature_graphs, ["--results_dir", tmp_path, "--output_dir", tmp_path / "g",
+                                                "--heatmap_metric", "avg_typo"])
+    assert code == 2 and "--heatmap_metric avg_typo is in no summary" in err
