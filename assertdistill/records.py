@@ -134,10 +134,29 @@ class InputEncoder:
         focal_budget = self.max_source_length - test_length - self.overhead_length
         if test_length >= self.max_source_length - self.overhead_length - 10 or focal_budget <= 0:
             return test_text
-        focal_ids = self.tokenizer(focal_code, add_special_tokens=False, truncation=True,
-                                   max_length=focal_budget)["input_ids"]
+        focal_ids = self.first_tokens(focal_code, focal_budget)
         focal_text = self.tokenizer.decode(focal_ids, skip_special_tokens=True)
         return f"{FOCAL_PREFIX}{focal_text}\n\n{test_text}"
+
+    def first_tokens(self, text: str, count: int) -> list[int]:
+        """The first `count` token ids of `text`, without tokenizing all of a long text.
+
+        A prefix of the text is tokenized; every pre-tokenizer piece but the prefix's last one is split
+        exactly as in the full text, so tokens that end before that last piece are final. The prefix
+        doubles until enough final tokens are found (or it is the whole text).
+        """
+        pre_tokenizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
+        prefix_chars = count * 8
+        while pre_tokenizer is not None and prefix_chars < len(text):
+            prefix = text[:prefix_chars]
+            pieces = pre_tokenizer.pre_tokenize_str(prefix)
+            last_piece_start = pieces[-1][1][0] if pieces else 0
+            encoded = self.tokenizer(prefix, add_special_tokens=False, return_offsets_mapping=True)
+            final = sum(1 for _, end in encoded["offset_mapping"] if end <= last_piece_start)
+            if final >= count:
+                return encoded["input_ids"][:count]
+            prefix_chars *= 2
+        return self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=count)["input_ids"]
 
     def encode_source(self, focal_code: str, test_method: str) -> list[int]:
         """Token ids of the input text, truncated to max_source_length, unpadded."""
