@@ -1,12 +1,15 @@
 """Distill a teacher's precomputed logits into a small seq2seq student that writes JUnit assertions.
 
 The CLI of the thesis "Tiny but Mighty: Tuning Alpha and Temperature for Distilled SLMs in Assertion
-Generation": same flags, defaults and summary keys. With no arguments it runs the embedded demo.
+Generation": same flags, defaults and summary keys. With no arguments it runs the embedded demo
+(the demo archive and models, with the small-model settings of demo/run_defaults.json for every
+flag not given).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
@@ -15,6 +18,23 @@ from assertdistill.paths import DEMO
 
 BEST_MODEL_METRICS = [f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
                       for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
+
+
+def apply_demo_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> None:
+    """On the embedded demo, flags the user did not give take the demo's values (demo/run_defaults.json)."""
+    defaults = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        given = vars(parser.parse_args(argv))
+    finally:
+        for action in parser._actions:
+            action.default = defaults[action.dest]
+    with open(DEMO.run_defaults, encoding="utf-8") as stream:
+        demo_defaults = json.load(stream)
+    for name, value in demo_defaults.items():
+        if name not in given and not name.startswith("_"):
+            setattr(args, name, value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="autocast precision on GPU (CPU always runs fp32)")
     training.add_argument("--seed", type=int, default=42, help="random seed")
     training.add_argument("--log_steps", type=int, default=50, help="optimizer steps between progress-bar updates")
+    data.add_argument("--max_train_samples", type=int, default=None,
+                      help="use only the first N training records (quick runs and tests)")
+    data.add_argument("--max_eval_samples", type=int, default=None,
+                      help="use only the first N validation records (quick runs and tests)")
     training.add_argument("--num_dataloader_workers", type=int, default=0,
                           help="DataLoader worker processes (records are sharded among them)")
 
@@ -87,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             help="metric that picks the best model (lower is better for avg_loss)")
 
     args = parser.parse_args(argv)
+    if args.distillation_data_path == DEMO.archive:
+        apply_demo_defaults(parser, args, argv)
     checks = [
         (0.0 <= args.alpha_kl_loss_weight <= 1.0, "--alpha_kl_loss_weight must be between 0 and 1"),
         (args.temperature > 0, "--temperature must be > 0"),

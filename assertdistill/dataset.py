@@ -143,7 +143,7 @@ class DistillationStream(IterableDataset):
 
     def __init__(self, spec: ArchiveSpec, encoder: InputEncoder, batch_size: int, need_logits: bool,
                  focal_field: str = "focal_file", shuffle_buffer_size: int = 0, seed: int = 42,
-                 strict: bool = False, rank: int = 0, world_size: int = 1):
+                 strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None):
         super().__init__()
         self.spec = spec
         self.encoder = encoder
@@ -158,6 +158,9 @@ class DistillationStream(IterableDataset):
         self.epoch = 0
         self.location = locate_inner_zip(spec.outer_path, spec.inner_zip_path)
         self.num_records, self.header = count_records(self.location, spec)
+        self.max_records = max_records
+        if max_records is not None:
+            self.num_records = min(self.num_records, max_records)
 
     def __len__(self) -> int:
         return self.num_records
@@ -198,6 +201,8 @@ class DistillationStream(IterableDataset):
             if position == 0 and is_header_line(line) is not None:
                 continue
             record_index += 1
+            if self.max_records is not None and record_index >= self.max_records:
+                return
             if record_index % num_shards != shard:
                 continue
             try:

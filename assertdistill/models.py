@@ -29,7 +29,7 @@ def hub_reachable() -> bool:
     return True
 
 
-def _from_pretrained(loader, name: str, what: str, **kwargs):
+def from_pretrained_local_first(loader, name: str, what: str, **kwargs):
     """Load from a local dir or the cache first; go online only when the hub can be reached."""
     try:
         return loader(name, local_files_only=True, **kwargs)
@@ -47,7 +47,7 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
 
 def load_tokenizer(name: str):
     """The tokenizer of a Hugging Face id or local directory."""
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name, "tokenizer")
+    tokenizer = from_pretrained_local_first(AutoTokenizer.from_pretrained, name, "tokenizer")
     if tokenizer.pad_token_id is None:
         raise ModelLoadError(f"tokenizer '{name}' has no pad token")
     return tokenizer
@@ -64,9 +64,9 @@ def load_student(name: str, from_scratch: bool = False) -> torch.nn.Module:
         print(f"{name} holds a config but no weights: initializing the student randomly from its config")
         from_scratch = True
     if from_scratch:
-        config = _from_pretrained(AutoConfig.from_pretrained, name, "student config")
+        config = from_pretrained_local_first(AutoConfig.from_pretrained, name, "student config")
         return AutoModelForSeq2SeqLM.from_config(config)
-    return _from_pretrained(AutoModelForSeq2SeqLM.from_pretrained, name, "student model")
+    return from_pretrained_local_first(AutoModelForSeq2SeqLM.from_pretrained, name, "student model")
 
 
 def model_size_mb(model: torch.nn.Module, trainable_only: bool = True) -> float:
@@ -78,7 +78,7 @@ def model_size_mb(model: torch.nn.Module, trainable_only: bool = True) -> float:
 def teacher_size_mb(name: str) -> float | None:
     """Teacher size from its config alone (built on the meta device, no weights); None if no config."""
     try:
-        config = _from_pretrained(AutoConfig.from_pretrained, name, "teacher config")
+        config = from_pretrained_local_first(AutoConfig.from_pretrained, name, "teacher config")
     except ModelLoadError as error:
         warnings.warn(f"{error}; teacher size will be reported as N/A", stacklevel=2)
         return None

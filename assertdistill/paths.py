@@ -20,6 +20,7 @@ class DemoPaths:
     val_jsonl: str = "distillation_data_validation.jsonl"
     teacher: str = os.path.relpath(os.path.join(DEMO_DIR, "teacher"))
     student: str = os.path.relpath(os.path.join(DEMO_DIR, "student"))
+    run_defaults: str = os.path.join(DEMO_DIR, "run_defaults.json")
 
 
 DEMO = DemoPaths()

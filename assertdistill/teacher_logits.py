@@ -1,0 +1,184 @@
+"""Run a teacher over an assertion dataset and package its logits in the published nested-ZIP layout."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import os
+import random
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from tqdm import tqdm
+
+from .archive import DataError
+from .codec import compress_logits
+from .metrics import MetricAccumulator
+from .records import InputEncoder
+
+SPLITS = ("training", "validation")
+PROVENANCE_FIELDS = ("repo", "test_path", "focal_path", "test_class", "test_method")
+
+
+@dataclass
+class SplitReport:
+    """What happened to one split: records written, skipped (by reason), bytes and teacher accuracy."""
+
+    written: int = 0
+    skipped: dict = field(default_factory=dict)
+    float32_bytes: int = 0
+    stored_bytes: int = 0
+    teacher_metrics: dict = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        """Count one skipped input line."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def read_assertion_dataset(path: str, report: SplitReport) -> Iterator[dict]:
+    """Records of a make_dataset.py JSONL (or an existing distillation JSONL), bad lines counted."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        stream = opener(path, "rt", encoding="utf-8")
+    except OSError as error:
+        raise DataError(f"cannot read assertion dataset {path}: {error.strerror or error}") from None
+    with stream:
+        for line in stream:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                report.skip("invalid_json")
+                continue
+            if not isinstance(record, dict) or "header" in record:
+                continue
+            assertions = record.get("assertions", record.get("original_target"))
+            if isinstance(assertions, str):
+                assertions = assertions.split("\n")
+            if not isinstance(record.get("test_method_masked"), str) or not isinstance(assertions, list) \
+                    or not assertions or not all(isinstance(item, str) for item in assertions):
+                report.skip("missing_or_malformed_fields")
+                continue
+            record["assertions"] = assertions
+            yield record
+
+
+def sample_records(records: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A deterministic random subset of `limit` records (all when limit is None), in original order."""
+    if limit is None or limit >= len(records):
+        return records
+    chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[index] for index in chosen]
+
+
+def _output_record(record: dict, focal_field: str) -> dict:
+    output = {"focal_file": record.get(focal_field) or record.get("focal_file") or "",
+              "test_method_masked": record["test_method_masked"],
+              "original_target": "\n".join(record["assertions"])}
+    output.update({name: record[name] for name in PROVENANCE_FIELDS if name in record})
+    return output
+
+
+@torch.no_grad()
+def teacher_outputs(model, tokenizer, encoder: InputEncoder, batch: list[dict], bits: int, num_beams: int,
+                    pad_to_max_length: bool, device: torch.device) -> list[tuple[dict, list[str]]]:
+    """(compressed_logits, predicted lines) per record: logits teacher-forced on the ground truth."""
+    sources = [encoder.encode_source(r.get("focal_file") or "", r["test_method_masked"]) for r in batch]
+    targets = [encoder.encode_target("\n".join(r["assertions"])) for r in batch]
+    source_length = max(map(len, sources))
+    target_length = encoder.max_target_length if pad_to_max_length else max(map(len, targets))
+    pad_id = tokenizer.pad_token_id
+    input_ids = torch.full((len(batch), source_length), pad_id, dtype=torch.long)  # (B, S)
+    labels = torch.full((len(batch), target_length), -100, dtype=torch.long)  # (B, L)
+    for row, (source, target) in enumerate(zip(sources, targets)):
+        input_ids[row, : len(source)] = torch.tensor(source)
+        labels[row, : len(target)] = torch.tensor(target)
+    input_ids, labels = input_ids.to(device), labels.to(device)
+    attention_mask = (input_ids != pad_id).long()
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                   use_cache=False).logits.float().cpu()  # (B, L, V)
+    generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+                               max_length=encoder.max_target_length, early_stopping=num_beams > 1)
+    texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    results = []
+    for row, target in enumerate(targets):
+        positions = target_length if pad_to_max_length else len(target)
+        compressed = compress_logits(logits[row : row + 1, :positions], bits=bits)  # (1, T, V)
+        results.append((compressed, [line for line in texts[row].split("\n") if line.strip()]))
+    return results
+
+
+def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder: InputEncoder, args,
+                      split: str, report: SplitReport, device: torch.device) -> None:
+    """Write header + one distillation record per input record to `path` (plain JSONL)."""
+    body_path = path + ".body"
+    truth_vs_teacher = MetricAccumulator("t_vs_gt")
+    with open(body_path, "w", encoding="utf-8") as body:
+        action = "Teacher on" if model is not None else "Packaging"
+        progress = tqdm(total=len(records), desc=f"{action} {split}", unit="record", dynamic_ncols=True)
+        for start in range(0, len(records), args.batch_size):
+            batch = records[start : start + args.batch_size]
+            outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, args.num_beams,
+                                      args.pad_to_max_length, device) if model is not None else [None] * len(batch)
+            for record, output in zip(batch, outputs):
+                line = _output_record(record, args.focal_field)
+                if output is not None:
+                    compressed, predicted = output
+                    line["predicted_assertions"] = predicted
+                    line["compressed_logits"] = compressed
+                    report.float32_bytes += compressed["compression"]["original_size_bytes"]
+                    report.stored_bytes += len(compressed["data_encoded"]["data"])
+                    truth_vs_teacher.add("\n".join(predicted), line["original_target"])
+                body.write(json.dumps(line) + "\n")
+                report.written += 1
+            progress.update(len(batch))
+        progress.close()
+    if model is not None:
+        report.teacher_metrics = truth_vs_teacher.averages()
+    header = {"header": {
+        "dataset_type": split, "item_count": report.written,
+        "compression": {"bits": args.bits if model is not None else None,
+                        "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
+                        "compression_ratio": (report.float32_bytes / report.stored_bytes
+                                              if report.stored_bytes else None)},
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "teacher_metrics": report.teacher_metrics, "skipped": report.skipped,
+        "args": {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool))},
+    }}
+    with open(path, "w", encoding="utf-8") as output, open(body_path, encoding="utf-8") as body:
+        output.write(json.dumps(header) + "\n")
+        shutil.copyfileobj(body, output, length=1 << 20)
+    os.unlink(body_path)
+
+
+def package_nested_zip(jsonl_paths: dict[str, str], output_path: str, name: str, gzipped: bool) -> dict:
+    """Outer ZIP with <name>/distillation_data_<split>.jsonl.zip members (stored), each holding the JSONL."""
+    members = {}
+    work_dir = tempfile.mkdtemp(prefix="package_")
+    try:
+        temporary_output = output_path + ".tmp"
+        with zipfile.ZipFile(temporary_output, "w", compression=zipfile.ZIP_STORED) as outer:
+            for split, jsonl_path in jsonl_paths.items():
+                jsonl_name = f"distillation_data_{split}.jsonl"
+                inner_path = os.path.join(work_dir, jsonl_name + ".zip")
+                with zipfile.ZipFile(inner_path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as inner:
+                    with open(jsonl_path, "rb") as source, inner.open(jsonl_name, "w", force_zip64=True) as member:
+                        if gzipped:
+                            with gzip.GzipFile(fileobj=member, mode="wb", compresslevel=6) as compressed:
+                                shutil.copyfileobj(source, compressed, length=1 << 20)
+                        else:
+                            shutil.copyfileobj(source, member, length=1 << 20)
+                member_name = f"{name}/{jsonl_name}.zip"
+                outer.write(inner_path, member_name)
+                members[split] = {"inner_zip": member_name, "jsonl": jsonl_name}
+        os.replace(temporary_output, output_path)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return members

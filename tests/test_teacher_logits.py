@@ -1,0 +1,122 @@
+"""make_teacher_logits.py with a tiny teacher, read back by script.py; demo defaults."""
+
+import dataclasses
+import gzip
+import json
+import zipfile
+
+import pytest
+import torch
+
+import make_teacher_logits
+import script
+from assertdistill.codec import decompress_logits
+from assertdistill.records import InputEncoder
+from assertdistill.training import student_logits_for
+from transformers import AutoModelForSeq2SeqLM
+from util import JAVA_SNIPPETS, save_tiny_model, tiny_tokenizer
+
+ASSERTION_LINES = [["assertEquals(3, calculator.add(1, 2));"], ["assertTrue(stack.isEmpty());", "assertNull(x);"]]
+
+
+def write_assertion_dataset(path, count):
+    with open(path, "w") as stream:
+        for index in range(count):
+            stream.write(json.dumps({"focal_file": JAVA_SNIPPETS[index % 2], "test_method_masked": JAVA_SNIPPETS[2],
+                                     "assertions": ASSERTION_LINES[index % 2], "repo": "demo",
+                                     "test_path": f"src/test/T{index}.java"}) + "\n")
+        stream.write("{broken\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    teacher = save_tiny_model(str(root / "teacher"))
+    train = write_assertion_dataset(root / "train.jsonl", 7)
+    val = write_assertion_dataset(root / "val.jsonl", 3)
+    archive = str(root / "codet5.zip")
+    argv = ["--train_file", train, "--val_file", val, "--output", archive, "--teacher_model_name", teacher,
+            "--max_src_length", "64", "--max_tgt_length", "24", "--batch_size", "3", "--num_beams", "2",
+            "--bits", "8"]
+    assert make_teacher_logits.main(argv) == 0
+    return root, teacher, archive
+
+
+def read_jsonl(archive, inner, name):
+    with zipfile.ZipFile(archive) as outer, zipfile.ZipFile(outer.open(inner)) as inner_zip:
+        return [json.loads(line) for line in inner_zip.read(name).decode().splitlines()]
+
+
+def test_archive_layout_header_and_records(generated):
+    _, teacher, archive = generated
+    with zipfile.ZipFile(archive) as outer:
+        assert sorted(outer.namelist()) == ["codet5/distillation_data_training.jsonl.zip",
+                                            "codet5/distillation_data_validation.jsonl.zip"]
+    lines = read_jsonl(archive, "codet5/distillation_data_training.jsonl.zip", "distillation_data_training.jsonl")
+    header, records = lines[0]["header"], lines[1:]
+    assert header["dataset_type"] == "training" and header["item_count"] == 7 == len(records)
+    assert header["skipped"] == {"invalid_json": 1} and header["compression"]["compression_ratio"] > 1
+    assert header["args"]["bits"] == 8 and "created_at" in header
+    record = records[1]
+    assert record["original_target"] == "assertTrue(stack.isEmpty());\nassertNull(x);"
+    assert isinstance(record["predicted_assertions"], list) and record["repo"] == "demo"
+    # Logits are the teacher's, teacher-forced on the ground truth, for the target's real length.
+    tokenizer = tiny_tokenizer()
+    target = InputEncoder(tokenizer, 64, 24).encode_target(record["original_target"])
+    stored = decompress_logits(record["compressed_logits"])
+    assert tuple(stored.shape) == (1, len(target), len(tokenizer))
+    model = AutoModelForSeq2SeqLM.from_pretrained(teacher).eval()
+    encoder = InputEncoder(tokenizer, 64, 24)
+    source = torch.tensor([encoder.encode_source(record["focal_file"], record["test_method_masked"])])
+    batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": torch.tensor([target])}
+    with torch.no_grad():
+        expected = student_logits_for(model, batch)
+    step = record["compressed_logits"]["scale"]
+    assert torch.allclose(stored, expected, atol=step / 2 + 1e-5)
+
+
+def test_script_reads_the_generated_archive(generated, tmp_path):
+    root, teacher, archive = generated
+    argv = ["--distillation_data_path", archive,
+            "--train_outer_zip_internal_path", "codet5/distillation_data_training.jsonl.zip",
+            "--train_inner_zip_jsonl_filename", "distillation_data_training.jsonl",
+            "--val_outer_zip_internal_path", "codet5/distillation_data_validation.jsonl.zip",
+            "--val_inner_zip_jsonl_filename", "distillation_data_validation.jsonl",
+            "--student_model_name", teacher, "--teacher_model_name", teacher, "--epochs", "1",
+            "--batch_size", "4", "--num_beams", "1", "--student_max_src_length", "64",
+            "--student_max_tgt_length", "24", "--output_dir", str(tmp_path / "out")]
+    assert script.main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
+    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 3
+    assert summary["final_evaluation_metrics"]["avg_soft_loss"] > 0
+    assert summary["data_counts"]["training"]["records_used"] == 7
+
+
+def test_package_only_writes_records_without_teacher_outputs(generated, tmp_path):
+    root, _, _ = generated
+    archive = str(tmp_path / "raw.zip")
+    argv = ["--package_only", "--train_file", str(root / "train.jsonl"), "--val_file", str(root / "val.jsonl"),
+            "--output", archive, "--name", "raw", "--limit_train", "4", "--gzip"]
+    assert make_teacher_logits.main(argv) == 0
+    with zipfile.ZipFile(archive) as outer, zipfile.ZipFile(outer.open("raw/distillation_data_training.jsonl.zip")) as inner:
+        lines = gzip.decompress(inner.read("distillation_data_training.jsonl")).decode().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    assert len(records) == 4 and all("compressed_logits" not in record for record in records)
+
+
+def test_missing_input_file_is_one_line_error(tmp_path, capsys):
+    argv = ["--package_only", "--train_file", str(tmp_path / "nope.jsonl"), "--val_file", str(tmp_path / "x"),
+            "--output", str(tmp_path / "o.zip")]
+    assert make_teacher_logits.main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read assertion dataset")
+
+
+def test_demo_defaults_apply_only_to_flags_not_given(monkeypatch, tmp_path):
+    defaults_file = tmp_path / "run_defaults.json"
+    defaults_file.write_text(json.dumps({"learning_rate": 0.001, "epochs": 5}))
+    monkeypatch.setattr(script, "DEMO", dataclasses.replace(script.DEMO, run_defaults=str(defaults_file)))
+    args = script.parse_args(["--epochs", "2"])
+    assert args.learning_rate == 0.001 and args.epochs == 2
+    args = script.parse_args(["--distillation_data_path", "other.zip"])
+    assert args.learning_rate == 5e-5 and args.epochs == 3  # the thesis defaults off the demo
