@@ -48,7 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit_val", type=int, default=None, help="random subset size of the validation split")
     parser.add_argument("--focal_field", default="focal_file", help="input field holding the focal code")
     parser.add_argument("--gzip", action="store_true", help="gzip the JSONL inside each inner ZIP")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the subset sampling")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="write records in a seeded random order instead of the input order "
+                             "(input files are usually grouped by repository)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the subset sampling and --shuffle")
     args = parser.parse_args(argv)
     if not args.package_only and not args.teacher_model_name:
         parser.error("--teacher_model_name is required unless --package_only is given")
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             jsonl_paths, reports = {}, {}
             for split, path, limit in zip(SPLITS, (args.train_file, args.val_file), (args.limit_train, args.limit_val)):
                 report = SplitReport()
-                records = sample_records(list(read_assertion_dataset(path, report)), limit, args.seed)
+                records = sample_records(list(read_assertion_dataset(path, report)), limit, args.seed,
+                                         args.shuffle)
                 jsonl_paths[split] = os.path.join(work_dir, f"{split}.jsonl")
                 write_split_jsonl(records, jsonl_paths[split], model, tokenizer, encoder, args, split, report, device)
                 reports[split] = report

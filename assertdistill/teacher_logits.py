@@ -69,11 +69,14 @@ def read_assertion_dataset(path: str, report: SplitReport) -> Iterator[dict]:
             yield record
 
 
-def sample_records(records: list[dict], limit: int | None, seed: int) -> list[dict]:
-    """A deterministic random subset of `limit` records (all when limit is None), in original order."""
-    if limit is None or limit >= len(records):
-        return records
-    chosen = sorted(random.Random(seed).sample(range(len(records)), limit))
+def sample_records(records: list[dict], limit: int | None, seed: int, shuffle: bool = False) -> list[dict]:
+    """A seeded random subset of `limit` records (all when None), in input order unless shuffled."""
+    rng = random.Random(seed)
+    chosen = list(range(len(records)))
+    if limit is not None and limit < len(records):
+        chosen = sorted(rng.sample(chosen, limit))
+    if shuffle:
+        rng.shuffle(chosen)
     return [records[index] for index in chosen]
 
 
