@@ -8,6 +8,18 @@ what training needs: targets are 20-80 tokens long but every block is padded to 
 Keys a decoder needs: format, shape, bits, data_encoded{encoding, data, original_size,
 compressed_size}; scale and zero_point for 4/8 bits; packed (true) for 4 bits. values_per_byte and
 padded are checked when present; the "compression" stats dict is informational and not read.
+
+A second, sparse format (docs/TOPK_FORMAT.md) keeps per position only the k largest logits:
+    {"format": "topk", "shape": [1, T, V] or [T, V], "k": k, "index_dtype": "uint16" | "int32",
+     "data_encoded": {"values":  {encoding, data, original_size, compressed_size},  # (T, k) float16
+                      "indices": {...},   # (T, k) vocabulary ids, index_dtype (uint16 when V <= 65535)
+                      "tail":    {...}},  # (T,) float32: the logit every other entry is filled with
+     "compression": {...stats, informational}}
+Each array is row-major, LZ4-framed and hex-encoded like the published data, so the first n positions
+are a prefix of each. Per position, values are sorted descending and indices are distinct; the tail is
+log(sum of exp(x_j) over the V - k entries j outside the top k) - log(V - k), so filling those entries
+with it keeps the softmax mass outside the top k exact at temperature 1. decode_quantized returns the
+dense (T', V) reconstruction as float16 (bits 16; float32, bits 32, when a tail overflows float16).
 """
 
 import binascii
@@ -26,6 +38,9 @@ _MAX_LZ4_RATIO = 256  # an LZ4 frame cannot expand more than ~255x; guards alloc
 _MAX_FRAME_HEADER = 19  # bytes: magic number + the largest frame descriptor
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _ROWS_PER_CHUNK = 64  # positions quantized at a time in compress_logits (bounds float64 temps)
+_TOPK_INDEX_DTYPES = {"uint16": np.uint16, "int32": np.int32}
+_TOPK_ARRAYS = {"values": np.float16, "indices": None, "tail": np.float32}  # None: index_dtype
+_MAX_DENSE_VALUES = 1 << 31  # a top-k dict may declare any V; cap its dense (T', V) decode
 
 
 class CodecError(ValueError):
@@ -68,12 +83,7 @@ def compress_logits(logits, bits: int = 8) -> dict:
     """Encode float logits (T, V) or (1, T, V) as a compressed_logits dict at 4/8/16/32 bits."""
     if not _is_int(bits) or bits not in _VALUE_DTYPES:
         raise ValueError(f"bits must be 4, 8, 16 or 32, got {bits!r}")
-    array = _float_array(logits)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != 1) or 0 in array.shape:
-        raise ValueError(f"logits must have shape (T, V) or (1, T, V), got {tuple(array.shape)}")
-    if not np.isfinite(array).all():
-        raise ValueError("logits contain NaN or Inf")
-    block = array.reshape(array.shape[-2:])  # (T, V)
+    array, block = _checked_logits(logits)  # (T, V) or (1, T, V); block: (T, V)
 
     quant_params = {}
     if bits in _LEVELS:
@@ -130,6 +140,99 @@ def decompress_logits(compressed: dict, max_positions: int | None = None) -> tor
     return logits.unsqueeze(0) if ndim == 3 else logits
 
 
+@dataclass
+class TopkLogits:
+    """A decoded top-k block: the k largest logits per position, their vocabulary ids, one tail logit."""
+
+    values: np.ndarray  # (T', k) float16, descending per position
+    indices: np.ndarray  # (T', k) uint16 or int32, distinct per position, < V
+    tail: np.ndarray  # (T',) float32: the logit of each of the V - k other entries
+    vocab_size: int
+    num_positions: int  # T of the stored block, before the max_positions cut
+
+    def dense(self) -> np.ndarray:
+        """Dense (T', V) logits: top-k values at their indices, tail elsewhere; float16 unless it overflows."""
+        with np.errstate(over="ignore"):
+            fits = bool(np.isfinite(self.tail.astype(np.float16)).all())
+        dense = np.empty((self.tail.shape[0], self.vocab_size), dtype=np.float16 if fits else np.float32)
+        dense[:] = self.tail[:, None]
+        np.put_along_axis(dense, self.indices.astype(np.intp), self.values, axis=1)
+        return dense
+
+
+def compress_topk(logits, k: int) -> dict:
+    """Encode float logits (T, V) or (1, T, V) as a sparse top-k dict (k clipped to V; docs/TOPK_FORMAT.md)."""
+    if not _is_int(k) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    array, block = _checked_logits(logits)  # block: (T, V)
+    num_positions, vocab_size = block.shape
+    k = int(min(k, vocab_size))
+    index_dtype = "uint16" if vocab_size <= 65535 else "int32"
+    values = np.empty((num_positions, k), dtype=np.float16)  # (T, k)
+    indices = np.empty((num_positions, k), dtype=_TOPK_INDEX_DTYPES[index_dtype])  # (T, k)
+    tail = np.empty(num_positions, dtype=np.float32)  # (T,)
+    for start in range(0, num_positions, _ROWS_PER_CHUNK):
+        rows = block[start : start + _ROWS_PER_CHUNK].astype(np.float64)  # (R, V), a fresh copy
+        top = np.argpartition(rows, vocab_size - k, axis=1)[:, vocab_size - k :]  # (R, k), unordered
+        top_values = np.take_along_axis(rows, top, axis=1)
+        order = np.argsort(-top_values, axis=1, kind="stable")
+        top, top_values = np.take_along_axis(top, order, 1), np.take_along_axis(top_values, order, 1)
+        with np.errstate(over="ignore"):
+            values[start : start + len(rows)] = top_values
+        indices[start : start + len(rows)] = top
+        if k < vocab_size:
+            np.put_along_axis(rows, top, -np.inf, axis=1)  # rows now hold only the tail entries
+            peak = rows.max(axis=1, keepdims=True)  # (R, 1), finite: at least one tail entry
+            mass = np.exp(rows - peak).sum(axis=1)  # (R,)
+            tail_rows = peak[:, 0] + np.log(mass) - math.log(vocab_size - k)
+        else:
+            tail_rows = top_values[:, -1]  # no entry lies outside the top k: the tail is never used
+        with np.errstate(over="ignore"):
+            tail[start : start + len(rows)] = tail_rows
+    if not (np.isfinite(values).all() and np.isfinite(tail).all()):
+        raise ValueError("logits exceed the float16 range")
+
+    arrays = {"values": values.tobytes(), "indices": indices.tobytes(), "tail": tail.tobytes()}
+    frames = {name: lz4.frame.compress(raw, compression_level=9) for name, raw in arrays.items()}
+    original_size = array.size * 4  # as float32, the generator's reference size
+    final_size = sum(len(frame) for frame in frames.values())
+    return {
+        "format": "topk",
+        "compression": {
+            "format": "topk", "k": k,
+            "original_size_bytes": int(original_size),
+            "bit_compressed_size_bytes": sum(len(raw) for raw in arrays.values()),
+            "final_size_bytes": final_size,
+            "compression_ratio": float(original_size / final_size),
+        },
+        "shape": [int(d) for d in array.shape],
+        "k": k,
+        "index_dtype": index_dtype,
+        "data_encoded": {
+            name: {"encoding": "lz4", "data": frames[name].hex(), "original_size": len(arrays[name]),
+                   "compressed_size": len(frames[name])}
+            for name in _TOPK_ARRAYS
+        },
+    }
+
+
+def decode_topk(compressed: dict, max_positions: int | None = None) -> TopkLogits:
+    """Decode a top-k compressed_logits dict to its sparse arrays, reading only T' positions."""
+    if not isinstance(compressed, dict) or compressed.get("format") != "topk":
+        _fail("expected a dict with format 'topk'")
+    return _decode_topk(compressed, max_positions)[0]
+
+
+def _checked_logits(logits) -> tuple[np.ndarray, np.ndarray]:
+    """The logits as an array (T, V) or (1, T, V), and its (T, V) block; ValueError for bad input."""
+    array = _float_array(logits)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != 1) or 0 in array.shape:
+        raise ValueError(f"logits must have shape (T, V) or (1, T, V), got {tuple(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError("logits contain NaN or Inf")
+    return array, array.reshape(array.shape[-2:])
+
+
 def _float_array(logits) -> np.ndarray:
     if torch.is_tensor(logits):
         if not torch.is_floating_point(logits):
@@ -180,13 +283,16 @@ def _is_int(value) -> bool:
 
 
 def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
-    if max_positions is not None and (not _is_int(max_positions) or max_positions < 1):
-        raise ValueError(f"max_positions must be a positive int or None, got {max_positions!r}")
+    _check_max_positions(max_positions)
     if not isinstance(compressed, dict):
         _fail(f"expected a dict, got {type(compressed).__name__}")
     format_name = _get(compressed, "format")
+    if isinstance(format_name, str) and format_name == "topk":
+        sparse, ndim = _decode_topk(compressed, max_positions)
+        dense = sparse.dense()  # (T', V)
+        return QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions), ndim
     if not isinstance(format_name, str) or format_name != "lz4":
-        _fail(f"unknown format {_show(format_name)} (expected 'lz4')")
+        _fail(f"unknown format {_show(format_name)} (expected 'lz4' or 'topk')")
     bits = _get(compressed, "bits")
     if not _is_int(bits) or bits not in _VALUE_DTYPES:
         _fail(f"unknown bits {_show(bits)} (expected 4, 8, 16 or 32)")
@@ -218,6 +324,61 @@ def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
     return QuantizedLogits(values, scale, zero_point, int(bits), num_positions), len(shape)
 
 
+def _check_max_positions(max_positions) -> None:
+    if max_positions is not None and (not _is_int(max_positions) or max_positions < 1):
+        raise ValueError(f"max_positions must be a positive int or None, got {max_positions!r}")
+
+
+def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, int]:
+    _check_max_positions(max_positions)
+    shape = _get(compressed, "shape")
+    num_positions, vocab_size = _check_shape(shape)
+    k = _get(compressed, "k")
+    if not _is_int(k) or not 1 <= k <= vocab_size:
+        _fail(f"k must be an int in [1, V={vocab_size}], got {_show(k)}")
+    index_dtype = _get(compressed, "index_dtype")
+    limit = {"uint16": 65536, "int32": 2**31 - 1}
+    if not isinstance(index_dtype, str) or index_dtype not in limit:
+        _fail(f"unknown index_dtype {_show(index_dtype)} (expected 'uint16' or 'int32')")
+    if vocab_size > limit[index_dtype]:
+        _fail(f"index_dtype {index_dtype} cannot index V={vocab_size}")
+    encoded = _get(compressed, "data_encoded")
+    if not isinstance(encoded, dict):
+        _fail(f"data_encoded must be a dict, got {type(encoded).__name__}")
+
+    positions = num_positions if max_positions is None else min(max_positions, num_positions)
+    if positions * vocab_size > _MAX_DENSE_VALUES:
+        _fail(f"a dense decode of {positions} x {vocab_size} values is too large")
+    full = positions == num_positions
+    arrays = {}
+    for name, dtype in _TOPK_ARRAYS.items():
+        dtype = np.dtype(dtype or _TOPK_INDEX_DTYPES[index_dtype])
+        row_count = 1 if name == "tail" else int(k)  # items per position
+        array_shape = [num_positions] + ([] if name == "tail" else [int(k)])
+        array_name = f"{dtype.name} {name} {array_shape}"
+        where = f"data_encoded.{name}"
+        encoding, hex_data = _check_array(_get(encoded, name, "data_encoded."), where, f"topk {name}",
+                                          array_name, array_name, num_positions * row_count * dtype.itemsize)
+        need = positions * row_count * dtype.itemsize
+        if encoding == "none":
+            buffer = _read_plain(hex_data, need)
+        else:
+            what = array_name + ("" if full else f" (first {positions} positions)")
+            buffer = _read_lz4(hex_data, need, full, f"topk {name}", what)
+        arrays[name] = np.frombuffer(buffer, dtype=dtype).reshape([positions] + array_shape[1:])
+
+    values, indices, tail = arrays["values"], arrays["indices"], arrays["tail"]
+    if not np.isfinite(values).all():
+        _fail("topk values contain NaN or Inf")
+    if not np.isfinite(tail).all():
+        _fail("topk tail contains NaN or Inf")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= vocab_size):
+        _fail(f"topk indices must lie in [0, {vocab_size}), got {int(indices.min())}..{int(indices.max())}")
+    if k > 1 and (np.diff(np.sort(indices, axis=1), axis=1) == 0).any():
+        _fail("topk indices repeat within a position")
+    return TopkLogits(values, indices, tail, vocab_size, num_positions), len(shape)
+
+
 def _check_shape(shape) -> tuple[int, int]:
     if not isinstance(shape, (list, tuple)) or not all(_is_int(d) and d > 0 for d in shape):
         _fail(f"shape must be a list of positive ints, got {_show(shape)}")
@@ -229,37 +390,44 @@ def _check_shape(shape) -> tuple[int, int]:
 
 
 def _check_encoded(encoded, bits: int, shape, expected_size: int) -> tuple[str, str]:
+    original_size = encoded.get("original_size") if isinstance(encoded, dict) else None
+    # The generator wrote float16 teacher logits unchanged under bits=32; name that case.
+    halved = bits == 32 and original_size == expected_size // 2
+    hint = " (float16 values under bits=32?)" if halved else ""
+    return _check_array(encoded, "data_encoded", f"{bits}-bit data", f"{bits}-bit shape {list(shape)}",
+                        f"shape {list(shape)}", expected_size, hint)
+
+
+def _check_array(encoded, where: str, data_name: str, size_name: str, shape_name: str,
+                 expected_size: int, hint: str = "") -> tuple[str, str]:
+    """Check one {encoding, data, original_size, compressed_size} dict that must hold expected_size bytes."""
     if not isinstance(encoded, dict):
-        _fail(f"data_encoded must be a dict, got {type(encoded).__name__}")
-    encoding = _get(encoded, "encoding", "data_encoded.")
-    hex_data = _get(encoded, "data", "data_encoded.")
+        _fail(f"{where} must be a dict, got {type(encoded).__name__}")
+    encoding = _get(encoded, "encoding", f"{where}.")
+    hex_data = _get(encoded, "data", f"{where}.")
     if not isinstance(encoding, str) or encoding not in ("lz4", "none"):
         _fail(f"unknown encoding {_show(encoding)} (expected 'lz4' or 'none')")
     if not isinstance(hex_data, str) or len(hex_data) % 2:
         what = f"odd length {len(hex_data)}" if isinstance(hex_data, str) else type(hex_data).__name__
-        _fail(f"data_encoded.data must be a hex string of even length, got {what}")
+        _fail(f"{where}.data must be a hex string of even length, got {what}")
     stored_size = len(hex_data) // 2
-    original_size = _get(encoded, "original_size", "data_encoded.")
+    original_size = _get(encoded, "original_size", f"{where}.")
     if not _is_int(original_size) or original_size != expected_size:
-        # The generator wrote float16 teacher logits unchanged under bits=32; name that case.
-        halved = bits == 32 and original_size == expected_size // 2
-        hint = " (float16 values under bits=32?)" if halved else ""
-        _fail(f"data_encoded.original_size is {_show(original_size)} "
-              f"but {bits}-bit shape {list(shape)} needs {expected_size}{hint}")
-    compressed_size = _get(encoded, "compressed_size", "data_encoded.")
+        _fail(f"{where}.original_size is {_show(original_size)} but {size_name} needs {expected_size}{hint}")
+    compressed_size = _get(encoded, "compressed_size", f"{where}.")
     if not _is_int(compressed_size) or compressed_size != stored_size:
-        _fail(f"data_encoded.compressed_size is {_show(compressed_size)} "
+        _fail(f"{where}.compressed_size is {_show(compressed_size)} "
               f"but the hex data holds {stored_size} bytes")
     # Both size checks below run before anything is allocated, so a bad dict cannot ask for 1 TB.
     if encoding == "none" and stored_size != expected_size:
-        _fail(f"{bits}-bit data holds {stored_size} bytes but shape {list(shape)} needs {expected_size}")
+        _fail(f"{data_name} holds {stored_size} bytes but {shape_name} needs {expected_size}")
     if encoding == "lz4":
         if expected_size > _MAX_LZ4_RATIO * stored_size + 64:
             _fail(f"an LZ4 frame of {stored_size} bytes cannot hold "
-                  f"the {expected_size} bytes shape {list(shape)} needs")
+                  f"the {expected_size} bytes {shape_name} needs")
         declared = _frame_content_size(hex_data)
         if declared not in (0, expected_size):  # 0: the writer did not store the size
-            _fail(f"{bits}-bit data holds {declared} bytes but shape {list(shape)} needs {expected_size}")
+            _fail(f"{data_name} holds {declared} bytes but {shape_name} needs {expected_size}")
     return encoding, hex_data
 
 

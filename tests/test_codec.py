@@ -11,7 +11,9 @@ from assertdistill.codec import (
     CodecError,
     QuantizedLogits,
     compress_logits,
+    compress_topk,
     decode_quantized,
+    decode_topk,
     decompress_logits,
     dequantize_codes,
 )
@@ -439,6 +441,187 @@ def test_compress_rejects_bad_input(logits, bits, message):
         compress_logits(logits, bits=bits)
 
 
+# ---------------------------------------------------------------- top-k sparse format
+
+
+def softmax_mass(logits, axis=-1):
+    """sum(exp(x)) along axis, in float64."""
+    return np.exp(np.asarray(logits, np.float64)).sum(axis=axis)
+
+
+def topk_plain(compressed):
+    """The same top-k dict with every array stored without LZ4 (encoding 'none')."""
+    compressed = copy.deepcopy(compressed)
+    for encoded in compressed["data_encoded"].values():
+        raw = lz4.frame.decompress(bytes.fromhex(encoded["data"]))
+        encoded.update({"encoding": "none", "data": raw.hex(), "compressed_size": len(raw)})
+    return compressed
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("shape", [(6, 11), (1, 6, 11), (3, 1)])
+def test_topk_round_trip_keeps_top_entries_and_tail_mass(shape, k):
+    logits = teacher_like(shape, seed=k)
+    block = logits.reshape(-1, shape[-1]).astype(np.float64)  # (T, V)
+    compressed = compress_topk(logits, k)
+    kept = min(k, shape[-1])
+    assert compressed["format"] == "topk" and compressed["k"] == kept and compressed["shape"] == list(shape)
+    assert compressed["index_dtype"] == "uint16"
+    sparse = decode_topk(compressed)
+    order = np.argsort(-block, axis=1, kind="stable")[:, :kept]
+    np.testing.assert_array_equal(np.sort(sparse.indices, axis=1), np.sort(order, axis=1))
+    np.testing.assert_array_equal(sparse.values, np.take_along_axis(block, order, 1).astype(np.float16))
+    assert (np.diff(sparse.values.astype(np.float32), axis=1) <= 0).all()  # descending
+    dense = decompress_logits(compressed)
+    assert dense.dtype == torch.float32 and tuple(dense.shape) == shape
+    dense = dense.numpy().reshape(block.shape)
+    np.testing.assert_allclose(np.take_along_axis(dense, order, 1), np.take_along_axis(block, order, 1),
+                               rtol=1e-3, atol=0)
+    if kept < shape[-1]:
+        outside = np.ones(block.shape, bool)
+        np.put_along_axis(outside, order, False, axis=1)
+        true_tail = softmax_mass(np.where(outside, block, -np.inf))  # (T,)
+        stored_tail = (shape[-1] - kept) * softmax_mass(sparse.tail[:, None])  # float32 tail, exact
+        np.testing.assert_allclose(stored_tail, true_tail, rtol=1e-6)
+        # The dense decode is float16: its tail is rounded by at most |tail| * 2**-11 (in logits).
+        dense_tail = softmax_mass(np.where(outside, dense, -np.inf))
+        bound = np.expm1(np.abs(sparse.tail).astype(np.float64) * 2**-11) + 1e-6  # (T,)
+        assert (np.abs(dense_tail / true_tail - 1) <= bound).all()
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_topk_max_positions_is_a_prefix_of_the_full_decode(plain):
+    compressed = compress_topk(teacher_like((1, 7, 13), seed=8), 4)
+    compressed = topk_plain(compressed) if plain else compressed
+    full = decompress_logits(compressed)
+    for positions in (1, 3, 7, 50):
+        kept = min(positions, 7)
+        part = decompress_logits(compressed, max_positions=positions)
+        assert tuple(part.shape) == (1, kept, 13) and torch.equal(part, full[:, :kept])
+        quantized = decode_quantized(compressed, max_positions=positions)
+        assert quantized.num_positions == 7 and quantized.values.shape == (kept, 13)
+
+
+def test_topk_decodes_as_dense_16bit_values_for_the_data_pipeline():
+    compressed = compress_topk(teacher_like((5, 9), seed=9), 3)
+    quantized = decode_quantized(compressed)
+    assert (quantized.bits, quantized.scale, quantized.zero_point) == (16, 1.0, 0.0)
+    assert quantized.values.dtype == np.float16 and quantized.values.shape == (5, 9)
+    assert torch.equal(quantized.dequantize(), decompress_logits(compressed))
+
+
+def test_topk_tail_beyond_float16_decodes_as_float32():
+    logits = np.full((2, 6), -1e6, np.float32)
+    logits[:, 0] = 3.0
+    quantized = decode_quantized(compress_topk(logits, 1))
+    assert quantized.bits == 32 and quantized.values.dtype == np.float32
+    np.testing.assert_array_equal(quantized.values, logits)
+
+
+def test_topk_wide_vocabulary_uses_int32_indices():
+    logits = teacher_like((2, 70_000), seed=10)
+    compressed = compress_topk(logits, 5)
+    assert compressed["index_dtype"] == "int32"
+    sparse = decode_topk(compressed)
+    np.testing.assert_array_equal(np.sort(sparse.indices, 1), np.sort(np.argsort(-logits, 1)[:, :5], 1))
+
+
+def test_topk_k_at_least_vocab_keeps_everything():
+    logits = teacher_like((3, 4), seed=11)
+    compressed = compress_topk(logits, 10)
+    assert compressed["k"] == 4
+    np.testing.assert_array_equal(decompress_logits(compressed).numpy(), logits.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize(("logits", "k", "message"), [
+    (np.zeros((2, 3), np.float32), 0, "k must be"),
+    (np.zeros((2, 3), np.float32), 2.0, "k must be"),
+    (np.zeros((2, 3), np.float32), True, "k must be"),
+    (np.array([[0.0, np.nan]], np.float32), 1, "NaN or Inf"),
+    (np.zeros((2, 3, 4), np.float32), 1, "shape"),
+    (np.array([[0.0, 1e5]], np.float32), 1, "float16 range"),
+])
+def test_compress_topk_rejects_bad_input(logits, k, message):
+    with pytest.raises(ValueError, match=message):
+        compress_topk(logits, k)
+
+
+def valid_topk(plain=False):
+    """A fresh valid top-k dict (shape [1, 4, 5], k = 2) to break."""
+    compressed = compress_topk(teacher_like((1, 4, 5), seed=12), 2)
+    return topk_plain(compressed) if plain else compressed
+
+
+def topk_edit(edit, plain=False):
+    def mutate():
+        compressed = valid_topk(plain)
+        edit(compressed)
+        return compressed
+    return mutate
+
+
+def set_array(name, raw):
+    """Replace one array with plain bytes of the right size (so the content checks fire)."""
+    def edit(compressed):
+        compressed["data_encoded"][name].update({"data": raw.hex(), "compressed_size": len(raw)})
+    return topk_edit(edit, plain=True)
+
+
+TOPK_ERROR_CASES = {
+    "missing k": (topk_edit(lambda c: c.pop("k")), "missing key 'k'"),
+    "k zero": (topk_edit(lambda c: c.update(k=0)), r"k must be an int in \[1, V=5\]"),
+    "k above V": (topk_edit(lambda c: c.update(k=6)), "k must be an int"),
+    "k float": (topk_edit(lambda c: c.update(k=2.0)), "k must be an int"),
+    "missing index_dtype": (topk_edit(lambda c: c.pop("index_dtype")), "missing key 'index_dtype'"),
+    "unknown index_dtype": (topk_edit(lambda c: c.update(index_dtype="int8")), "unknown index_dtype 'int8'"),
+    "uint16 for a huge V": (topk_edit(lambda c: c.update(shape=[1, 4, 70_000])), "cannot index V=70000"),
+    "dense too large": (topk_edit(lambda c: c.update(shape=[1, 4, 2**31 - 1], index_dtype="int32")),
+                        "too large"),
+    "missing shape": (topk_edit(lambda c: c.pop("shape")), "missing key 'shape'"),
+    "bad shape": (topk_edit(lambda c: c.update(shape=[2, 4, 5])), r"shape must be \[T, V\]"),
+    "data_encoded not a dict": (topk_edit(lambda c: c.update(data_encoded="00")), "data_encoded must be a dict"),
+    "missing tail": (topk_edit(lambda c: c["data_encoded"].pop("tail")), "missing key 'data_encoded.tail'"),
+    "array not a dict": (topk_edit(lambda c: c["data_encoded"].update(values=[])),
+                         "data_encoded.values must be a dict"),
+    "missing inner data": (topk_edit(lambda c: c["data_encoded"]["indices"].pop("data")),
+                           "missing key 'data_encoded.indices.data'"),
+    "values original_size": (topk_edit(lambda c: c["data_encoded"]["values"].update(original_size=7)),
+                             r"data_encoded.values.original_size is 7 but float16 values \[4, 2\] needs 16"),
+    "values compressed_size": (topk_edit(lambda c: c["data_encoded"]["values"].update(compressed_size=1)),
+                               "data_encoded.values.compressed_size is 1"),
+    "odd hex": (topk_edit(lambda c: c["data_encoded"]["tail"].update(data="abc")), "even length"),
+    "bad hex": (topk_edit(lambda c: c["data_encoded"]["tail"].update(data="zz" * 16, compressed_size=16),
+                          plain=True), "not valid hex"),
+    "truncated plain tail": (set_array("tail", b"\0" * 12), r"topk tail holds 12 bytes but .* needs 16"),
+    "corrupt values frame": (topk_edit(lambda c: c["data_encoded"]["values"].update(
+        data="00" * 20, compressed_size=20)), "corrupt LZ4 frame"),
+    "index out of range": (set_array("indices", np.array([[0, 5], [1, 2], [3, 4], [0, 1]], np.uint16).tobytes()),
+                           r"indices must lie in \[0, 5\)"),
+    "repeated index": (set_array("indices", np.array([[0, 0], [1, 2], [3, 4], [0, 1]], np.uint16).tobytes()),
+                       "repeat within a position"),
+    "NaN value": (set_array("values", np.array([np.nan] + [0] * 7, np.float16).tobytes()), "values contain NaN"),
+    "Inf tail": (set_array("tail", np.array([0, np.inf, 0, 0], np.float32).tobytes()), "tail contains NaN"),
+}
+
+
+@pytest.mark.parametrize("max_positions", [None, 2])
+@pytest.mark.parametrize("case", sorted(TOPK_ERROR_CASES))
+def test_malformed_topk_dicts_raise_codec_error(case, max_positions):
+    make, message = TOPK_ERROR_CASES[case]
+    compressed = make()
+    with pytest.raises(CodecError, match=message) as caught:
+        decompress_logits(compressed, max_positions=max_positions)
+    assert str(caught.value).startswith("compressed_logits: ") and "\n" not in str(caught.value)
+    with pytest.raises(CodecError):
+        decode_quantized(compressed, max_positions=max_positions)
+
+
+def test_decode_topk_rejects_other_formats():
+    with pytest.raises(CodecError, match="format 'topk'"):
+        decode_topk(valid())
+
+
+
 # ---------------------------------------------------------------- property: decode never misbehaves
 
 
@@ -525,10 +708,53 @@ if st is not None:
         except (KeyError, TypeError, ValueError):  # already mutated away
             return b""
 
-    random_dicts = st.dictionaries(st.sampled_from(TOP_KEYS), json_values, max_size=8)
+    TOPK_KEYS = ["format", "shape", "k", "index_dtype", "data_encoded", "compression"]
+    TOPK_ARRAYS = ["values", "indices", "tail"]
 
-    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(compressed=st.one_of(mutated_dicts(), random_dicts, json_values),
+    @st.composite
+    def mutated_topk_dicts(draw):
+        """A valid top-k record (LZ4 or plain arrays), then up to three random mutations."""
+        shape = draw(st.sampled_from([(1, 3, 5), (4, 3), (1, 1, 1), (2, 9)]))
+        compressed = compress_topk(teacher_like(shape, seed=draw(st.integers(0, 3))), draw(st.integers(1, 6)))
+        compressed = topk_plain(compressed) if draw(st.booleans()) else compressed
+        for _ in range(draw(st.integers(1, 3))):
+            kind = draw(st.sampled_from(["set", "del", "set_array", "del_array", "set_inner", "random_data",
+                                         "truncate", "flip", "shape"]))
+            arrays = compressed.get("data_encoded")
+            encoded = arrays.get(draw(st.sampled_from(TOPK_ARRAYS))) if isinstance(arrays, dict) else None
+            encoded = encoded if isinstance(encoded, dict) else {}
+            payload = current_payload(encoded)
+            if kind == "set":
+                compressed[draw(st.sampled_from(TOPK_KEYS))] = draw(json_values)
+            elif kind == "del":
+                compressed.pop(draw(st.sampled_from(TOPK_KEYS)), None)
+            elif kind == "set_array" and isinstance(arrays, dict):
+                arrays[draw(st.sampled_from(TOPK_ARRAYS))] = draw(json_values)
+            elif kind == "del_array" and isinstance(arrays, dict):
+                arrays.pop(draw(st.sampled_from(TOPK_ARRAYS)), None)
+            elif kind == "set_inner":
+                encoded[draw(st.sampled_from(INNER_KEYS))] = draw(json_values)
+            elif kind == "random_data":
+                payload = draw(st.binary(max_size=80))
+            elif kind == "truncate" and payload:
+                payload = payload[: draw(st.integers(0, len(payload) - 1))]
+            elif kind == "flip" and payload:
+                index = draw(st.integers(0, len(payload) - 1))
+                payload = payload[:index] + bytes([payload[index] ^ draw(st.integers(1, 255))]) + payload[index + 1:]
+            elif kind == "shape":
+                compressed["shape"] = draw(small_shapes)
+            if kind in ("random_data", "truncate", "flip") and encoded and draw(st.booleans()):
+                encoded["data"] = payload.hex()  # keep sizes consistent so deeper checks are reached
+                encoded["compressed_size"] = len(payload)
+        return compressed
+
+    random_dicts = st.dictionaries(st.sampled_from(TOP_KEYS), json_values, max_size=8)
+    random_topk_dicts = st.fixed_dictionaries({"format": st.just("topk")},
+                                              optional={key: json_values for key in TOPK_KEYS[1:]})
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(compressed=st.one_of(mutated_dicts(), mutated_topk_dicts(), random_dicts, random_topk_dicts,
+                                json_values),
            max_positions=st.one_of(st.none(), st.integers(1, 12)))
     def test_decode_returns_declared_shape_or_codec_error(compressed, max_positions):
         original = copy.deepcopy(compressed)
