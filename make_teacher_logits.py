@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
             tokenizer = load_tokenizer(args.tokenizer_name or args.teacher_model_name)
             model = from_pretrained_local_first(AutoModelForSeq2SeqLM.from_pretrained, args.teacher_model_name,
-                                     "teacher model").to(device).eval()
+                                                "teacher model", dtype=torch.float32).to(device).eval()
             encoder = InputEncoder(tokenizer, args.max_src_length, args.max_tgt_length)
         torch.manual_seed(args.seed)
         with tempfile.TemporaryDirectory(prefix="teacher_logits_") as work_dir:

@@ -148,8 +148,11 @@ class MetricAccumulator:
         return len(self.strict)
 
     def averages(self) -> dict[str, float]:
-        """avg_<metric>_<comparison>_script1 for each metric, plus avg_strict_exact_match_<comparison>."""
-        averages = {f"avg_{name}_{self.comparison}_script1": float(np.mean(values)) if values else 0.0
+        """avg_<metric>_<comparison>_script1 for each metric, plus avg_strict_exact_match_<comparison>.
+
+        Each is None when no pair was scored (e.g. no record carries the teacher's prediction).
+        """
+        averages = {f"avg_{name}_{self.comparison}_script1": float(np.mean(values)) if values else None
                     for name, values in self.values.items()}
-        averages[f"avg_strict_exact_match_{self.comparison}"] = float(np.mean(self.strict)) if self.strict else 0.0
+        averages[f"avg_strict_exact_match_{self.comparison}"] = float(np.mean(self.strict)) if self.strict else None
         return averages

@@ -65,8 +65,10 @@ def load_student(name: str, from_scratch: bool = False) -> torch.nn.Module:
         from_scratch = True
     if from_scratch:
         config = from_pretrained_local_first(AutoConfig.from_pretrained, name, "student config")
-        return AutoModelForSeq2SeqLM.from_config(config)
-    return from_pretrained_local_first(AutoModelForSeq2SeqLM.from_pretrained, name, "student model")
+        return AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
+    # float32 master weights whatever the checkpoint holds; --precision autocasts on GPU.
+    return from_pretrained_local_first(AutoModelForSeq2SeqLM.from_pretrained, name, "student model",
+                                       dtype=torch.float32)
 
 
 def model_size_mb(model: torch.nn.Module, trainable_only: bool = True) -> float:
@@ -84,7 +86,8 @@ def teacher_size_mb(name: str) -> float | None:
         return None
     with torch.device("meta"):
         teacher = AutoModelForSeq2SeqLM.from_config(config)
-    return model_size_mb(teacher)
+    # Sized as float32 parameters, like the student, whatever dtype its checkpoint is stored in.
+    return sum(parameter.numel() for parameter in teacher.parameters()) * 4 / (1024 * 1024)
 
 
 def pick_device() -> torch.device:

@@ -30,6 +30,13 @@ class OutputDirError(OSError):
     """The output directory holds a finished run or cannot be written."""
 
 
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, fused on CUDA and CPU (one kernel per step instead of a dozen passes per parameter)."""
+    fused = device.type in ("cuda", "cpu")
+    return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=fused)
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
@@ -79,6 +86,9 @@ def _print_eval(prefix: str, results: dict) -> None:
           f"soft {results['avg_soft_loss']:.4f})")
     for name, key in (("student vs teacher", "s_vs_t"), ("student vs truth  ", "s_vs_gt"),
                       ("teacher vs truth  ", "t_vs_gt")):
+        if results[f"avg_accuracy_{key}_script1"] is None:
+            print(f"  {name}: n/a (no teacher predictions in the data)")
+            continue
         print(f"  {name}: accuracy {results[f'avg_accuracy_{key}_script1']:.4f}  "
               f"F1 {results[f'avg_f1_{key}_script1']:.4f}  "
               f"similarity {results[f'avg_similarity_avg_{key}_script1']:.4f}")
@@ -131,11 +141,12 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
     val_loader = make_loader(val_stream, args.num_dataloader_workers, pin_memory)
 
     loss_fn = DistillationLoss(args.temperature, args.alpha_kl_loss_weight)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = make_optimizer(student, args.learning_rate, args.weight_decay, device)
     total_steps = steps_per_epoch(len(train_stream), args.batch_size, args.gradient_accumulation_steps) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_steps_ratio * total_steps), total_steps)
-    trainer = Trainer(student, loss_fn, optimizer, scheduler, device, args.gradient_accumulation_steps,
+    # Only the training forward is compiled: generation and saving use the plain module.
+    train_model = torch.compile(student, dynamic=True) if getattr(args, "compile", False) else student
+    trainer = Trainer(train_model, loss_fn, optimizer, scheduler, device, args.gradient_accumulation_steps,
                       args.max_grad_norm, args.precision, args.log_steps)
     print(f"Training {args.epochs} epochs, {total_steps} optimizer steps, alpha {args.alpha_kl_loss_weight}, "
           f"T {args.temperature}, effective batch {args.batch_size * args.gradient_accumulation_steps}")
@@ -185,7 +196,7 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
                             student_size, teacher_size, extras)
     summary_path = os.path.join(args.output_dir, SUMMARY_FILENAME)
     write_json_atomic(summary_path, summary)
-    if final_results:
+    if final_results and final_results["avg_accuracy_t_vs_gt_script1"] is not None:
         share = final_results.get("student_share_of_teacher_accuracy")
         print(f"Final: student accuracy vs truth {final_results['avg_accuracy_s_vs_gt_script1']:.4f}, "
               f"teacher {final_results['avg_accuracy_t_vs_gt_script1']:.4f}"
