@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
     training.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                           help="autocast precision on GPU (CPU always runs fp32)")
+    training.add_argument("--compile", action="store_true",
+                          help="torch.compile the student for training (slow first steps; pays off on long GPU runs)")
     training.add_argument("--seed", type=int, default=42, help="random seed")
     training.add_argument("--log_steps", type=int, default=50, help="optimizer steps between progress-bar updates")
     data.add_argument("--max_train_samples", type=int, default=None,

@@ -10,13 +10,22 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+try:  # ISA-L inflates DEFLATE 2-3x faster than zlib; optional, same output
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # pragma: no cover - depends on the environment
+    _isal_zlib = None
+
 GZIP_MAGIC = b"\x1f\x8b"
 LOCAL_HEADER_SIZE = 30  # fixed part of a ZIP local file header
 MAX_HEADER_LINE_BYTES = 1 << 20  # a header line is small; record lines carry MBs of hex
+RAW_CHUNK_BYTES = 1 << 18  # compressed bytes read from the file at a time (256 KiB)
+OUT_CHUNK_BYTES = 1 << 20  # most bytes one inflate call may produce: bounds memory, stays in cache
+_INFLATE_ERRORS = (zlib.error,) + ((_isal_zlib.error,) if _isal_zlib is not None else ())
 
 
 class DataError(Exception):
@@ -121,6 +130,141 @@ def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
         return InnerZipLocation(spill.name, 0, info.file_size, spilled=True)
 
 
+class _MemberStream(io.BufferedIOBase):
+    """The uncompressed bytes of a STORED or DEFLATED ZIP member, read straight from its file window.
+
+    Does what zipfile's member reader does (inflate, size and CRC-32 checks, the same exception types:
+    zlib.error, EOFError, BadZipFile), in 1 MiB reads with ISA-L when installed, and gives lines
+    without copying them through a buffer: a 33 MB record line is joined once from the inflated pieces.
+    """
+
+    def __init__(self, window: _FileWindow, info: zipfile.ZipInfo, data_offset: int):
+        super().__init__()
+        self._window = window
+        self._window.seek(data_offset)
+        self._name = info.filename
+        self._raw_left = info.compress_size
+        self._size_left = info.file_size
+        self._expected_crc = info.CRC
+        self._crc = 0
+        codec = _isal_zlib or zlib
+        self._crc32 = codec.crc32
+        self._inflater = codec.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        self._chunk = b""  # the current uncompressed piece; bytes before _position were consumed
+        self._position = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._window.close()
+        super().close()
+
+    def _read_raw(self) -> bytes:
+        data = self._window.read(min(RAW_CHUNK_BYTES, self._raw_left))
+        if not data:
+            raise EOFError(f"{self._name}: the archive ends inside the member")
+        self._raw_left -= len(data)
+        return data
+
+    def _next_piece(self) -> bytes:
+        """The next uncompressed piece; b"" once the member has ended (after the size and CRC checks)."""
+        while not self._ended:
+            if self._inflater is None:
+                piece = self._read_raw() if self._raw_left else b""
+                self._ended = not self._raw_left
+            else:
+                data = self._inflater.unconsumed_tail
+                if not data and self._raw_left:
+                    data = self._read_raw()
+                try:  # with no new input, ISA-L may still hold output back from the last call
+                    piece = self._inflater.decompress(data, OUT_CHUNK_BYTES)
+                except _INFLATE_ERRORS as error:  # ISA-L has its own error type: report it as zlib does
+                    raise zlib.error(f"{self._name}: {error}") from None
+                self._ended = self._inflater.eof
+                if not piece and not data and not self._ended:
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            if len(piece) > self._size_left:
+                raise zipfile.BadZipFile(f"{self._name}: more data than the {len(piece)} bytes declared")
+            self._size_left -= len(piece)
+            self._crc = self._crc32(piece, self._crc)
+            if self._ended and (self._size_left or self._crc != self._expected_crc):
+                raise zipfile.BadZipFile(f"Bad CRC-32 or size for file {self._name!r}")
+            if piece:
+                return piece
+        return b""
+
+    def _current(self) -> memoryview | None:
+        """Unconsumed bytes of the current piece, refilled when empty; None at the end of the member."""
+        if self._position >= len(self._chunk):
+            self._chunk, self._position = self._next_piece(), 0
+            if not self._chunk:
+                return None
+        return memoryview(self._chunk)[self._position:]
+
+    def readline(self, size: int | None = -1) -> bytes:
+        pieces, length, limit = [], 0, -1 if size is None or size < 0 else size
+        while limit < 0 or length < limit:
+            if self._position >= len(self._chunk) and self._current() is None:
+                break
+            end = self._chunk.find(b"\n", self._position)
+            end = len(self._chunk) if end < 0 else end + 1
+            if limit >= 0:
+                end = min(end, self._position + limit - length)
+            if self._position == 0 and end == len(self._chunk):
+                pieces.append(self._chunk)  # a whole piece: no copy
+            else:
+                pieces.append(memoryview(self._chunk)[self._position:end])
+            length += end - self._position
+            self._position = end
+            if self._chunk[end - 1 : end] == b"\n":
+                break
+        if len(pieces) == 1 and isinstance(pieces[0], bytes):
+            return pieces[0]
+        return b"".join(pieces)
+
+    def read(self, size: int | None = -1) -> bytes:
+        pieces, length = [], 0
+        while size is None or size < 0 or length < size:
+            view = self._current()
+            if view is None:
+                break
+            take = len(view) if size is None or size < 0 else min(len(view), size - length)
+            pieces.append(view[:take])
+            self._position += take
+            length += take
+        return b"".join(pieces)
+
+    def read1(self, size: int = -1) -> bytes:
+        view = self._current()
+        if view is None:
+            return b""
+        take = len(view) if size < 0 else min(len(view), size)
+        self._position += take
+        return bytes(view[:take])
+
+    def peek(self, size: int = 0) -> bytes:
+        view = self._current()
+        return b"" if view is None else bytes(view[: max(size, 1)])
+
+
+def _open_member(inner: zipfile.ZipFile, location: InnerZipLocation, jsonl_name: str) -> BinaryIO:
+    """A stream of the member: the fast reader for plain STORED/DEFLATED members, else zipfile's."""
+    info = inner.getinfo(jsonl_name)  # KeyError when absent
+    if info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) and not info.flag_bits & 0x1:
+        window = _FileWindow(location.path, location.offset, location.length)
+        window.seek(info.header_offset)
+        header = window.read(LOCAL_HEADER_SIZE)
+        if len(header) == LOCAL_HEADER_SIZE and header[:4] == b"PK\x03\x04":
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            data_offset = info.header_offset + LOCAL_HEADER_SIZE + name_length + extra_length
+            if data_offset + info.compress_size <= location.length:
+                return _MemberStream(window, info, data_offset)
+        window.close()
+    return io.BufferedReader(inner.open(info), buffer_size=1 << 20)  # encrypted, other methods, damage
+
+
 @contextmanager
 def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool,
                       label: str) -> Iterator[BinaryIO]:
@@ -133,14 +277,18 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
             raise DataError(f"{label} is not a readable ZIP archive ({error})") from error
         with inner:
             try:
-                member = inner.open(jsonl_name)
+                member = _open_member(inner, location, jsonl_name)
             except KeyError:
                 raise DataError(
                     f"'{jsonl_name}' not found in {label}; it holds {_describe_members(inner.namelist())}"
                 ) from None
             with member:
-                stream = io.BufferedReader(member, buffer_size=1 << 20)
-                magic = stream.peek(2)[:2]
+                stream = member
+                try:
+                    magic = stream.peek(2)[:2]
+                except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # a small member is read whole
+                    raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt "
+                                    f"({type(error).__name__}: {error})") from error
                 if gzipped and magic != GZIP_MAGIC and magic:
                     raise DataError(
                         f"{label}/{jsonl_name} is not gzip-compressed; drop the *_jsonl_is_gzipped flag")

@@ -49,6 +49,11 @@ class Sample:
     line_number: int
 
 
+def _is_blank(line: bytes) -> bool:
+    """True for a line of whitespace only; a record line (MBs) is not copied to find out."""
+    return not line[:64].strip() and not line.strip()
+
+
 def _iter_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError."""
     with open_jsonl_member(location, spec.jsonl_name, spec.gzipped, spec.label) as stream:
@@ -62,8 +67,9 @@ def _iter_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple
             if not line:
                 return
             line_number += 1
-            if line.strip():
+            if not _is_blank(line):
                 yield line_number, line
+            line = None  # a record line is ~33 MB: let it go before the next one is read
 
 
 def count_records(location: InnerZipLocation, spec: ArchiveSpec) -> tuple[int, dict | None]:
@@ -206,7 +212,7 @@ class DistillationStream(IterableDataset):
             if record_index % num_shards != shard:
                 continue
             try:
-                sample = self._encode(line_number, line)
+                sample, line = self._encode(line_number, line), None  # the sample holds what it needs
             except RecordError as error:
                 if self.strict:
                     raise DataError(f"{self.spec.label}/{self.spec.jsonl_name} line {line_number}: "
@@ -243,8 +249,8 @@ class DistillationStream(IterableDataset):
         for sample in self._shuffled(self.iter_samples(stats)):
             pending.append(sample)
             if len(pending) == self.batch_size:
-                yield collate(pending, pad_id)
-                pending = []
+                batch, pending = collate(pending, pad_id), []  # samples freed while the batch is in use
+                yield batch
         if pending:
             yield collate(pending, pad_id)
         yield stats

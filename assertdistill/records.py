@@ -10,6 +10,8 @@ from typing import Any
 FOCAL_PREFIX = "FOCAL CODE:\n"
 TEST_PREFIX = "TEST METHOD:\n"
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
+LARGE_STRING_BYTES = 1 << 16  # JSON strings this long (the hex logits) are sliced out, not scanned
+_PLACEHOLDER = "\x00large string {}\x00"  # decoded form; written as \u0000 escapes, never in real data
 
 
 class RecordError(ValueError):
@@ -77,10 +79,76 @@ def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | Non
     return None
 
 
+def _large_string_spans(line: bytes) -> list[tuple[int, int]] | None:
+    """(start, end) of the contents of the long JSON strings without escapes; None if a quote is unpaired."""
+    spans, position = [], 0
+    while (start := line.find(b'"', position)) >= 0:  # outside strings, every quote opens one
+        end = start
+        while True:
+            end = line.find(b'"', end + 1)
+            if end < 0:
+                return None
+            backslashes = 0
+            while line[end - 1 - backslashes] == 0x5C:
+                backslashes += 1
+            if backslashes % 2 == 0:  # an unescaped quote closes the string
+                break
+        if end - start - 1 >= LARGE_STRING_BYTES and line.find(b"\\", start + 1, end) < 0:
+            spans.append((start + 1, end))
+        position = end + 1
+    return spans
+
+
+def _restore_large_strings(entry, values: dict[str, str]) -> int:
+    """Put the large strings back in place of their placeholders; returns how many were replaced."""
+    replaced, pending = 0, [entry]
+    while pending:
+        container = pending.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in items:
+            if isinstance(value, str) and value in values:
+                container[key] = values[value]
+                replaced += 1
+            elif isinstance(value, (dict, list)):
+                pending.append(value)
+    return replaced
+
+
+def loads_record_line(line: bytes | str):
+    """json.loads of one JSONL line, fast for records that carry MBs of hex.
+
+    Python's JSON scanner checks every character of a 33 MB hex string; here each string of at least
+    LARGE_STRING_BYTES without escapes is cut out with two memchr-speed searches, the small rest is
+    parsed, and the strings are put back. The result equals json.loads(line); so do the errors, since
+    anything unusual (non-UTF-8, non-ASCII large strings, a parse error) falls back to json.loads.
+    Unlike json.loads, control characters inside such a large string are not rejected.
+    """
+    if (not isinstance(line, bytes) or len(line) < LARGE_STRING_BYTES
+            or json.detect_encoding(line[:4]) != "utf-8"):
+        return json.loads(line)
+    spans = _large_string_spans(line)
+    if not spans:
+        return json.loads(line)
+    pieces, last = [], 0
+    for index, (start, end) in enumerate(spans):
+        pieces += [line[last:start], _PLACEHOLDER.format(index).replace("\x00", "\\u0000").encode()]
+        last = end
+    pieces.append(line[last:])
+    try:
+        entry = json.loads(b"".join(pieces))
+        values = {_PLACEHOLDER.format(index): line[start:end].decode("ascii")
+                  for index, (start, end) in enumerate(spans)}
+    except (ValueError, UnicodeDecodeError):
+        return json.loads(line)  # raises the error json.loads gives for the whole line
+    if not isinstance(entry, (dict, list)) or _restore_large_strings(entry, values) != len(values):
+        return json.loads(line)  # a placeholder used as a key or repeated: take the slow path
+    return entry
+
+
 def parse_record(line: bytes | str, focal_field: str, need_logits: bool) -> Record:
     """Decode one JSONL line into a Record, or raise RecordError with a reason."""
     try:
-        entry = json.loads(line)
+        entry = loads_record_line(line)
     except (ValueError, UnicodeDecodeError) as error:
         raise RecordError("invalid_json", f"invalid JSON ({error})") from None
     if not isinstance(entry, dict):

@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .codec import dequantize_codes
 from .dataset import DistillationStream
 from .loss import DistillationLoss
 from .metrics import MetricAccumulator
@@ -57,19 +56,14 @@ def student_logits_for(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 def batch_losses(model: torch.nn.Module, batch: dict, loss_fn: DistillationLoss,
                  precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, hard, soft) for one batch; teacher codes are dequantized only at label positions."""
-    device = batch["input_ids"].device
-    with autocast_context(device, precision):
+    """(total, hard, soft) for one batch; teacher codes are dequantized only at label positions, chunk by chunk.
+
+    hard and soft are detached (for logging); total carries the gradient.
+    """
+    with autocast_context(batch["input_ids"].device, precision):
         student_logits = student_logits_for(model, batch)  # (B, L, V)
-    hard = loss_fn.hard_loss(student_logits, batch["labels"])
-    soft = torch.zeros((), device=device)
-    if loss_fn.alpha > 0 and batch["teacher_values"] is not None:
-        teacher_rows = dequantize_codes(batch["teacher_values"], batch["teacher_scale"][:, None],
-                                        batch["teacher_zero_point"][:, None])  # (N, Vt)
-        position_mask = batch["teacher_position_mask"]  # (B, L)
-        student_rows = student_logits[position_mask]  # (N, Vs)
-        soft = loss_fn.soft_loss_from_rows(student_rows, teacher_rows, position_mask.sum())
-    return loss_fn.combine(hard, soft), hard, soft
+    return loss_fn.fused(student_logits, batch["labels"], batch["teacher_values"], batch["teacher_scale"],
+                         batch["teacher_zero_point"], batch["teacher_position_mask"])
 
 
 @dataclass
@@ -213,7 +207,7 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     results["num_eval_samples_with_teacher_prediction"] = len(teacher_vs_truth)
     teacher_accuracy = results["avg_accuracy_t_vs_gt_script1"]
     results["student_share_of_teacher_accuracy"] = (
-        results["avg_accuracy_s_vs_gt_script1"] / teacher_accuracy if teacher_accuracy > 0 else None)
+        results["avg_accuracy_s_vs_gt_script1"] / teacher_accuracy if teacher_accuracy else None)
     return results, data
 
 
