@@ -1,0 +1,27 @@
+"""The embedded demo: `python script.py` with no data flags reads demo/ (shortened here)."""
+
+import json
+import os
+
+import pytest
+
+import script
+from assertdistill.paths import DEMO
+
+pytestmark = pytest.mark.skipif(not os.path.exists(DEMO.archive), reason="demo archive not built")
+
+
+def test_demo_defaults_point_at_the_demo_and_a_short_run_works(tmp_path):
+    args = script.parse_args([])
+    assert args.distillation_data_path == DEMO.archive and args.student_model_name == DEMO.student
+    with open(DEMO.run_defaults) as stream:
+        for name, value in json.load(stream).items():
+            assert getattr(args, name) == value
+    argv = ["--output_dir", str(tmp_path / "out"), "--epochs", "1", "--max_train_samples", "16",
+            "--max_eval_samples", "8", "--num_beams", "1"]
+    assert script.main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
+    metrics = summary["final_evaluation_metrics"]
+    assert metrics["num_eval_samples"] == 8 and metrics["avg_soft_loss"] > 0
+    assert metrics["avg_accuracy_t_vs_gt_script1"] is not None  # the demo carries teacher predictions
+    assert summary["teacher_model_size_mb"] > summary["student_model_size_mb"]
