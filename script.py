@@ -105,6 +105,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--num_dataloader_workers", type=int, default=0,
                           help="DataLoader worker processes (records are sharded among them)")
 
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument("--save_steps", type=int, default=0,
+                             help="write a checkpoint (weights, optimizer, scheduler, RNG states, place in the "
+                                  "data) every N optimizer steps and at every epoch end; 0 = no checkpoints")
+    checkpoints.add_argument("--save_total_limit", type=int, default=2,
+                             help="keep only the newest N checkpoints (0 = keep all)")
+    checkpoints.add_argument("--resume_from_checkpoint", default=None,
+                             help="continue a killed run from a checkpoint directory, or 'latest' in --output_dir")
+
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--num_beams", type=int, default=4, help="beam width for generation")
     evaluation.add_argument("--save_best_model", action="store_true",
@@ -125,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.student_max_src_length >= 8 and args.student_max_tgt_length >= 2, "max lengths are too small"),
         (args.num_beams >= 1, "--num_beams must be >= 1"),
         (args.num_dataloader_workers >= 0 and args.shuffle_buffer_size >= 0, "counts must be >= 0"),
+        (args.save_steps >= 0 and args.save_total_limit >= 0, "--save_steps and --save_total_limit must be >= 0"),
     ]
     for passed, message in checks:
         if not passed:

@@ -14,16 +14,23 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from .archive import DataError
+from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, load_checkpoint, resolve_checkpoint,
+                         rng_state, save_checkpoint, set_rng_state)
 from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .loss import DistillationLoss
 from .models import ModelLoadError, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .records import DataStats, InputEncoder
 from .summary import (METRICS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary, environment_info,
-                      to_json_compatible, write_json_atomic)
-from .training import Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
+                      to_json_compatible, write_json_atomic, write_text_atomic)
+from .training import EpochCounters, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
 
-USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, OSError)
+USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
+# Flags that must match for a checkpoint to be resumed exactly.
+RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
+                     "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
+                     "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
+                     "num_dataloader_workers", "max_train_samples")
 
 
 class OutputDirError(OSError):
@@ -44,20 +51,25 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Create the output dir; refuse one that holds a finished run unless overwriting is asked for."""
+def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -> None:
+    """Create the output dir; refuse one that holds a finished run or checkpoints unless asked to reuse it."""
     summary_path = os.path.join(output_dir, SUMMARY_FILENAME)
     if os.path.exists(summary_path) and not overwrite:
         raise OutputDirError(f"{output_dir} already holds a finished run ({SUMMARY_FILENAME}); choose another "
                              f"--output_dir or pass --overwrite_output_dir")
+    if checkpoints_in(output_dir) and not (overwrite or resuming):
+        raise OutputDirError(f"{output_dir} holds checkpoints of an unfinished run; pass "
+                             f"--resume_from_checkpoint latest to continue it, or --overwrite_output_dir")
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
         raise OutputDirError(f"cannot create output dir {output_dir}: {error.strerror}") from None
     if not os.access(output_dir, os.W_OK):
         raise OutputDirError(f"output dir {output_dir} is not writable")
-    if overwrite and os.path.exists(os.path.join(output_dir, METRICS_FILENAME)):
-        os.unlink(os.path.join(output_dir, METRICS_FILENAME))
+    if overwrite and not resuming:
+        shutil.rmtree(os.path.join(output_dir, CHECKPOINTS_DIRNAME), ignore_errors=True)
+        if os.path.exists(os.path.join(output_dir, METRICS_FILENAME)):
+            os.unlink(os.path.join(output_dir, METRICS_FILENAME))
 
 
 def save_model_atomic(model, tokenizer, path: str, extra_files: dict[str, dict]) -> None:
@@ -99,7 +111,19 @@ def run_distillation(args: argparse.Namespace) -> dict:
     started = time.time()
     set_seed(args.seed)
     device = pick_device()
-    prepare_output_dir(args.output_dir, args.overwrite_output_dir)
+    resume_from = getattr(args, "resume_from_checkpoint", None)
+    prepare_output_dir(args.output_dir, args.overwrite_output_dir, resuming=resume_from is not None)
+    checkpoint = None
+    if resume_from is not None:
+        path = resolve_checkpoint(resume_from, args.output_dir)
+        checkpoint = load_checkpoint(path)
+        mismatched = [name for name in RESUME_MUST_MATCH
+                      if checkpoint["args"].get(name) != getattr(args, name, None)]
+        if mismatched:
+            raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
+                                  f"resume with the same flags")
+        started = time.time() - checkpoint["elapsed_seconds"]
+        print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1}, global step {checkpoint['global_step']})")
     print(f"Device: {device}")
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.student_model_name)
@@ -125,14 +149,15 @@ def run_distillation(args: argparse.Namespace) -> dict:
         batch_size=args.eval_batch_size, max_records=args.max_eval_samples, **stream_options)
     try:
         return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
-                                 train_stream, val_stream)
+                                 train_stream, val_stream, checkpoint)
     finally:
         train_stream.close()
         val_stream.close()
 
 
 def _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
-                      train_stream: DistillationStream, val_stream: DistillationStream) -> dict:
+                      train_stream: DistillationStream, val_stream: DistillationStream,
+                      checkpoint: dict | None) -> dict:
     print(f"Data: {len(train_stream)} training and {len(val_stream)} validation records")
     if len(train_stream) == 0:
         raise DataError(f"the training data {train_stream.spec.label}/{train_stream.spec.jsonl_name} holds no records")
@@ -153,9 +178,48 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
 
     history, best_value, final_results = [], None, {}
     train_data, eval_data = DataStats(), DataStats()
-    for epoch in range(args.epochs):
+    start_epoch, resume_counters, rng_after_skip = 0, None, None
+    if checkpoint is not None:
+        student.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        trainer.scaler.load_state_dict(checkpoint["scaler"])
+        trainer.global_step = checkpoint["global_step"]
+        history, best_value, final_results = checkpoint["history"], checkpoint["best_value"], checkpoint["final_results"]
+        train_data.merge(DataStats(**checkpoint["train_data"]))
+        eval_data.merge(DataStats(**checkpoint["eval_data"]))
+        start_epoch = checkpoint["epoch"]
+        if checkpoint["epoch_finished"]:
+            start_epoch += 1
+            set_rng_state(checkpoint["rng"])
+        else:
+            resume_counters, rng_after_skip = EpochCounters(**checkpoint["counters"]), checkpoint["rng"]
+        # metrics.jsonl holds exactly the epochs the checkpoint knows of, even if more were appended after it.
+        write_text_atomic(os.path.join(args.output_dir, METRICS_FILENAME),
+                          "".join(json.dumps(to_json_compatible(entry)) + "\n" for entry in history))
+
+    def save_state(epoch: int, epoch_finished: bool) -> None:
+        state = {"model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": trainer.scaler.state_dict(),
+                 "rng": rng_state(), "global_step": trainer.global_step, "epoch": epoch,
+                 "epoch_finished": epoch_finished, "counters": vars(trainer.counters).copy(),
+                 "history": history, "best_value": best_value, "final_results": final_results,
+                 "train_data": vars(train_data).copy(), "eval_data": vars(eval_data).copy(),
+                 "elapsed_seconds": time.time() - started, "args": vars(args).copy()}
+        path = save_checkpoint(args.output_dir, state, args.save_total_limit)
+        print(f"  checkpoint: {path}")
+
+    def on_step(epoch: int):
+        def save_every_n_steps(trainer_: Trainer) -> None:
+            if args.save_steps and trainer_.global_step % args.save_steps == 0:
+                save_state(epoch, epoch_finished=False)
+        return save_every_n_steps
+
+    for epoch in range(start_epoch, args.epochs):
         train_stream.set_epoch(epoch)
-        result = trainer.train_epoch(train_loader, len(train_stream), f"Epoch {epoch + 1}/{args.epochs}")
+        result = trainer.train_epoch(train_loader, len(train_stream), f"Epoch {epoch + 1}/{args.epochs}",
+                                     resume_counters, rng_after_skip, on_step(epoch))
+        resume_counters = rng_after_skip = None
         print(f"Epoch {epoch + 1} train: loss {result.loss:.4f} (hard {result.hard_loss:.4f}, soft "
               f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
         if epoch == 0:
@@ -179,6 +243,8 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
         entry["elapsed_seconds"] = round(time.time() - started, 2)
         append_metrics_line(args.output_dir, entry)
         history.append(entry)
+        if args.save_steps:
+            save_state(epoch, epoch_finished=True)
 
     save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "final_student_model"),
                       {"training_args_final.json": vars(args)})

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .checkpoint import set_rng_state
 from .dataset import DistillationStream
 from .loss import DistillationLoss
 from .metrics import MetricAccumulator
@@ -79,6 +80,17 @@ class EpochResult:
     data: DataStats = field(default_factory=DataStats)
 
 
+@dataclass
+class EpochCounters:
+    """Running totals of the epoch in progress (saved in checkpoints so a resumed epoch adds up the same)."""
+
+    loss_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # total, hard, soft
+    batches_trained: int = 0
+    batches_seen: int = 0  # batches taken from the loader, including skipped non-finite ones
+    optimizer_steps: int = 0
+    skipped_nonfinite: int = 0
+
+
 class Trainer:
     """Runs epochs of distillation over a stream with AdamW, warmup, accumulation and clipping."""
 
@@ -95,6 +107,7 @@ class Trainer:
         self.precision = precision
         self.log_steps = log_steps
         self.global_step = 0
+        self.counters = EpochCounters()
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
 
     def _optimizer_step(self) -> None:
@@ -105,13 +118,20 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        self.counters.optimizer_steps += 1
 
-    def train_epoch(self, loader: DataLoader, total_records: int, description: str) -> EpochResult:
-        """One pass over the loader; returns average losses and the pass's data counts."""
+    def train_epoch(self, loader: DataLoader, total_records: int, description: str, resume_counters=None,
+                    rng_after_skip: dict | None = None, on_step=None) -> EpochResult:
+        """One pass over the loader; returns average losses and the pass's data counts.
+
+        resume_counters: the counters of a checkpoint taken mid-epoch; that many batches are read again
+        but not trained on, then rng_after_skip is restored. on_step(trainer) runs after every
+        optimizer step (e.g. to save a checkpoint).
+        """
         self.model.train()
-        sums = np.zeros(3)
-        batches = pending_micro_steps = skipped = consecutive_nonfinite = 0
-        steps_at_start = self.global_step
+        self.counters = resume_counters or EpochCounters()
+        counters, skip = self.counters, self.counters.batches_seen
+        pending_micro_steps = consecutive_nonfinite = seen = 0
         data = DataStats()
         progress = tqdm(total=total_records, desc=description, unit="sample", dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -119,11 +139,18 @@ class Trainer:
             if isinstance(item, DataStats):
                 data.merge(item)
                 continue
+            seen += 1
+            if seen <= skip:  # trained on before the checkpoint this run resumed from
+                progress.update(item["input_ids"].size(0))
+                if seen == skip and rng_after_skip is not None:
+                    set_rng_state(rng_after_skip)
+                continue
+            counters.batches_seen += 1
             batch = move_batch(item, self.device)
             total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
             progress.update(batch["input_ids"].size(0))
             if not torch.isfinite(total):
-                skipped += 1
+                counters.skipped_nonfinite += 1
                 consecutive_nonfinite += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 pending_micro_steps = 0
@@ -134,22 +161,25 @@ class Trainer:
                 continue
             consecutive_nonfinite = 0
             self.scaler.scale(total / self.gradient_accumulation_steps).backward()
-            sums += (total.item(), hard.item(), soft.item())
-            batches += 1
+            for index, value in enumerate((total.item(), hard.item(), soft.item())):
+                counters.loss_sums[index] += value
+            counters.batches_trained += 1
             pending_micro_steps += 1
             if pending_micro_steps == self.gradient_accumulation_steps:
                 self._optimizer_step()
                 pending_micro_steps = 0
-                if self.global_step % max(1, self.log_steps) == 0 or self.global_step - steps_at_start == 1:
-                    loss, hard_loss, soft_loss = sums / batches
+                if self.global_step % max(1, self.log_steps) == 0 or counters.optimizer_steps == 1:
+                    loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / counters.batches_trained
                     progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
                                          hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
+                if on_step is not None:
+                    on_step(self)
         if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
             self._optimizer_step()
         progress.close()
-        loss, hard_loss, soft_loss = sums / max(batches, 1)
+        loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / max(counters.batches_trained, 1)
         return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
-                           self.global_step - steps_at_start, skipped, data)
+                           counters.optimizer_steps, counters.skipped_nonfinite, data)
 
 
 @torch.no_grad()
