@@ -23,7 +23,9 @@
 # passed to script.py. A cell whose RUN_DIR/distillation_summary.json exists is skipped, so a rerun
 # resumes and never overwrites finished work. A failed cell is logged and counted, the sweep goes
 # on, and the script exits 1 at the end listing the failures. Retrying a failed cell keeps its old
-# run.log (appended to) and moves its partial metrics.jsonl aside to metrics.jsonl.failed-<time>.
+# run.log (appended to) and moves its partial metrics.jsonl aside to metrics.jsonl.failed-<time>;
+# when the failed attempt left checkpoints (extra args `-- --save_steps N`), the retry resumes from
+# the latest one instead (--resume_from_checkpoint latest).
 set -euo pipefail
 
 usage() {
@@ -155,7 +157,11 @@ for alpha in "${alpha_list[@]}"; do
             mkdir -p "$run_dir"
             log=$run_dir/run.log
             printf '=== %s: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$(quoted "${cmd[@]}")" >>"$log"
-            if [[ -f $run_dir/metrics.jsonl ]]; then  # from an attempt that failed; script.py would append
+            if compgen -G "$run_dir/checkpoints/checkpoint-*/state.pt" >/dev/null; then
+                # a killed attempt left checkpoints (run with -- --save_steps N): continue it
+                cmd+=(--resume_from_checkpoint latest)
+                echo "resuming from the latest checkpoint in $run_dir/checkpoints" >>"$log"
+            elif [[ -f $run_dir/metrics.jsonl ]]; then  # from an attempt that failed; script.py would append
                 stale=$run_dir/metrics.jsonl.failed-$(date '+%Y%m%d-%H%M%S')
                 mv "$run_dir/metrics.jsonl" "$stale"
                 echo "moved the failed attempt's metrics.jsonl to $stale" >>"$log"

@@ -39,9 +39,11 @@ def write_text_atomic(path: str, text: str) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError):  # e.g. disk full: name the file; the previous version stays in place
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 

@@ -161,3 +161,12 @@ def test_usage_errors_exit_2_before_running(tmp_path, argv, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cell_with_checkpoints_is_resumed(tmp_path, sweep):
+    run_dir = tmp_path / "r" / "alpha_0.5_temp_2.0_seed_1"
+    (run_dir / "checkpoints" / "checkpoint-8").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-8" / "state.pt").write_bytes(b"x")
+    proc = sweep("temp", "--temps", "2", "--seeds", "1", "--results_dir", "r")
+    assert proc.returncode == 0, proc.stderr
+    assert calls(tmp_path)[0][-2:] == ["--resume_from_checkpoint", "latest"]
