@@ -149,7 +149,8 @@ class DistillationStream(IterableDataset):
 
     def __init__(self, spec: ArchiveSpec, encoder: InputEncoder, batch_size: int, need_logits: bool,
                  focal_field: str = "focal_file", shuffle_buffer_size: int = 0, seed: int = 42,
-                 strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None):
+                 strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None,
+                 shard_by_batch: bool = False):
         super().__init__()
         self.spec = spec
         self.encoder = encoder
@@ -165,6 +166,9 @@ class DistillationStream(IterableDataset):
         self.location = locate_inner_zip(spec.outer_path, spec.inner_zip_path)
         self.num_records, self.header = count_records(self.location, spec)
         self.max_records = max_records
+        # Evaluation shards whole batches of the single-process batch sequence, so that distributed
+        # metrics equal single-process ones; every shard then reads (and counts) every record.
+        self.shard_by_batch = shard_by_batch
         if max_records is not None:
             self.num_records = min(self.num_records, max_records)
 
@@ -209,7 +213,7 @@ class DistillationStream(IterableDataset):
             record_index += 1
             if self.max_records is not None and record_index >= self.max_records:
                 return
-            if record_index % num_shards != shard:
+            if not self.shard_by_batch and record_index % num_shards != shard:
                 continue
             try:
                 sample, line = self._encode(line_number, line), None  # the sample holds what it needs
@@ -246,11 +250,19 @@ class DistillationStream(IterableDataset):
         stats = DataStats()
         pending: list[Sample] = []
         pad_id = self.encoder.tokenizer.pad_token_id
+        shard, num_shards = self._shard() if self.shard_by_batch else (0, 1)
+        batch_index = 0
         for sample in self._shuffled(self.iter_samples(stats)):
             pending.append(sample)
             if len(pending) == self.batch_size:
-                batch, pending = collate(pending, pad_id), []  # samples freed while the batch is in use
-                yield batch
-        if pending:
-            yield collate(pending, pad_id)
+                if batch_index % num_shards == shard:
+                    batch, pending = collate(pending, pad_id), []  # samples freed while the batch is in use
+                    batch["batch_index"] = batch_index
+                    yield batch
+                pending = []
+                batch_index += 1
+        if pending and batch_index % num_shards == shard:
+            batch = collate(pending, pad_id)
+            batch["batch_index"] = batch_index
+            yield batch
         yield stats

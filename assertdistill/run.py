@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sys
 import random
 import shutil
 import time
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from transformers import get_linear_schedule_with_warmup
 
 from .archive import DataError
@@ -18,12 +21,13 @@ from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, l
                          rng_state, save_checkpoint, set_rng_state)
 from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
+from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .loss import DistillationLoss
 from .models import ModelLoadError, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .records import DataStats, InputEncoder
 from .summary import (METRICS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary, environment_info,
                       to_json_compatible, write_json_atomic, write_text_atomic)
-from .training import EpochCounters, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
+from .training import EpochCounters, EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
 # Flags that must match for a checkpoint to be resumed exactly.
@@ -108,11 +112,24 @@ def _print_eval(prefix: str, results: dict) -> None:
 
 def run_distillation(args: argparse.Namespace) -> dict:
     """Train, evaluate each epoch, save the student and write the summary; returns the summary."""
+    context = init_distributed()
+    try:
+        return _run(args, context)
+    finally:
+        shutdown_distributed(context)
+
+
+def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
     started = time.time()
     set_seed(args.seed)
     device = pick_device()
+    if not context.is_main:  # one process reports and writes; the others only compute
+        os.environ["TQDM_DISABLE"] = "1"
+        sys.stdout = open(os.devnull, "w")
     resume_from = getattr(args, "resume_from_checkpoint", None)
-    prepare_output_dir(args.output_dir, args.overwrite_output_dir, resuming=resume_from is not None)
+    if context.is_main:
+        prepare_output_dir(args.output_dir, args.overwrite_output_dir, resuming=resume_from is not None)
+    context.barrier()
     checkpoint = None
     if resume_from is not None:
         path = resolve_checkpoint(resume_from, args.output_dir)
@@ -137,7 +154,8 @@ def run_distillation(args: argparse.Namespace) -> dict:
     encoder = InputEncoder(tokenizer, args.student_max_src_length, args.student_max_tgt_length)
     need_logits = args.alpha_kl_loss_weight > 0
     stream_options = dict(encoder=encoder, need_logits=need_logits, focal_field=args.focal_content_field_name,
-                          seed=args.seed, strict=args.strict_data)
+                          seed=args.seed, strict=args.strict_data, rank=context.rank,
+                          world_size=context.world_size)
     train_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,
                     args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped),
@@ -146,10 +164,10 @@ def run_distillation(args: argparse.Namespace) -> dict:
     val_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.val_outer_zip_internal_path,
                     args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped),
-        batch_size=args.eval_batch_size, max_records=args.max_eval_samples, **stream_options)
+        batch_size=args.eval_batch_size, max_records=args.max_eval_samples, shard_by_batch=True, **stream_options)
     try:
         return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
-                                 train_stream, val_stream, checkpoint)
+                                 train_stream, val_stream, checkpoint, context)
     finally:
         train_stream.close()
         val_stream.close()
@@ -157,7 +175,7 @@ def run_distillation(args: argparse.Namespace) -> dict:
 
 def _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
                       train_stream: DistillationStream, val_stream: DistillationStream,
-                      checkpoint: dict | None) -> dict:
+                      checkpoint: dict | None, context: DistributedContext) -> dict:
     print(f"Data: {len(train_stream)} training and {len(val_stream)} validation records")
     if len(train_stream) == 0:
         raise DataError(f"the training data {train_stream.spec.label}/{train_stream.spec.jsonl_name} holds no records")
@@ -167,14 +185,20 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
 
     loss_fn = DistillationLoss(args.temperature, args.alpha_kl_loss_weight)
     optimizer = make_optimizer(student, args.learning_rate, args.weight_decay, device)
-    total_steps = steps_per_epoch(len(train_stream), args.batch_size, args.gradient_accumulation_steps) * args.epochs
+    records_per_process = math.ceil(len(train_stream) / context.world_size)
+    total_steps = steps_per_epoch(records_per_process, args.batch_size, args.gradient_accumulation_steps) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_steps_ratio * total_steps), total_steps)
     # Only the training forward is compiled: generation and saving use the plain module.
     train_model = torch.compile(student, dynamic=True) if getattr(args, "compile", False) else student
+    if context.enabled:
+        train_model = DistributedDataParallel(train_model, device_ids=[context.local_rank]
+                                              if device.type == "cuda" else None)
     trainer = Trainer(train_model, loss_fn, optimizer, scheduler, device, args.gradient_accumulation_steps,
                       args.max_grad_norm, args.precision, args.log_steps)
     print(f"Training {args.epochs} epochs, {total_steps} optimizer steps, alpha {args.alpha_kl_loss_weight}, "
-          f"T {args.temperature}, effective batch {args.batch_size * args.gradient_accumulation_steps}")
+          f"T {args.temperature}, effective batch {args.batch_size * args.gradient_accumulation_steps} "
+          f"({args.batch_size} x {args.gradient_accumulation_steps} accumulation steps x {context.world_size} "
+          f"processes: {args.batch_size * args.gradient_accumulation_steps * context.world_size} records per step)")
 
     history, best_value, final_results = [], None, {}
     train_data, eval_data = DataStats(), DataStats()
@@ -199,6 +223,8 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
                           "".join(json.dumps(to_json_compatible(entry)) + "\n" for entry in history))
 
     def save_state(epoch: int, epoch_finished: bool) -> None:
+        if not context.is_main:
+            return
         state = {"model": student.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": trainer.scaler.state_dict(),
                  "rng": rng_state(), "global_step": trainer.global_step, "epoch": epoch,
@@ -220,6 +246,7 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
         result = trainer.train_epoch(train_loader, len(train_stream), f"Epoch {epoch + 1}/{args.epochs}",
                                      resume_counters, rng_after_skip, on_step(epoch))
         resume_counters = rng_after_skip = None
+        result = merge_epoch_results(result, trainer, context)
         print(f"Epoch {epoch + 1} train: loss {result.loss:.4f} (hard {result.hard_loss:.4f}, soft "
               f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
         if epoch == 0:
@@ -230,25 +257,32 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
                            "skipped_nonfinite_steps": result.skipped_nonfinite_steps}}
         if len(val_stream) > 0:
             final_results, eval_data = evaluate(student, tokenizer, val_loader, len(val_stream), loss_fn, device,
-                                                args.num_beams, args.student_max_tgt_length, args.precision)
+                                                args.num_beams, args.student_max_tgt_length, args.precision,
+                                                show_example=context.is_main,
+                                                gather=context.gather if context.enabled else None)
             _print_eval(f"Epoch {epoch + 1} eval:", final_results)
             print(f"  validation data: {eval_data.describe()}")
             entry["eval"] = final_results
             value = final_results.get(args.best_model_metric)
-            if args.save_best_model and value is not None and is_better(args.best_model_metric, value, best_value):
+            if (args.save_best_model and context.is_main and value is not None
+                    and is_better(args.best_model_metric, value, best_value)):
                 best_value = value
                 print(f"  new best {args.best_model_metric} = {value:.4f}: saving best_student_model/")
                 save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "best_student_model"),
                                   {"eval_results_best.json": final_results, "training_args_best.json": vars(args)})
         entry["elapsed_seconds"] = round(time.time() - started, 2)
-        append_metrics_line(args.output_dir, entry)
+        if context.is_main:
+            append_metrics_line(args.output_dir, entry)
         history.append(entry)
         if args.save_steps:
             save_state(epoch, epoch_finished=True)
 
+    training_seconds = time.time() - started
+    if not context.is_main:
+        context.barrier()  # wait until the main process has written everything
+        return {}
     save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "final_student_model"),
                       {"training_args_final.json": vars(args)})
-    training_seconds = time.time() - started
     extras = {
         "training_history": history,
         "data_counts": {"training": train_data.as_dict(), "validation": eval_data.as_dict(),
@@ -268,4 +302,20 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
               f"teacher {final_results['avg_accuracy_t_vs_gt_script1']:.4f}"
               + (f" (student reaches {share:.1%} of the teacher)" if share is not None else ""))
     print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
+    context.barrier()
     return summary
+
+
+def merge_epoch_results(result: EpochResult, trainer: Trainer, context: DistributedContext) -> EpochResult:
+    """One epoch's losses and data counts over every process (the result itself in one process)."""
+    if not context.enabled:
+        return result
+    counters = context.gather((trainer.counters.loss_sums, trainer.counters.batches_trained,
+                               trainer.counters.skipped_nonfinite, result.data))
+    batches = sum(entry[1] for entry in counters)
+    sums = np.sum([entry[0] for entry in counters], axis=0) / max(batches, 1)
+    data = DataStats()
+    for entry in counters:
+        data.merge(entry[3])
+    return EpochResult(float(sums[0]), float(sums[1]), float(sums[2]), result.learning_rate,
+                       result.optimizer_steps, sum(entry[2] for entry in counters), data)

@@ -23,6 +23,15 @@ TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teach
 MAX_CONSECUTIVE_NONFINITE = 20  # stop the run when this many steps in a row give a non-finite loss
 
 
+def uneven_inputs_context(model):
+    """DDP's Join when the model is distributed (ranks may get different numbers of batches), else nothing."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        from torch.distributed.algorithms.join import Join
+
+        return Join([model])
+    return contextlib.nullcontext()
+
+
 class TrainingError(Exception):
     """Training cannot go on (e.g. the loss stays non-finite)."""
 
@@ -49,7 +58,8 @@ def autocast_context(device: torch.device, precision: str):
 
 def student_logits_for(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Teacher-forced student logits (B, L, V) on the batch's targets, without the model's own loss."""
-    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])  # (B, L)
+    plain_model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    decoder_input_ids = plain_model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])  # (B, L)
     outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     decoder_input_ids=decoder_input_ids, use_cache=False)
     return outputs.logits
@@ -131,10 +141,22 @@ class Trainer:
         self.model.train()
         self.counters = resume_counters or EpochCounters()
         counters, skip = self.counters, self.counters.batches_seen
-        pending_micro_steps = consecutive_nonfinite = seen = 0
         data = DataStats()
         progress = tqdm(total=total_records, desc=description, unit="sample", dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
+        with uneven_inputs_context(self.model):
+            pending_micro_steps = self._run_batches(loader, progress, data, skip, rng_after_skip, on_step)
+        if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
+            self._optimizer_step()
+        progress.close()
+        loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / max(counters.batches_trained, 1)
+        return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
+                           counters.optimizer_steps, counters.skipped_nonfinite, data)
+
+    def _run_batches(self, loader, progress, data: DataStats, skip: int, rng_after_skip, on_step) -> int:
+        """Train on the loader's batches; returns the micro-steps still waiting for an optimizer step."""
+        counters = self.counters
+        pending_micro_steps = consecutive_nonfinite = seen = 0
         for item in loader:
             if isinstance(item, DataStats):
                 data.merge(item)
@@ -174,36 +196,29 @@ class Trainer:
                                          hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
                 if on_step is not None:
                     on_step(self)
-        if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
-            self._optimizer_step()
-        progress.close()
-        loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / max(counters.batches_trained, 1)
-        return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
-                           counters.optimizer_steps, counters.skipped_nonfinite, data)
+        return pending_micro_steps
 
 
 @torch.no_grad()
 def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: DistillationLoss,
              device: torch.device, num_beams: int, max_target_length: int, precision: str = "fp32",
-             show_example: bool = True) -> tuple[dict, DataStats]:
-    """Eval loss, generation and thesis metrics (student vs teacher, vs ground truth; teacher vs ground truth)."""
+             show_example: bool = True, gather=None) -> tuple[dict, DataStats]:
+    """Eval loss, generation and thesis metrics (student vs teacher, vs ground truth; teacher vs ground truth).
+
+    gather(list) -> one list per process, for distributed evaluation: each process scores its own
+    batches and the metrics are computed over all of them in batch order, as in one process.
+    """
     model.eval()
-    loss_sums = np.zeros(3)
-    batches = samples = 0
-    inference_ms_per_sample: list[float] = []
-    student_vs_teacher = MetricAccumulator("s_vs_t")
-    student_vs_truth = MetricAccumulator("s_vs_gt")
-    teacher_vs_truth = MetricAccumulator("t_vs_gt")
+    batch_results = []  # (batch index, (total, hard, soft), ms per sample, [(generated, truth, teacher)])
     data = DataStats()
-    progress = tqdm(total=total_records, desc="Evaluating", unit="sample", dynamic_ncols=True)
+    progress = tqdm(total=total_records, desc="Evaluating", unit="sample", dynamic_ncols=True,
+                    disable=not show_example)
     for item in loader:
         if isinstance(item, DataStats):
             data.merge(item)
             continue
         batch = move_batch(item, device)
         total, hard, soft = batch_losses(model, batch, loss_fn, precision)
-        loss_sums += (total.item(), hard.item(), soft.item())
-        batches += 1
         batch_size = batch["input_ids"].size(0)
         started = time.perf_counter()
         with autocast_context(device, precision):
@@ -212,33 +227,47 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
                                            early_stopping=num_beams > 1)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        inference_ms_per_sample.append((time.perf_counter() - started) * 1000 / batch_size)
+        milliseconds = (time.perf_counter() - started) * 1000 / batch_size
         generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
-        for generated, truth, teacher in zip(generated_texts, batch["ground_truth_texts"], batch["teacher_texts"]):
+        triples = list(zip(generated_texts, batch["ground_truth_texts"], batch["teacher_texts"]))
+        batch_results.append((batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, triples))
+        if show_example and len(batch_results) == 1:
+            generated, truth, teacher = triples[0]
+            progress.write(f"\nGT:      {truth[:200]}\n"
+                           f"Teacher: {(teacher if teacher is not None else '<none>')[:200]}\n"
+                           f"Student: {generated[:200]}")
+        progress.update(batch_size)
+    progress.close()
+    if gather is not None:
+        batch_results = [entry for results in gather(batch_results) for entry in results]
+    batch_results.sort(key=lambda entry: entry[0])
+    return evaluation_metrics(batch_results), data
+
+
+def evaluation_metrics(batch_results: list) -> dict:
+    """Average losses (per batch, as the thesis), script1 metrics (per sample) and inference time."""
+    student_vs_teacher = MetricAccumulator("s_vs_t")
+    student_vs_truth = MetricAccumulator("s_vs_gt")
+    teacher_vs_truth = MetricAccumulator("t_vs_gt")
+    for _, _, _, triples in batch_results:
+        for generated, truth, teacher in triples:
             student_vs_truth.add(generated, truth)
             if teacher is not None:
                 student_vs_teacher.add(generated, teacher)
                 teacher_vs_truth.add(teacher, truth)
-        if show_example and samples == 0:
-            teacher_text = batch["teacher_texts"][0]
-            progress.write(f"\nGT:      {batch['ground_truth_texts'][0][:200]}\n"
-                           f"Teacher: {(teacher_text if teacher_text is not None else '<none>')[:200]}\n"
-                           f"Student: {generated_texts[0][:200]}")
-        samples += batch_size
-        progress.update(batch_size)
-    progress.close()
-
-    loss, hard_loss, soft_loss = (loss_sums / batches) if batches else (0.0, 0.0, 0.0)
+    losses = np.asarray([entry[1] for entry in batch_results]).reshape(-1, 3)
+    loss, hard_loss, soft_loss = losses.mean(axis=0) if len(losses) else (0.0, 0.0, 0.0)
     results = {"avg_loss": float(loss), "avg_hard_loss": float(hard_loss), "avg_soft_loss": float(soft_loss)}
     for accumulator in (student_vs_teacher, student_vs_truth, teacher_vs_truth):
         results.update(accumulator.averages())
-    results["avg_inference_time_per_sample_ms"] = float(np.mean(inference_ms_per_sample)) if batches else 0.0
-    results["num_eval_samples"] = samples
+    results["avg_inference_time_per_sample_ms"] = (float(np.mean([entry[2] for entry in batch_results]))
+                                                   if batch_results else 0.0)
+    results["num_eval_samples"] = len(student_vs_truth)
     results["num_eval_samples_with_teacher_prediction"] = len(teacher_vs_truth)
     teacher_accuracy = results["avg_accuracy_t_vs_gt_script1"]
     results["student_share_of_teacher_accuracy"] = (
         results["avg_accuracy_s_vs_gt_script1"] / teacher_accuracy if teacher_accuracy else None)
-    return results, data
+    return results
 
 
 def steps_per_epoch(num_records: int, batch_size: int, gradient_accumulation_steps: int) -> int:
