@@ -4,6 +4,10 @@
 # Usage:
 #   bash sweep.sh alpha|temp [--alphas "0.0 0.5 1.0"] [--temps "2.0"] [--seeds "42 43 44"]
 #                            [--results_dir DIR] [--dry_run] [-- EXTRA_ARGS_FOR_SCRIPT_PY...]
+#   bash sweep.sh alpha|temp ... --slurm [--submit] [--partition P] [--gpus 1] [--cpus 8]
+#                            [--time 04:00:00] [--mem 32G] [-- EXTRA_ARGS...]
+#     writes <results_dir>/sweep_<mode>.sbatch, a SLURM job array with one task per cell, each running
+#     this script for its one cell (same command, same skip-if-done rule); --submit also runs sbatch.
 #
 #   alpha: sweeps ALPHAS (default "0.0 0.1 0.25 0.5 0.75 0.9 1.0") at TEMPS (default "2.0"),
 #          into results_alpha/.
@@ -85,6 +89,7 @@ alphas=${ALPHAS:-$default_alphas}
 temps=${TEMPS:-$default_temps}
 seeds=${SEEDS:-42 43 44}
 dry_run=0
+slurm=0 submit=0 partition="" gpus=1 cpus=8 time_limit="04:00:00" mem="32G"
 extra_args=()
 while (($# > 0)); do
     case $1 in
@@ -102,6 +107,18 @@ while (($# > 0)); do
         --seeds=*) seeds=${1#*=}; shift ;;
         --results_dir=*) results_dir=${1#*=}; shift ;;
         --dry_run) dry_run=1; shift ;;
+        --slurm) slurm=1; shift ;;
+        --submit) slurm=1 submit=1; shift ;;
+        --partition | --gpus | --cpus | --time | --mem)
+            (($# >= 2)) || die "$1 needs a value"
+            case $1 in
+                --partition) partition=$2 ;;
+                --gpus) gpus=$2 ;;
+                --cpus) cpus=$2 ;;
+                --time) time_limit=$2 ;;
+                --mem) mem=$2 ;;
+            esac
+            shift 2 ;;
         -h | --help) usage; exit 0 ;;
         --) shift; extra_args=("$@"); break ;;
         *) die "unknown option '$1' (arguments for script.py go after --)" ;;
@@ -125,6 +142,50 @@ read -ra alpha_list <<<"$alphas"
 read -ra temp_list <<<"$temps"
 read -ra seed_list <<<"$seeds"
 total=$((${#alpha_list[@]} * ${#temp_list[@]} * ${#seed_list[@]}))
+
+if ((slurm)); then  # one SLURM array task per cell, each running this script for its one cell
+    mkdir -p "$results_dir"
+    results_abs=$(cd "$results_dir" && pwd)
+    batch_file="$results_abs/sweep_${mode}.sbatch"
+    {
+        echo "#!/usr/bin/env bash"
+        echo "#SBATCH --job-name=distill-$mode"
+        echo "#SBATCH --array=0-$((total - 1))"
+        [[ -n $partition ]] && echo "#SBATCH --partition=$partition"
+        ((gpus > 0)) && echo "#SBATCH --gpus=$gpus"
+        echo "#SBATCH --cpus-per-task=$cpus"
+        echo "#SBATCH --time=$time_limit"
+        echo "#SBATCH --mem=$mem"
+        echo "#SBATCH --output=$results_abs/slurm-%A_%a.out"
+        echo "# Written by: $(quoted bash "${BASH_SOURCE[0]}" "$mode" --alphas "$alphas" --temps "$temps" --seeds "$seeds" --slurm)"
+        echo "set -euo pipefail"
+        echo "cells=("
+        for alpha in "${alpha_list[@]}"; do
+            for temp in "${temp_list[@]}"; do
+                for seed in "${seed_list[@]}"; do
+                    echo "    \"$alpha $temp $seed\""
+                done
+            done
+        done
+        echo ")"
+        echo 'read -r alpha temp seed <<<"${cells[$SLURM_ARRAY_TASK_ID]}"'
+        echo "cd $(quoted "$(pwd)")"
+        echo "export PYTHON=$(quoted "$PYTHON") SCRIPT_PY=$(quoted "$SCRIPT_PY")"
+        passed_on=""
+        ((${#extra_args[@]} > 0)) && passed_on=" -- $(quoted "${extra_args[@]}")"
+        echo "exec bash $(quoted "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/sweep.sh") $mode" \
+            '--alphas "$alpha" --temps "$temp" --seeds "$seed"' \
+            "--results_dir $(quoted "$results_abs")$passed_on"
+    } >"$batch_file"
+    echo "wrote $batch_file: $total array tasks (one per alpha x temp x seed cell; finished cells are skipped)"
+    if ((submit)); then
+        command -v sbatch >/dev/null || die "--submit: sbatch not found (is this a SLURM login node?)"
+        sbatch "$batch_file"
+    else
+        echo "submit with: sbatch $batch_file"
+    fi
+    exit 0
+fi
 done_count=0 skipped=0 k=0
 failures=()
 SECONDS=0

@@ -170,3 +170,21 @@ def test_a_cell_with_checkpoints_is_resumed(tmp_path, sweep):
     proc = sweep("temp", "--temps", "2", "--seeds", "1", "--results_dir", "r")
     assert proc.returncode == 0, proc.stderr
     assert calls(tmp_path)[0][-2:] == ["--resume_from_checkpoint", "latest"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--", "--epochs", "1"]], ids=["no_extra_args", "extra_args"])
+def test_slurm_array_task_runs_its_own_cell(tmp_path, sweep, extra):
+    proc = sweep("temp", "--temps", "1 4", "--seeds", "7 8", "--results_dir", "res", "--slurm", "--partition", "gpu",
+                 "--time", "01:00:00", *extra)
+    assert proc.returncode == 0, proc.stderr
+    batch_file = tmp_path / "res" / "sweep_temp.sbatch"
+    text = batch_file.read_text()
+    assert "#SBATCH --array=0-3" in text and "#SBATCH --partition=gpu" in text and "#SBATCH --time=01:00:00" in text
+    assert calls(tmp_path) == []  # writing the array starts nothing
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2", "STUB_CALLS": str(tmp_path / "calls.jsonl")}
+    task = subprocess.run(["bash", str(batch_file)], env=env, capture_output=True, text=True, timeout=60)
+    assert task.returncode == 0, task.stderr
+    run_dir = str(tmp_path / "res" / "alpha_0.5_temp_4.0_seed_7")
+    assert calls(tmp_path) == [cell_args("0.5", "4.0", "7", run_dir) + extra[1:]]
+    rerun = subprocess.run(["bash", str(batch_file)], env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0 and " skip alpha=0.5 temp=4.0 seed=7" in rerun.stdout  # skip-if-done kept
