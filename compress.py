@@ -19,6 +19,7 @@ import os
 import sys
 
 from assertdistill.archive import DataError
+from assertdistill.cli import run_reporting_errors
 from assertdistill.codec import CodecError, compress_logits, decompress_logits  # noqa: F401  (public API)
 
 USER_ERRORS = (DataError, CodecError, OSError)
@@ -136,17 +137,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     commands = {"inspect": run_inspect, "convert": run_convert, "report": run_report}
     try:
-        commands[args.command](args)
+        return run_reporting_errors(lambda: commands[args.command](args), USER_ERRORS)
     except BrokenPipeError:  # stdout closed early (`inspect ... | head`): silence the final flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -145,17 +145,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run one distillation; user errors become one line on stderr and exit code 2."""
     args = parse_args(argv)
+    from assertdistill.cli import run_reporting_errors
     from assertdistill.run import USER_ERRORS, run_distillation
 
-    try:
-        run_distillation(args)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting_errors(lambda: run_distillation(args), USER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 GZIP_MAGIC = b"\x1f\x8b"
 LOCAL_HEADER_SIZE = 30  # fixed part of a ZIP local file header
-MAX_HEADER_LINE_BYTES = 1 << 20  # a header line is small; record lines carry MBs of hex
+MAX_HEADER_LINE_BYTES = 1 << 20
+# Errors a damaged archive raises while its members are being read.
+STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)  # a header line is small; record lines carry MBs of hex
 RAW_CHUNK_BYTES = 1 << 18  # compressed bytes read from the file at a time (256 KiB)
 OUT_CHUNK_BYTES = 1 << 20  # most bytes one inflate call may produce: bounds memory, stays in cache
 _INFLATE_ERRORS = (zlib.error,) + ((_isal_zlib.error,) if _isal_zlib is not None else ())
@@ -266,9 +268,8 @@ def _open_member(inner: zipfile.ZipFile, location: InnerZipLocation, jsonl_name:
 
 
 @contextmanager
-def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool,
-                      label: str) -> Iterator[BinaryIO]:
-    """Yield a binary stream of the JSONL member (gunzipped when asked) of an inner ZIP."""
+def open_inner_zip(location: InnerZipLocation, label: str) -> Iterator[zipfile.ZipFile]:
+    """The inner ZIP as a ZipFile read in place (no copy into memory)."""
     window = _FileWindow(location.path, location.offset, location.length)
     try:
         try:
@@ -276,32 +277,64 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
         except zipfile.BadZipFile as error:
             raise DataError(f"{label} is not a readable ZIP archive ({error})") from error
         with inner:
-            try:
-                member = _open_member(inner, location, jsonl_name)
-            except KeyError:
-                raise DataError(
-                    f"'{jsonl_name}' not found in {label}; it holds {_describe_members(inner.namelist())}"
-                ) from None
-            with member:
-                stream = member
-                try:
-                    magic = stream.peek(2)[:2]
-                except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # a small member is read whole
-                    raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt "
-                                    f"({type(error).__name__}: {error})") from error
-                if gzipped and magic != GZIP_MAGIC and magic:
-                    raise DataError(
-                        f"{label}/{jsonl_name} is not gzip-compressed; drop the *_jsonl_is_gzipped flag")
-                if not gzipped and magic == GZIP_MAGIC:
-                    raise DataError(
-                        f"{label}/{jsonl_name} is gzip-compressed; pass the matching *_jsonl_is_gzipped flag")
-                if gzipped:
-                    with gzip.GzipFile(fileobj=stream) as unzipped:
-                        yield io.BufferedReader(unzipped, buffer_size=1 << 20)
-                else:
-                    yield stream
+            yield inner
     finally:
         window.close()
+
+
+@contextmanager
+def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool,
+                      label: str) -> Iterator[BinaryIO]:
+    """Yield a binary stream of the JSONL member (gunzipped when asked) of an inner ZIP."""
+    with open_inner_zip(location, label) as inner:
+        try:
+            member = _open_member(inner, location, jsonl_name)
+        except KeyError:
+            raise DataError(
+                f"'{jsonl_name}' not found in {label}; it holds {_describe_members(inner.namelist())}"
+            ) from None
+        with member:
+            stream = member
+            try:
+                magic = stream.peek(2)[:2]
+            except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # a small member is read whole
+                raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt "
+                                f"({type(error).__name__}: {error})") from error
+            if gzipped and magic != GZIP_MAGIC and magic:
+                raise DataError(
+                    f"{label}/{jsonl_name} is not gzip-compressed; drop the *_jsonl_is_gzipped flag")
+            if not gzipped and magic == GZIP_MAGIC:
+                raise DataError(
+                    f"{label}/{jsonl_name} is gzip-compressed; pass the matching *_jsonl_is_gzipped flag")
+            if gzipped:
+                with gzip.GzipFile(fileobj=stream) as unzipped:
+                    yield io.BufferedReader(unzipped, buffer_size=1 << 20)
+            else:
+                yield stream
+
+
+def _is_blank(line: bytes) -> bool:
+    """True for a line of whitespace only; a record line (MBs) is not copied to find out."""
+    return not line[:64].strip() and not line.strip()
+
+
+def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool,
+                     label: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError."""
+    with open_jsonl_member(location, jsonl_name, gzipped, label) as stream:
+        line_number = 0
+        while True:
+            try:
+                line = stream.readline()
+            except STREAM_ERRORS as error:
+                raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt after "
+                                f"line {line_number} ({type(error).__name__}: {error})") from error
+            if not line:
+                return
+            line_number += 1
+            if not _is_blank(line):
+                yield line_number, line
+            line = None  # a record line is ~33 MB: let it go before the next one is read
 
 
 def is_header_line(line: bytes) -> dict | None:

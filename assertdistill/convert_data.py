@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from .archive import DataError, _open_outer, is_header_line
 from .codec import CodecError, compress_logits, compress_topk, decode_quantized
-from .inspect_data import inner_location, iter_lines, jsonl_members, open_inner_zip
+from .archive import iter_jsonl_lines, open_inner_zip
+from .inspect_data import inner_location, jsonl_members
 
 FORMATS = ("topk", "4", "8", "16", "32")  # values of --to
 _READ_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)  # a damaged input member
@@ -164,7 +165,7 @@ def _convert_member(job: _Job, location, label: str, name: str, gzipped: bool,
                     stats: MemberStats) -> tuple[dict | None, str]:
     """Write the converted records to a staging file; return (updated header or None, staging path)."""
     body_path = os.path.join(job.work_dir, "body.jsonl")
-    lines = iter_lines(location, name, gzipped, label)
+    lines = iter_jsonl_lines(location, name, gzipped, label)
     header, records = None, 0
     first = next(lines, None)
     if first is not None and (header := is_header_line(first[1])) is None:

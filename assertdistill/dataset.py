@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import random
-import zlib
-import zipfile
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -14,13 +11,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .archive import DataError, InnerZipLocation, is_header_line, locate_inner_zip, open_jsonl_member
+from .archive import DataError, InnerZipLocation, is_header_line, iter_jsonl_lines, locate_inner_zip
 from .codec import CodecError, QuantizedLogits, decode_quantized
 from .loss import IGNORE_INDEX
 from .records import DataStats, InputEncoder, RecordError, parse_record
 
-# Errors a damaged archive raises while its members are being read.
-_STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)
 
 
 @dataclass
@@ -49,27 +44,9 @@ class Sample:
     line_number: int
 
 
-def _is_blank(line: bytes) -> bool:
-    """True for a line of whitespace only; a record line (MBs) is not copied to find out."""
-    return not line[:64].strip() and not line.strip()
-
-
 def _iter_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError."""
-    with open_jsonl_member(location, spec.jsonl_name, spec.gzipped, spec.label) as stream:
-        line_number = 0
-        while True:
-            try:
-                line = stream.readline()
-            except _STREAM_ERRORS as error:
-                raise DataError(f"{spec.label}/{spec.jsonl_name}: archive is truncated or corrupt after "
-                                f"line {line_number} ({type(error).__name__}: {error})") from error
-            if not line:
-                return
-            line_number += 1
-            if not _is_blank(line):
-                yield line_number, line
-            line = None  # a record line is ~33 MB: let it go before the next one is read
+    """(line number, raw line) of every non-empty line of the spec's JSONL member."""
+    return iter_jsonl_lines(location, spec.jsonl_name, spec.gzipped, spec.label)
 
 
 def count_records(location: InnerZipLocation, spec: ArchiveSpec) -> tuple[int, dict | None]:

@@ -7,12 +7,8 @@ quantization step. Records are streamed one line at a time; only a bounded sampl
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import random
-import zipfile
-import zlib
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,13 +17,12 @@ from typing import Iterator
 from tqdm import tqdm
 
 # _FileWindow / _open_outer: the package's seekable view of an inner ZIP and its outer-ZIP opener.
-from .archive import GZIP_MAGIC, DataError, InnerZipLocation, _FileWindow, _open_outer, is_header_line
-from .archive import locate_inner_zip, open_jsonl_member
+from .archive import (GZIP_MAGIC, STREAM_ERRORS, DataError, InnerZipLocation, _open_outer, is_header_line,
+                      iter_jsonl_lines, locate_inner_zip, open_inner_zip)
 from .codec import CodecError, decode_quantized, decode_topk
 from .records import RecordError, parse_record
 
 # Errors a damaged archive raises while its members are being read.
-STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)
 _MEDIAN_SAMPLE = 100_000  # values kept per distribution; medians are exact below this count
 
 
@@ -51,21 +46,6 @@ def inner_location(outer_path: str, inner_zip: str) -> Iterator[InnerZipLocation
             os.unlink(location.path)
 
 
-@contextmanager
-def open_inner_zip(location: InnerZipLocation, label: str) -> Iterator[zipfile.ZipFile]:
-    """The inner ZIP as a ZipFile read in place (no copy into memory)."""
-    window = _FileWindow(location.path, location.offset, location.length)
-    try:
-        try:
-            inner = zipfile.ZipFile(io.BufferedReader(window, buffer_size=1 << 20))
-        except zipfile.BadZipFile as error:
-            raise DataError(f"{label} is not a readable ZIP archive ({error})") from error
-        with inner:
-            yield inner
-    finally:
-        window.close()
-
-
 def jsonl_members(location: InnerZipLocation, label: str) -> list[tuple[str, bool]]:
     """(name, gzipped) of every *.jsonl* member of an inner ZIP; gzip is detected by its magic bytes."""
     members = []
@@ -82,23 +62,6 @@ def jsonl_members(location: InnerZipLocation, label: str) -> list[tuple[str, boo
     if not members:
         raise DataError(f"{label} holds no *.jsonl member; it holds {names}")
     return members
-
-
-def iter_lines(location: InnerZipLocation, name: str, gzipped: bool, label: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError."""
-    with open_jsonl_member(location, name, gzipped, label) as stream:
-        line_number = 0
-        while True:
-            try:
-                line = stream.readline()
-            except STREAM_ERRORS as error:
-                raise DataError(f"{label}/{name}: archive is truncated or corrupt after line {line_number} "
-                                f"({type(error).__name__}: {error})") from error
-            if not line:
-                return
-            line_number += 1
-            if line.strip():
-                yield line_number, line
 
 
 class Distribution:
@@ -211,7 +174,7 @@ def inspect_member(location: InnerZipLocation, report: MemberReport, label: str,
     """Fill `report` from the member's lines (at most `limit` records)."""
     bar = tqdm(desc=f"{report.member}", unit="record", leave=False, disable=not progress, dynamic_ncols=True)
     try:
-        for index, (line_number, line) in enumerate(iter_lines(location, report.member, report.gzipped, label)):
+        for index, (line_number, line) in enumerate(iter_jsonl_lines(location, report.member, report.gzipped, label)):
             if index == 0:
                 report.header = is_header_line(line)
                 if report.header is not None:

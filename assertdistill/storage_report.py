@@ -18,7 +18,8 @@ import numpy as np
 from .archive import DataError, is_header_line
 from .codec import CodecError, compress_logits, compress_topk, decode_quantized, decompress_logits
 from .convert_data import hex_size
-from .inspect_data import inner_location, iter_lines, jsonl_members, list_inner_zips
+from .archive import iter_jsonl_lines
+from .inspect_data import inner_location, jsonl_members, list_inner_zips
 
 BODY_STD = 2.0  # logits: std of the gaussian body of a row
 ROW_OFFSET_STD = 1.0  # logits: std of a per-position shift of the body (widens the record's min-max range)
@@ -87,7 +88,7 @@ def archive_blocks(path: str, inner_zip: str | None, positions: int, records: in
     with inner_location(path, inner_zip) as location:
         name, gzipped = jsonl_members(location, label)[0]
         taken = 0
-        for index, (_, line) in enumerate(iter_lines(location, name, gzipped, label)):
+        for index, (_, line) in enumerate(iter_jsonl_lines(location, name, gzipped, label)):
             if taken >= records:
                 return
             if index == 0 and is_header_line(line) is not None:
