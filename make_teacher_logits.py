@@ -37,6 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write records without teacher outputs, e.g. to fine-tune a teacher with "
                              "script.py --alpha 0 (which needs no logits)")
     parser.add_argument("--bits", type=int, choices=[4, 8, 16, 32], default=8, help="logit storage bits")
+    parser.add_argument("--topk", type=int, default=None, metavar="K",
+                        help="store the sparse top-K format (docs/TOPK_FORMAT.md) instead of --bits")
+    parser.add_argument("--max_assertions", type=int, default=None, metavar="N",
+                        help="skip (and count) test methods with more than N assertions")
+    parser.add_argument("--trim_focal", action="store_true",
+                        help="store only the part of each focal file that fits --max_src_length next to its "
+                             "test method (smaller archives; the records then suit that budget or less)")
     parser.add_argument("--max_src_length", type=int, default=1024, help="source token budget (as script.py)")
     parser.add_argument("--max_tgt_length", type=int, default=512, help="target token budget (as script.py)")
     parser.add_argument("--pad_to_max_length", action="store_true",
@@ -57,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--teacher_model_name is required unless --package_only is given")
     if args.batch_size < 1 or args.num_beams < 1:
         parser.error("--batch_size and --num_beams must be >= 1")
+    if args.topk is not None and args.topk < 1:
+        parser.error("--topk must be >= 1")
+    if args.max_assertions is not None and args.max_assertions < 1:
+        parser.error("--max_assertions must be >= 1")
+    if args.trim_focal and not (args.teacher_model_name or args.tokenizer_name):
+        parser.error("--trim_focal needs a tokenizer: give --teacher_model_name or --tokenizer_name")
     return args
 
 
@@ -66,20 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = pick_device()
         model = tokenizer = encoder = None
+        if not args.package_only or args.trim_focal:
+            tokenizer = load_tokenizer(args.tokenizer_name or args.teacher_model_name)
+            encoder = InputEncoder(tokenizer, args.max_src_length, args.max_tgt_length)
         if not args.package_only:
             from transformers import AutoModelForSeq2SeqLM
 
-            tokenizer = load_tokenizer(args.tokenizer_name or args.teacher_model_name)
             model = from_pretrained_local_first(AutoModelForSeq2SeqLM.from_pretrained, args.teacher_model_name,
                                                 "teacher model", dtype=torch.float32).to(device).eval()
-            encoder = InputEncoder(tokenizer, args.max_src_length, args.max_tgt_length)
         torch.manual_seed(args.seed)
         with tempfile.TemporaryDirectory(prefix="teacher_logits_") as work_dir:
             jsonl_paths, reports = {}, {}
             for split, path, limit in zip(SPLITS, (args.train_file, args.val_file), (args.limit_train, args.limit_val)):
                 report = SplitReport()
-                records = sample_records(list(read_assertion_dataset(path, report)), limit, args.seed,
-                                         args.shuffle)
+                records = sample_records(list(read_assertion_dataset(path, report, args.max_assertions)), limit,
+                                         args.seed, args.shuffle)
                 jsonl_paths[split] = os.path.join(work_dir, f"{split}.jsonl")
                 write_split_jsonl(records, jsonl_paths[split], model, tokenizer, encoder, args, split, report, device)
                 reports[split] = report

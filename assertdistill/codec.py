@@ -223,6 +223,14 @@ def decode_topk(compressed: dict, max_positions: int | None = None) -> TopkLogit
     return _decode_topk(compressed, max_positions)[0]
 
 
+def hex_size(compressed: dict) -> int:
+    """Characters of hex data in a (decodable) compressed_logits dict."""
+    encoded = compressed["data_encoded"]
+    is_topk = compressed.get("format") == "topk"
+    arrays = [encoded[name] for name in ("values", "indices", "tail")] if is_topk else [encoded]
+    return sum(len(array["data"]) for array in arrays)
+
+
 def _checked_logits(logits) -> tuple[np.ndarray, np.ndarray]:
     """The logits as an array (T, V) or (1, T, V), and its (T, V) block; ValueError for bad input."""
     array = _float_array(logits)

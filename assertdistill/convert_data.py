@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .archive import DataError, _open_outer, is_header_line
-from .codec import CodecError, compress_logits, compress_topk, decode_quantized
+from .codec import CodecError, compress_logits, compress_topk, decode_quantized, hex_size
 from .archive import iter_jsonl_lines, open_inner_zip
 from .inspect_data import inner_location, jsonl_members
 
@@ -79,14 +79,6 @@ def _size(count: float) -> str:
         if count < 1000 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
-
-
-def hex_size(compressed: dict) -> int:
-    """Characters of hex data in a (decodable) compressed_logits dict."""
-    encoded = compressed["data_encoded"]
-    is_topk = compressed["format"] == "topk"
-    arrays = [encoded[name] for name in ("values", "indices", "tail")] if is_topk else [encoded]
-    return sum(len(array["data"]) for array in arrays)
 
 
 def _decoded_logits(compressed: dict, max_positions: int | None) -> np.ndarray:

@@ -196,15 +196,19 @@ class InputEncoder:
     def source_text(self, focal_code: str, test_method: str) -> str:
         """FOCAL CODE + focal truncated to the token budget left by the test method, then TEST METHOD."""
         test_text = f"{TEST_PREFIX}{test_method}"
+        focal_text = self.focal_prefix(focal_code, test_method)
+        return f"{FOCAL_PREFIX}{focal_text}\n\n{test_text}" if focal_text else test_text
+
+    def focal_prefix(self, focal_code: str, test_method: str) -> str:
+        """The part of the focal code that fits the source budget next to the test method ("" if none)."""
         if not focal_code.strip():
-            return test_text
-        test_length = len(self.tokenizer(test_text, add_special_tokens=True)["input_ids"])
+            return ""
+        test_length = len(self.tokenizer(f"{TEST_PREFIX}{test_method}", add_special_tokens=True)["input_ids"])
         focal_budget = self.max_source_length - test_length - self.overhead_length
         if test_length >= self.max_source_length - self.overhead_length - 10 or focal_budget <= 0:
-            return test_text
+            return ""
         focal_ids = self.first_tokens(focal_code, focal_budget)
-        focal_text = self.tokenizer.decode(focal_ids, skip_special_tokens=True)
-        return f"{FOCAL_PREFIX}{focal_text}\n\n{test_text}"
+        return self.tokenizer.decode(focal_ids, skip_special_tokens=True)
 
     def first_tokens(self, text: str, count: int) -> list[int]:
         """The first `count` token ids of `text`, without tokenizing all of a long text.

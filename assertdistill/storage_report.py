@@ -16,8 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .archive import DataError, is_header_line
-from .codec import CodecError, compress_logits, compress_topk, decode_quantized, decompress_logits
-from .convert_data import hex_size
+from .codec import CodecError, compress_logits, compress_topk, decode_quantized, decompress_logits, hex_size
 from .archive import iter_jsonl_lines
 from .inspect_data import inner_location, jsonl_members, list_inner_zips
 

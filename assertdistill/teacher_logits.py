@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .archive import DataError
-from .codec import compress_logits
+from .codec import compress_logits, compress_topk, hex_size
 from .metrics import MetricAccumulator
 from .records import InputEncoder
 
@@ -40,8 +40,8 @@ class SplitReport:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
-def read_assertion_dataset(path: str, report: SplitReport) -> Iterator[dict]:
-    """Records of a make_dataset.py JSONL (or an existing distillation JSONL), bad lines counted."""
+def read_assertion_dataset(path: str, report: SplitReport, max_assertions: int | None = None) -> Iterator[dict]:
+    """Records of a make_dataset.py JSONL (or an existing distillation JSONL); bad or skipped lines counted."""
     opener = gzip.open if path.endswith(".gz") else open
     try:
         stream = opener(path, "rt", encoding="utf-8")
@@ -65,6 +65,9 @@ def read_assertion_dataset(path: str, report: SplitReport) -> Iterator[dict]:
                     or not assertions or not all(isinstance(item, str) for item in assertions):
                 report.skip("missing_or_malformed_fields")
                 continue
+            if max_assertions is not None and len(assertions) > max_assertions:
+                report.skip(f"more_than_{max_assertions}_assertions")
+                continue
             record["assertions"] = assertions
             yield record
 
@@ -80,8 +83,11 @@ def sample_records(records: list[dict], limit: int | None, seed: int, shuffle: b
     return [records[index] for index in chosen]
 
 
-def _output_record(record: dict, focal_field: str) -> dict:
-    output = {"focal_file": record.get(focal_field) or record.get("focal_file") or "",
+def _output_record(record: dict, focal_field: str, trim_to: InputEncoder | None = None) -> dict:
+    focal_code = record.get(focal_field) or record.get("focal_file") or ""
+    if trim_to is not None:
+        focal_code = trim_to.focal_prefix(focal_code, record["test_method_masked"])
+    output = {"focal_file": focal_code,
               "test_method_masked": record["test_method_masked"],
               "original_target": "\n".join(record["assertions"])}
     output.update({name: record[name] for name in PROVENANCE_FIELDS if name in record})
@@ -90,8 +96,12 @@ def _output_record(record: dict, focal_field: str) -> dict:
 
 @torch.no_grad()
 def teacher_outputs(model, tokenizer, encoder: InputEncoder, batch: list[dict], bits: int, num_beams: int,
-                    pad_to_max_length: bool, device: torch.device) -> list[tuple[dict, list[str]]]:
-    """(compressed_logits, predicted lines) per record: logits teacher-forced on the ground truth."""
+                    pad_to_max_length: bool, device: torch.device,
+                    topk: int | None = None) -> list[tuple[dict, list[str]]]:
+    """(compressed_logits, predicted lines) per record: logits teacher-forced on the ground truth.
+
+    Logits are stored in the published `bits` format, or as sparse top-`topk` when topk is given.
+    """
     sources = [encoder.encode_source(r.get("focal_file") or "", r["test_method_masked"]) for r in batch]
     targets = [encoder.encode_target("\n".join(r["assertions"])) for r in batch]
     source_length = max(map(len, sources))
@@ -113,7 +123,8 @@ def teacher_outputs(model, tokenizer, encoder: InputEncoder, batch: list[dict], 
     results = []
     for row, target in enumerate(targets):
         positions = target_length if pad_to_max_length else len(target)
-        compressed = compress_logits(logits[row : row + 1, :positions], bits=bits)  # (1, T, V)
+        block = logits[row : row + 1, :positions]  # (1, T, V)
+        compressed = compress_topk(block, topk) if topk else compress_logits(block, bits=bits)
         results.append((compressed, [line for line in texts[row].split("\n") if line.strip()]))
     return results
 
@@ -129,15 +140,17 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         for start in range(0, len(records), args.batch_size):
             batch = records[start : start + args.batch_size]
             outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, args.num_beams,
-                                      args.pad_to_max_length, device) if model is not None else [None] * len(batch)
+                                      args.pad_to_max_length, device, getattr(args, "topk", None)) \
+                if model is not None else [None] * len(batch)
+            trim_to = encoder if getattr(args, "trim_focal", False) else None
             for record, output in zip(batch, outputs):
-                line = _output_record(record, args.focal_field)
+                line = _output_record(record, args.focal_field, trim_to)
                 if output is not None:
                     compressed, predicted = output
                     line["predicted_assertions"] = predicted
                     line["compressed_logits"] = compressed
                     report.float32_bytes += compressed["compression"]["original_size_bytes"]
-                    report.stored_bytes += len(compressed["data_encoded"]["data"])
+                    report.stored_bytes += hex_size(compressed)
                     truth_vs_teacher.add("\n".join(predicted), line["original_target"])
                 body.write(json.dumps(line) + "\n")
                 report.written += 1
@@ -147,7 +160,9 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         report.teacher_metrics = truth_vs_teacher.averages()
     header = {"header": {
         "dataset_type": split, "item_count": report.written,
-        "compression": {"bits": args.bits if model is not None else None,
+        "compression": {"bits": args.bits if model is not None and not getattr(args, "topk", None) else None,
+                        "format": ("topk" if getattr(args, "topk", None) else "quantized") if model is not None else None,
+                        "topk_k": getattr(args, "topk", None),
                         "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
                         "compression_ratio": (report.float32_bytes / report.stored_bytes
                                               if report.stored_bytes else None)},

@@ -105,6 +105,32 @@ def test_package_only_writes_records_without_teacher_outputs(generated, tmp_path
     assert len(records) == 4 and all("compressed_logits" not in record for record in records)
 
 
+def test_topk_max_assertions_and_trimmed_focal(generated, tmp_path):
+    root, teacher, _ = generated
+    archive = str(tmp_path / "topk.zip")
+    argv = ["--train_file", str(root / "train.jsonl"), "--val_file", str(root / "val.jsonl"), "--output", archive,
+            "--teacher_model_name", teacher, "--max_src_length", "128", "--max_tgt_length", "24",
+            "--batch_size", "3", "--num_beams", "1", "--topk", "5", "--max_assertions", "1", "--trim_focal"]
+    assert make_teacher_logits.main(argv) == 0
+    lines = read_jsonl(archive, "codet5/distillation_data_training.jsonl.zip", "distillation_data_training.jsonl")
+    header, records = lines[0]["header"], lines[1:]
+    # Every other line of the fixture has two assertions: 4 of 7 kept, 3 skipped and counted.
+    assert len(records) == 4 and header["skipped"] == {"invalid_json": 1, "more_than_1_assertions": 3}
+    assert header["compression"]["format"] == "topk" and header["compression"]["topk_k"] == 5
+    encoder = InputEncoder(tiny_tokenizer(), 128, 24)
+    assert all(record["focal_file"] for record in records)
+    for record in records:
+        assert record["compressed_logits"]["format"] == "topk" and record["compressed_logits"]["k"] == 5
+        assert "\n" not in record["original_target"]
+        # The stored focal text is the prefix the 128-token source used, and the source is unchanged by it.
+        assert len(record["focal_file"]) < len(JAVA_SNIPPETS[0])
+        assert JAVA_SNIPPETS[0].startswith(record["focal_file"].rstrip()) or not record["focal_file"]
+        assert encoder.encode_source(record["focal_file"], record["test_method_masked"]) == \
+            encoder.encode_source(JAVA_SNIPPETS[0], record["test_method_masked"])
+        dense = decompress_logits(record["compressed_logits"])
+        assert dense.shape[-2] == len(encoder.encode_target(record["original_target"]))
+
+
 def test_missing_input_file_is_one_line_error(tmp_path, capsys):
     argv = ["--package_only", "--train_file", str(tmp_path / "nope.jsonl"), "--val_file", str(tmp_path / "x"),
             "--output", str(tmp_path / "o.zip")]
