@@ -59,7 +59,7 @@ class QuantizedLogits:
 
     def dequantize(self) -> torch.Tensor:
         """Return float32 logits (T', V); for 32 bits the tensor shares memory with `values`."""
-        values = torch.from_numpy(self.values)  # (T', V)
+        values = torch.from_numpy(self.values if self.values.flags.writeable else self.values.copy())  # (T', V)
         if self.bits in _LEVELS:
             return dequantize_codes(values, self.scale, self.zero_point)
         return values.float()
@@ -500,8 +500,47 @@ def _read_plain(hex_data: str, need: int) -> bytearray:
     return buffer
 
 
-def _read_lz4(hex_data: str, need: int, full: bool, data_name: str, shape_name: str) -> bytearray:
+def _read_whole_lz4(hex_data: str, need: int) -> bytes | None:
+    """The frame inflated in one call when it is one well-formed frame of exactly `need` bytes, else None.
+
+    Twice as fast as the streaming reader on a whole block; on None that reader runs and names the problem.
+    """
+    frame = _unhex(hex_data)
+    try:
+        content_size = lz4.frame.get_frame_info(frame[:_MAX_FRAME_HEADER])["content_size"]
+    except RuntimeError:
+        return None
+    if content_size != need:  # 0 (not recorded) or a frame of another size: let the streaming reader check
+        return None
+    try:
+        raw = lz4.frame.decompress(frame)
+    except RuntimeError:
+        return None
+    if len(raw) != need or _lz4_frame_length(frame) != len(frame):  # decompress() ignores trailing bytes
+        return None
+    return raw
+
+
+def _lz4_frame_length(frame: bytes) -> int | None:
+    """Bytes of the first LZ4 frame in `frame`, found by walking its block headers (None if cut short)."""
+    flags = frame[4]
+    position = 4 + 2 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1  # magic, FLG, BD, size, dict, HC
+    block_checksum = 4 if flags & 0x10 else 0
+    while position + 4 <= len(frame):
+        block_size = int.from_bytes(frame[position : position + 4], "little")
+        position += 4
+        if block_size == 0:  # the end mark
+            return position + (4 if flags & 0x04 else 0)
+        position += (block_size & 0x7FFFFFFF) + block_checksum
+    return None
+
+
+def _read_lz4(hex_data: str, need: int, full: bool, data_name: str, shape_name: str) -> bytearray | bytes:
     """Inflate the first `need` bytes; when `full`, also require the frame to end right there."""
+    if full:
+        raw = _read_whole_lz4(hex_data, need)
+        if raw is not None:
+            return raw
     buffer = bytearray(need)
     view = memoryview(buffer)
     decompressor = lz4.frame.LZ4FrameDecompressor()

@@ -16,6 +16,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_linear_schedule_with_warmup
 
+from .allocator import keep_freed_memory
 from .archive import DataError
 from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, load_checkpoint, resolve_checkpoint,
                          rng_state, save_checkpoint, set_rng_state)
@@ -121,6 +122,7 @@ def run_distillation(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
     started = time.time()
+    keep_freed_memory()
     set_seed(args.seed)
     device = pick_device()
     if not context.is_main:  # one process reports and writes; the others only compute

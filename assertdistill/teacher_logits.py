@@ -137,12 +137,14 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
     with open(body_path, "w", encoding="utf-8") as body:
         action = "Teacher on" if model is not None else "Packaging"
         progress = tqdm(total=len(records), desc=f"{action} {split}", unit="record", dynamic_ncols=True)
+        train_beams = getattr(args, "train_num_beams", None)
+        num_beams = train_beams if split == "training" and train_beams else args.num_beams
+        trim_to = encoder if getattr(args, "trim_focal", False) else None
         for start in range(0, len(records), args.batch_size):
             batch = records[start : start + args.batch_size]
-            outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, args.num_beams,
+            outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, num_beams,
                                       args.pad_to_max_length, device, getattr(args, "topk", None)) \
                 if model is not None else [None] * len(batch)
-            trim_to = encoder if getattr(args, "trim_focal", False) else None
             for record, output in zip(batch, outputs):
                 line = _output_record(record, args.focal_field, trim_to)
                 if output is not None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from assertdistill import codec
 from assertdistill.codec import (
     CodecError,
     QuantizedLogits,
@@ -363,6 +364,7 @@ ERROR_CASES = {
     "corrupt frame header": (edit_payload(lambda data: b"\x05" + bytes.fromhex(data)[1:]), "corrupt LZ4 frame"),
     "random bytes as frame": (edit_payload(lambda data: bytes(range(40))), "corrupt LZ4 frame"),
     "trailing bytes": (edit_payload(lambda data: bytes.fromhex(data) + b"\x00"), "after the end of the LZ4 frame"),
+    "two frames": (edit_payload(lambda data: bytes.fromhex(data) * 2), "after the end of the LZ4 frame"),
     "shape not a list": (set_key("shape", "1x4x5"), "shape must be a list of positive ints"),
     "shape with zero": (set_key("shape", [1, 0, 5]), "shape must be a list of positive ints"),
     "shape with float": (set_key("shape", [1, 4.0, 5]), "shape must be a list of positive ints"),
@@ -401,7 +403,7 @@ ERROR_CASES = {
 def test_malformed_dicts_raise_codec_error(case, max_positions):
     make, message = ERROR_CASES[case]
     compressed = make()
-    prefix_blind = case in {"trailing bytes", "truncated frame", "unsized frame shorter than shape",
+    prefix_blind = case in {"trailing bytes", "two frames", "truncated frame", "unsized frame shorter than shape",
                             "unsized frame longer than shape"}
     if max_positions is not None and prefix_blind:
         pytest.skip("the fast path stops before the end of the frame by design")
@@ -411,6 +413,21 @@ def test_malformed_dicts_raise_codec_error(case, max_positions):
     assert text.startswith("compressed_logits: ") and "\n" not in text
     with pytest.raises(CodecError):
         decode_quantized(compressed, max_positions=max_positions)
+
+
+@pytest.mark.parametrize("options", [{}, {"block_checksum": True, "content_checksum": True},
+                                     {"block_size": lz4.frame.BLOCKSIZE_MAX4MB}, {"store_size": False}])
+def test_whole_block_decodes_frames_of_every_layout(options):
+    logits = teacher_like((1, 300, 700), seed=3)
+    compressed = compress_logits(logits, bits=8)
+    codes = lz4.frame.decompress(bytes.fromhex(compressed["data_encoded"]["data"]))
+    frame = lz4.frame.compress(codes, **options)
+    with_data(compressed, frame)
+    assert codec._lz4_frame_length(frame) == len(frame) and codec._lz4_frame_length(frame + b"\0") == len(frame)
+    # The one-call path serves every frame that records its size; others go through the streaming reader.
+    assert (codec._read_whole_lz4(frame.hex(), len(codes)) is not None) == options.get("store_size", True)
+    assert decode_quantized(compressed).values.tobytes() == codes
+    assert torch.equal(decompress_logits(compressed), decompress_logits(compress_logits(logits, bits=8)))
 
 
 @pytest.mark.parametrize("max_positions", [0, -1, 2.0, True])

@@ -275,3 +275,18 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     expected[0].backward()
     for got, want in zip(fused_gradients, (p.grad for p in model.parameters())):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+ALLOCATOR_PROBE = ("from assertdistill.allocator import keep_freed_memory; "
+                   "print(keep_freed_memory(), keep_freed_memory())")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_allocator_tuning_applies_once_and_can_be_turned_off():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = dict(os.environ, PYTHONPATH=root)
+    environment.pop("ASSERTDISTILL_MALLOC_TUNING", None)
+    tuned = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], env=environment, capture_output=True, text=True)
+    off = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], capture_output=True, text=True,
+                         env=dict(environment, ASSERTDISTILL_MALLOC_TUNING="0"))
+    assert tuned.stdout.split() == ["True", "True"] and off.stdout.split() == ["False", "False"]
