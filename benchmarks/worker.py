@@ -26,7 +26,7 @@ from assertdistill.records import DataStats, InputEncoder, loads_record_line
 from assertdistill.run import make_optimizer
 from assertdistill.training import batch_losses, make_loader, move_batch
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
-from benchmarks.measure import make_model, matmul_flops, median, peak_rss_mb, reset_peak_rss, training_flops
+from benchmarks.measure import make_model, matmul_flops, peak_rss_mb, reset_peak_rss, training_flops
 from benchmarks.thesis import ThesisDataset, thesis_loader, thesis_losses
 
 TEMPERATURE, ALPHA = 2.0, 0.7

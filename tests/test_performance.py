@@ -20,7 +20,7 @@ from assertdistill.loss import DistillationLoss
 from assertdistill.records import InputEncoder, loads_record_line
 from assertdistill.training import batch_losses
 from benchmarks import runner, worker
-from benchmarks.data import BenchArchive, write_bench_archive
+from benchmarks.data import write_bench_archive
 from benchmarks.thesis import ThesisDataset, thesis_loader, thesis_losses
 from util import make_record, records_as_lines, tiny_t5, tiny_tokenizer, write_archive
 
