@@ -7,8 +7,10 @@ import io
 import json
 import os
 import shutil
+import queue
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -25,8 +27,8 @@ LOCAL_HEADER_SIZE = 30  # fixed part of a ZIP local file header
 MAX_HEADER_LINE_BYTES = 1 << 20
 # Errors a damaged archive raises while its members are being read.
 STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)  # a header line is small; record lines carry MBs of hex
-RAW_CHUNK_BYTES = 1 << 18  # compressed bytes read from the file at a time (256 KiB)
-OUT_CHUNK_BYTES = 1 << 20  # most bytes one inflate call may produce: bounds memory, stays in cache
+RAW_CHUNK_BYTES = 1 << 21  # compressed bytes read from the file at a time
+OUT_CHUNK_BYTES = 1 << 23  # most bytes one inflate call may produce
 _INFLATE_ERRORS = (zlib.error,) + ((_isal_zlib.error,) if _isal_zlib is not None else ())
 
 
@@ -206,6 +208,10 @@ class _MemberStream(io.BufferedIOBase):
         return memoryview(self._chunk)[self._position:]
 
     def readline(self, size: int | None = -1) -> bytes:
+        return join_pieces(self.readline_pieces(size))
+
+    def readline_pieces(self, size: int | None = -1) -> list:
+        """readline's bytes as the list of pieces (bytes or memoryviews) it would join."""
         pieces, length, limit = [], 0, -1 if size is None or size < 0 else size
         while limit < 0 or length < limit:
             if self._position >= len(self._chunk) and self._current() is None:
@@ -222,9 +228,7 @@ class _MemberStream(io.BufferedIOBase):
             self._position = end
             if self._chunk[end - 1 : end] == b"\n":
                 break
-        if len(pieces) == 1 and isinstance(pieces[0], bytes):
-            return pieces[0]
-        return b"".join(pieces)
+        return pieces
 
     def read(self, size: int | None = -1) -> bytes:
         pieces, length = [], 0
@@ -313,28 +317,96 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
                 yield stream
 
 
+def join_pieces(pieces: list) -> bytes:
+    """The bytes of a line held as pieces (no copy when it is one whole bytes piece)."""
+    if len(pieces) == 1 and isinstance(pieces[0], bytes):
+        return pieces[0]
+    return b"".join(pieces)
+
+
 def _is_blank(line: bytes) -> bool:
     """True for a line of whitespace only; a record line (MBs) is not copied to find out."""
     return not line[:64].strip() and not line.strip()
 
 
-def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool,
-                     label: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError."""
+def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool, label: str,
+                     joined: bool = True) -> Iterator[tuple[int, bytes | list]]:
+    """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError.
+
+    With joined=False each line comes as the list of pieces it is made of (join_pieces gives the
+    bytes), so a reader thread can leave the 33 MB copy to the thread that parses the line.
+    """
     with open_jsonl_member(location, jsonl_name, gzipped, label) as stream:
+        read_pieces = getattr(stream, "readline_pieces", None) if not joined else None
         line_number = 0
         while True:
             try:
-                line = stream.readline()
+                pieces = read_pieces() if read_pieces is not None else [stream.readline()]
             except STREAM_ERRORS as error:
                 raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt after "
                                 f"line {line_number} ({type(error).__name__}: {error})") from error
-            if not line:
+            if not any(len(piece) for piece in pieces):
                 return
             line_number += 1
-            if not _is_blank(line):
-                yield line_number, line
-            line = None  # a record line is ~33 MB: let it go before the next one is read
+            head = bytes(pieces[0][:64])
+            if head.strip() or not _is_blank(join_pieces(pieces)):
+                yield line_number, (join_pieces(pieces) if joined else pieces)
+            pieces = None  # a record line is ~33 MB: let it go before the next one is read
+
+
+_END = object()  # marks the end of a prefetched iterator
+
+
+def prefetched(items: Iterator, depth: int = 1) -> Iterator:
+    """The items of `items`, read ahead by a background thread; its exceptions re-raised in order.
+
+    Inflating a record line (the archive's largest cost) releases the GIL, so reading the next line
+    overlaps parsing, decoding and tokenizing this one. At most `depth` items wait in the queue.
+    Closing the returned generator stops the thread and closes `items` there.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                item = None
+                if stop.is_set():
+                    return
+            outcome = (_END, None)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            outcome = (_END, error)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        while not stop.is_set():
+            try:
+                ready.put(outcome, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="prefetch-lines", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+            item = None
+    finally:
+        stop.set()
+        thread.join()
 
 
 def is_header_line(line: bytes) -> dict | None:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .archive import DataError, InnerZipLocation, is_header_line, iter_jsonl_lines, locate_inner_zip
+from .archive import (DataError, InnerZipLocation, is_header_line, iter_jsonl_lines, join_pieces,
+                      locate_inner_zip, prefetched)
 from .codec import CodecError, QuantizedLogits, decode_quantized
 from .loss import IGNORE_INDEX
 from .records import DataStats, InputEncoder, RecordError, parse_record
@@ -47,6 +48,13 @@ class Sample:
 def _iter_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of every non-empty line of the spec's JSONL member."""
     return iter_jsonl_lines(location, spec.jsonl_name, spec.gzipped, spec.label)
+
+
+def _prefetched_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple[int, bytes]]:
+    """_iter_lines, inflated ahead by a reader thread (lines joined here, in the parsing thread)."""
+    for line_number, pieces in prefetched(iter_jsonl_lines(location, spec.jsonl_name, spec.gzipped, spec.label,
+                                                            joined=False)):
+        yield line_number, join_pieces(pieces)
 
 
 def count_records(location: InnerZipLocation, spec: ArchiveSpec) -> tuple[int, dict | None]:
@@ -184,7 +192,7 @@ class DistillationStream(IterableDataset):
         """Encoded samples of this worker's shard, in file order; bad records counted in stats."""
         shard, num_shards = self._shard()
         record_index = -1
-        for position, (line_number, line) in enumerate(_iter_lines(self.location, self.spec)):
+        for position, (line_number, line) in enumerate(_prefetched_lines(self.location, self.spec)):
             if position == 0 and is_header_line(line) is not None:
                 continue
             record_index += 1

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 
 import numpy as np
@@ -290,3 +291,27 @@ def test_allocator_tuning_applies_once_and_can_be_turned_off():
     off = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], capture_output=True, text=True,
                          env=dict(environment, ASSERTDISTILL_MALLOC_TUNING="0"))
     assert tuned.stdout.split() == ["True", "True"] and off.stdout.split() == ["False", "False"]
+
+
+def test_prefetched_keeps_order_reraises_in_place_and_closes_on_early_stop():
+    def numbers(fail_at=None, closed=None):
+        try:
+            for number in range(50):
+                if number == fail_at:
+                    raise ValueError("broken at 7")
+                yield number
+        finally:
+            if closed is not None:
+                closed.append(True)
+
+    assert list(archive_module.prefetched(numbers(), depth=2)) == list(range(50))
+    seen = []
+    with pytest.raises(ValueError, match="broken at 7"):
+        for number in archive_module.prefetched(numbers(fail_at=7)):
+            seen.append(number)
+    assert seen == list(range(7))
+    closed = []
+    reader = archive_module.prefetched(numbers(closed=closed))
+    assert next(reader) == 0
+    reader.close()  # the consumer stops early: the thread ends and closes its source
+    assert closed == [True] and not any(t.name == "prefetch-lines" for t in threading.enumerate())
