@@ -24,11 +24,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 GZIP_MAGIC = b"\x1f\x8b"
 LOCAL_HEADER_SIZE = 30  # fixed part of a ZIP local file header
-MAX_HEADER_LINE_BYTES = 1 << 20
+MAX_HEADER_LINE_BYTES = 1 << 20  # a header line is small; record lines carry MBs of hex
 # Errors a damaged archive raises while its members are being read.
-STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)  # a header line is small; record lines carry MBs of hex
-RAW_CHUNK_BYTES = 1 << 21  # compressed bytes read from the file at a time
-OUT_CHUNK_BYTES = 1 << 23  # most bytes one inflate call may produce
+STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)
+RAW_CHUNK_BYTES = 1 << 21  # compressed bytes read from the file at a time (2 MiB)
+OUT_CHUNK_BYTES = 1 << 23  # most bytes one inflate call may produce (few GIL hand-offs per line)
 _INFLATE_ERRORS = (zlib.error,) + ((_isal_zlib.error,) if _isal_zlib is not None else ())
 
 

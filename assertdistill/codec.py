@@ -47,6 +47,28 @@ class CodecError(ValueError):
     """Raised for any compressed_logits dict that cannot be decoded; message says what is wrong."""
 
 
+class HexBytes:
+    """A hex string still inside the record line's bytes: what the codec reads in place of a str.
+
+    Slicing gives memoryviews that binascii decodes directly, so a 33 MB hex string is never copied
+    into a str when training reads only its first positions (records.loads_record_line(lazy_hex=True)).
+    """
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview):
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, key: slice) -> memoryview:
+        return self.view[key]
+
+    def __str__(self) -> str:
+        return str(self.view, "ascii")
+
+
 @dataclass
 class QuantizedLogits:
     """Decoded but not dequantized logits: codes or raw floats plus the parameters to map them."""
@@ -415,8 +437,8 @@ def _check_array(encoded, where: str, data_name: str, size_name: str, shape_name
     hex_data = _get(encoded, "data", f"{where}.")
     if not isinstance(encoding, str) or encoding not in ("lz4", "none"):
         _fail(f"unknown encoding {_show(encoding)} (expected 'lz4' or 'none')")
-    if not isinstance(hex_data, str) or len(hex_data) % 2:
-        what = f"odd length {len(hex_data)}" if isinstance(hex_data, str) else type(hex_data).__name__
+    if not isinstance(hex_data, (str, HexBytes)) or len(hex_data) % 2:
+        what = f"odd length {len(hex_data)}" if isinstance(hex_data, (str, HexBytes)) else type(hex_data).__name__
         _fail(f"{where}.data must be a hex string of even length, got {what}")
     stored_size = len(hex_data) // 2
     original_size = _get(encoded, "original_size", f"{where}.")
@@ -476,9 +498,9 @@ def _byte_count(bits: int, count: int) -> int:
     return (count + 1) // 2 if bits == 4 else count * np.dtype(_VALUE_DTYPES[bits]).itemsize
 
 
-def _unhex(hex_chunk: str) -> bytes:
+def _unhex(hex_chunk: str | memoryview | HexBytes) -> bytes:
     try:
-        return binascii.a2b_hex(hex_chunk)
+        return binascii.a2b_hex(hex_chunk.view if isinstance(hex_chunk, HexBytes) else hex_chunk)
     except ValueError as error:  # binascii.Error and non-ASCII str are both ValueErrors
         _fail(f"data_encoded.data is not valid hex ({error})")
 

@@ -175,7 +175,7 @@ class DistillationStream(IterableDataset):
         return self.rank * workers + worker_id, self.world_size * workers
 
     def _encode(self, line_number: int, line: bytes) -> Sample:
-        record = parse_record(line, self.focal_field, self.need_logits)
+        record = parse_record(line, self.focal_field, self.need_logits, lazy_hex=True)
         labels = self.encoder.encode_target(record.ground_truth_text)
         pad_id = self.encoder.tokenizer.pad_token_id
         labels = [IGNORE_INDEX if token == pad_id else token for token in labels]

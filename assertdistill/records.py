@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import HexBytes
+
 FOCAL_PREFIX = "FOCAL CODE:\n"
 TEST_PREFIX = "TEST METHOD:\n"
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
@@ -99,29 +101,37 @@ def _large_string_spans(line: bytes) -> list[tuple[int, int]] | None:
     return spans
 
 
-def _restore_large_strings(entry, values: dict[str, str]) -> int:
-    """Put the large strings back in place of their placeholders; returns how many were replaced."""
+def _restore_large_strings(entry, spans: dict[str, tuple[int, int]], view: memoryview, lazy_hex: bool) -> int:
+    """Put the large strings back in place of their placeholders; returns how many were replaced.
+
+    With lazy_hex, a large string under the key "data" (the logits' hex) stays in the line as HexBytes.
+    """
     replaced, pending = 0, [entry]
     while pending:
         container = pending.pop()
         items = container.items() if isinstance(container, dict) else enumerate(container)
         for key, value in items:
-            if isinstance(value, str) and value in values:
-                container[key] = values[value]
+            if isinstance(value, str) and value in spans:
+                start, end = spans[value]
+                # str(view[a:b]) decodes in place; line[a:b] would first copy 33 MB
+                container[key] = HexBytes(view[start:end]) if lazy_hex and key == "data" \
+                    else str(view[start:end], "ascii")
                 replaced += 1
             elif isinstance(value, (dict, list)):
                 pending.append(value)
     return replaced
 
 
-def loads_record_line(line: bytes | str):
+def loads_record_line(line: bytes | str, lazy_hex: bool = False):
     """json.loads of one JSONL line, fast for records that carry MBs of hex.
 
     Python's JSON scanner checks every character of a 33 MB hex string; here each string of at least
     LARGE_STRING_BYTES without escapes is cut out with two memchr-speed searches, the small rest is
     parsed, and the strings are put back. The result equals json.loads(line); so do the errors, since
     anything unusual (non-UTF-8, non-ASCII large strings, a parse error) falls back to json.loads.
-    Unlike json.loads, control characters inside such a large string are not rejected.
+    Unlike json.loads, control characters inside such a large string are not rejected. With lazy_hex,
+    large "data" strings come back as HexBytes views of the line (the codec reads them like str),
+    which saves decoding 33 MB per record into a str that training reads only the start of.
     """
     if (not isinstance(line, bytes) or len(line) < LARGE_STRING_BYTES
             or json.detect_encoding(line[:4]) != "utf-8"):
@@ -134,21 +144,22 @@ def loads_record_line(line: bytes | str):
         pieces += [line[last:start], _PLACEHOLDER.format(index).replace("\x00", "\\u0000").encode()]
         last = end
     pieces.append(line[last:])
+    placeholders = {_PLACEHOLDER.format(index): span for index, span in enumerate(spans)}
     try:
         entry = json.loads(b"".join(pieces))
-        view = memoryview(line)  # str(view[a:b]) decodes in place; line[a:b] would first copy 33 MB
-        values = {_PLACEHOLDER.format(index): str(view[start:end], "ascii") for index, (start, end) in enumerate(spans)}
+        restored = isinstance(entry, (dict, list)) and \
+            _restore_large_strings(entry, placeholders, memoryview(line), lazy_hex) == len(placeholders)
     except (ValueError, UnicodeDecodeError):
         return json.loads(line)  # raises the error json.loads gives for the whole line
-    if not isinstance(entry, (dict, list)) or _restore_large_strings(entry, values) != len(values):
+    if not restored:
         return json.loads(line)  # a placeholder used as a key or repeated: take the slow path
     return entry
 
 
-def parse_record(line: bytes | str, focal_field: str, need_logits: bool) -> Record:
-    """Decode one JSONL line into a Record, or raise RecordError with a reason."""
+def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False) -> Record:
+    """Decode one JSONL line into a Record, or raise RecordError with a reason (lazy_hex: see loads_record_line)."""
     try:
-        entry = loads_record_line(line)
+        entry = loads_record_line(line, lazy_hex)
     except (ValueError, UnicodeDecodeError) as error:
         raise RecordError("invalid_json", f"invalid JSON ({error})") from None
     if not isinstance(entry, dict):

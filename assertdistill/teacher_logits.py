@@ -163,7 +163,8 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
     header = {"header": {
         "dataset_type": split, "item_count": report.written,
         "compression": {"bits": args.bits if model is not None and not getattr(args, "topk", None) else None,
-                        "format": ("topk" if getattr(args, "topk", None) else "quantized") if model is not None else None,
+                        "format": (("topk" if getattr(args, "topk", None) else "quantized")
+                                   if model is not None else None),
                         "topk_k": getattr(args, "topk", None),
                         "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
                         "compression_ratio": (report.float32_bytes / report.stored_bytes

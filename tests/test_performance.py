@@ -15,7 +15,7 @@ import torch
 
 from assertdistill import archive as archive_module
 from assertdistill.archive import DataError, locate_inner_zip, open_jsonl_member
-from assertdistill.codec import compress_logits, decode_quantized, dequantize_codes
+from assertdistill.codec import CodecError, HexBytes, compress_logits, decode_quantized, dequantize_codes
 from assertdistill.dataset import ArchiveSpec, DistillationStream, collate
 from assertdistill.loss import DistillationLoss
 from assertdistill.records import InputEncoder, loads_record_line
@@ -315,3 +315,20 @@ def test_prefetched_keeps_order_reraises_in_place_and_closes_on_early_stop():
     assert next(reader) == 0
     reader.close()  # the consumer stops early: the thread ends and closes its source
     assert closed == [True] and not any(t.name == "prefetch-lines" for t in threading.enumerate())
+
+
+def test_lazy_hex_keeps_the_logits_in_the_line_and_decodes_the_same():
+    logits = np.random.default_rng(0).normal(size=(1, 40, 3000)).astype(np.float32)
+    compressed = compress_logits(logits, bits=8)
+    line = json.dumps({"focal_file": "x" * 70000, "compressed_logits": compressed}).encode()
+    eager, lazy = loads_record_line(line), loads_record_line(line, lazy_hex=True)
+    hex_data = lazy["compressed_logits"]["data_encoded"]["data"]
+    assert isinstance(hex_data, HexBytes) and str(hex_data) == eager["compressed_logits"]["data_encoded"]["data"]
+    assert lazy["focal_file"] == "x" * 70000  # other large strings are still str
+    for positions in (None, 7):
+        assert np.array_equal(decode_quantized(lazy["compressed_logits"], positions).values,
+                              decode_quantized(eager["compressed_logits"], positions).values)
+    broken = json.loads(line)
+    broken["compressed_logits"]["data_encoded"]["data"] = "zz" + compressed["data_encoded"]["data"][2:]
+    with pytest.raises(CodecError, match="not valid hex"):
+        decode_quantized(loads_record_line(json.dumps(broken).encode(), lazy_hex=True)["compressed_logits"])
