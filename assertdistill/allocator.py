@@ -5,8 +5,10 @@ fresh mmap() calls and unmaps them on free, so every large buffer - an inflated 
 16 MB block of teacher codes, each training step's activations - is faulted in page by page again.
 Where page faults are expensive (virtual machines, sandboxes) that dominates: decoding one 8-bit
 teacher block took 36 ms with the defaults and 14 ms with this module on this project's machine.
-Raising the thresholds keeps those pages mapped and reuses them (peak RSS is unchanged; RSS simply
-does not shrink between steps). Set ASSERTDISTILL_MALLOC_TUNING=0 to leave malloc as it is.
+Raising the thresholds keeps those pages mapped and reuses them: a CodeT5-small training step ran 1.6x
+faster. The price is heap fragmentation: peak RSS can rise where activations dominate (a 2+2-layer
+tiny student at batch 8 on 1024-token sources: 2.2 GB against 1.95 GB untuned). Set
+ASSERTDISTILL_MALLOC_TUNING=0 to leave malloc as it is.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 30  # blocks below 1 GiB come from the heap and are reused
-TRIM_THRESHOLD_BYTES = 1 << 30  # free memory at the heap top kept up to 1 GiB
+# Blocks below 256 MiB (a CodeT5-small attention map at batch 4 is 128 MiB) come from the heap and are reused.
+MMAP_THRESHOLD_BYTES = 256 << 20
+TRIM_THRESHOLD_BYTES = 256 << 20  # free memory at the heap top kept up to 256 MiB
 FALLBACK_MMAP_THRESHOLD_BYTES = 32 << 20  # the largest value older glibc accepts
 
 _applied: bool | None = None
