@@ -93,13 +93,18 @@ slurm=0 submit=0 partition="" gpus=1 cpus=8 time_limit="04:00:00" mem="32G"
 extra_args=()
 while (($# > 0)); do
     case $1 in
-        --alphas | --temps | --seeds | --results_dir)
+        --alphas | --temps | --seeds | --results_dir | --partition | --gpus | --cpus | --time | --mem)
             (($# >= 2)) || die "$1 needs a value"
             case $1 in
                 --alphas) alphas=$2 ;;
                 --temps) temps=$2 ;;
                 --seeds) seeds=$2 ;;
                 --results_dir) results_dir=$2 ;;
+                --partition) partition=$2 ;;
+                --gpus) gpus=$2 ;;
+                --cpus) cpus=$2 ;;
+                --time) time_limit=$2 ;;
+                --mem) mem=$2 ;;
             esac
             shift 2 ;;
         --alphas=*) alphas=${1#*=}; shift ;;
@@ -109,16 +114,6 @@ while (($# > 0)); do
         --dry_run) dry_run=1; shift ;;
         --slurm) slurm=1; shift ;;
         --submit) slurm=1 submit=1; shift ;;
-        --partition | --gpus | --cpus | --time | --mem)
-            (($# >= 2)) || die "$1 needs a value"
-            case $1 in
-                --partition) partition=$2 ;;
-                --gpus) gpus=$2 ;;
-                --cpus) cpus=$2 ;;
-                --time) time_limit=$2 ;;
-                --mem) mem=$2 ;;
-            esac
-            shift 2 ;;
         -h | --help) usage; exit 0 ;;
         --) shift; extra_args=("$@"); break ;;
         *) die "unknown option '$1' (arguments for script.py go after --)" ;;

@@ -324,9 +324,9 @@ def join_pieces(pieces: list) -> bytes:
     return b"".join(pieces)
 
 
-def _is_blank(line: bytes) -> bool:
-    """True for a line of whitespace only; a record line (MBs) is not copied to find out."""
-    return not line[:64].strip() and not line.strip()
+def _is_blank(pieces: list) -> bool:
+    """True for a line (as pieces) of whitespace only; a record line (MBs) is not joined to find out."""
+    return not bytes(pieces[0][:64]).strip() and not join_pieces(pieces).strip()
 
 
 def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool, label: str,
@@ -348,8 +348,7 @@ def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool,
             if not any(len(piece) for piece in pieces):
                 return
             line_number += 1
-            head = bytes(pieces[0][:64])
-            if head.strip() or not _is_blank(join_pieces(pieces)):
+            if not _is_blank(pieces):
                 yield line_number, (join_pieces(pieces) if joined else pieces)
             pieces = None  # a record line is ~33 MB: let it go before the next one is read
 
@@ -367,18 +366,22 @@ def prefetched(items: Iterator, depth: int = 1) -> Iterator:
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(entry: tuple) -> bool:
+        """Queue `entry` unless the consumer has stopped (then False)."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                item = None
-                if stop.is_set():
+                if not offer((item, None)):
                     return
+                item = None
             outcome = (_END, None)
         except BaseException as error:  # handed to the consumer, which re-raises it
             outcome = (_END, error)
@@ -386,12 +389,7 @@ def prefetched(items: Iterator, depth: int = 1) -> Iterator:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        while not stop.is_set():
-            try:
-                ready.put(outcome, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        offer(outcome)
 
     thread = threading.Thread(target=produce, name="prefetch-lines", daemon=True)
     thread.start()

@@ -137,13 +137,12 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
     with open(body_path, "w", encoding="utf-8") as body:
         action = "Teacher on" if model is not None else "Packaging"
         progress = tqdm(total=len(records), desc=f"{action} {split}", unit="record", dynamic_ncols=True)
-        train_beams = getattr(args, "train_num_beams", None)
-        num_beams = train_beams if split == "training" and train_beams else args.num_beams
-        trim_to = encoder if getattr(args, "trim_focal", False) else None
+        num_beams = args.train_num_beams if split == "training" else args.num_beams
+        trim_to = encoder if args.trim_focal else None
         for start in range(0, len(records), args.batch_size):
             batch = records[start : start + args.batch_size]
             outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, num_beams,
-                                      args.pad_to_max_length, device, getattr(args, "topk", None)) \
+                                      args.pad_to_max_length, device, args.topk) \
                 if model is not None else [None] * len(batch)
             for record, output in zip(batch, outputs):
                 line = _output_record(record, args.focal_field, trim_to)
@@ -162,10 +161,9 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         report.teacher_metrics = truth_vs_teacher.averages()
     header = {"header": {
         "dataset_type": split, "item_count": report.written,
-        "compression": {"bits": args.bits if model is not None and not getattr(args, "topk", None) else None,
-                        "format": (("topk" if getattr(args, "topk", None) else "quantized")
-                                   if model is not None else None),
-                        "topk_k": getattr(args, "topk", None),
+        "compression": {"bits": args.bits if model is not None and not args.topk else None,
+                        "format": ("topk" if args.topk else "quantized") if model is not None else None,
+                        "topk_k": args.topk,
                         "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
                         "compression_ratio": (report.float32_bytes / report.stored_bytes
                                               if report.stored_bytes else None)},
