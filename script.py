@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from assertdistill.attention import CHOICES as ATTENTION_CHOICES
 from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
 from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
 from assertdistill.paths import DEMO
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models.add_argument("--student_from_scratch", action="store_true",
                         help="initialize the student randomly from its config instead of loading weights "
                              "(automatic for a local directory that holds a config but no weights)")
+    models.add_argument("--attention", choices=ATTENTION_CHOICES, default="auto",
+                        help="student attention: chunked (memory-efficient, recomputed in backward), eager, sdpa; "
+                             "auto = chunked for T5 students on CPU without --compile, else transformers' default")
     models.add_argument("--student_max_src_length", type=int, default=1024, help="max source tokens")
     models.add_argument("--student_max_tgt_length", type=int, default=512,
                         help="max target tokens (also the generation max length)")

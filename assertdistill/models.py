@@ -97,3 +97,14 @@ def pick_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def configure_training_kernels(model: torch.nn.Module, attention: str, device: torch.device,
+                               compiling: bool = False) -> str:
+    """Apply --attention and, on CPU without torch.compile, FastDropout; returns a one-line description."""
+    from .attention import set_attention
+    from .dropout import use_fast_dropout
+
+    used = set_attention(model, attention, device, compiling)
+    fast = use_fast_dropout(model) if device.type == "cpu" and not compiling else 0
+    return f"attention {used}, dropout {'fast (numpy masks)' if fast else 'torch'}"

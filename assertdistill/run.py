@@ -24,7 +24,7 @@ from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .loss import DistillationLoss
-from .models import ModelLoadError, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
+from .models import ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .records import DataStats, InputEncoder
 from .summary import (METRICS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary, environment_info,
                       to_json_compatible, write_json_atomic, write_text_atomic)
@@ -190,8 +190,10 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
     records_per_process = math.ceil(len(train_stream) / context.world_size)
     total_steps = steps_per_epoch(records_per_process, args.batch_size, args.gradient_accumulation_steps) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_steps_ratio * total_steps), total_steps)
+    compiling = getattr(args, "compile", False)
+    print(f"Kernels: {configure_training_kernels(student, getattr(args, 'attention', 'auto'), device, compiling)}")
     # Only the training forward is compiled: generation and saving use the plain module.
-    train_model = torch.compile(student, dynamic=True) if getattr(args, "compile", False) else student
+    train_model = torch.compile(student, dynamic=True) if compiling else student
     if context.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[context.local_rank]
                                               if device.type == "cuda" else None)

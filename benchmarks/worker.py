@@ -22,6 +22,7 @@ from assertdistill.allocator import keep_freed_memory
 from assertdistill.codec import decode_quantized
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.loss import DistillationLoss
+from assertdistill.models import configure_training_kernels
 from assertdistill.records import DataStats, InputEncoder, loads_record_line
 from assertdistill.run import make_optimizer
 from assertdistill.training import batch_losses, make_loader, move_batch
@@ -102,6 +103,8 @@ def task_train(args, tokenizer) -> dict:
     """One warm-up step, `steps` timed steps end to end (batch loading included), then eval generation."""
     model = make_model(args.shape, tokenizer, vocab_size=args.vocab_size)
     model.train()
+    if args.pipeline == "suite":  # script.py's --attention auto; the thesis keeps transformers' default
+        configure_training_kernels(model, "auto", torch.device("cpu"), compiling=args.compile)
     if args.pipeline == "thesis":  # the thesis's optimizer: PyTorch's default AdamW
         optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     else:
@@ -165,6 +168,7 @@ def task_check(args, tokenizer) -> dict:
             if pipeline == "thesis":
                 losses = thesis_losses(model, batch, TEMPERATURE, ALPHA)
             else:
+                configure_training_kernels(model, "auto", torch.device("cpu"))
                 losses = batch_losses(model, batch, DistillationLoss(TEMPERATURE, ALPHA))
             results[pipeline] = [float(value) for value in losses]
     results["max_relative_difference"] = max(abs(s - t) / max(abs(t), 1e-12)
