@@ -20,6 +20,7 @@ from .dropout import dropout_masks, draw_seed
 ATTENTION_NAME = "assertdistill_chunked"
 CHOICES = ("auto", "chunked", "eager", "sdpa")
 CHUNK_BYTES = 8 * 1024 * 1024  # scores of one query chunk (batch x heads x rows x keys floats)
+SDPA_MAX_QUERIES = 4  # without a gradient to keep, calls with this few query rows go to SDPA
 
 
 def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
@@ -133,6 +134,12 @@ def chunked_attention_forward(module, query, key, value, attention_mask, dropout
         scaling = query.size(-1) ** -0.5
     if not module.training:
         dropout = 0.0
+    if query.size(-2) <= SDPA_MAX_QUERIES and not (torch.is_grad_enabled() and query.requires_grad):
+        # Generation steps: a few queries, nothing to save for backward; SDPA's kernels win there.
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, position_bias=position_bias, **kwargs)
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         position_bias = attention_mask if position_bias is None else position_bias + attention_mask
         attention_mask = None
