@@ -8,7 +8,9 @@ per query row, and recomputes each chunk's probabilities in backward (FlashAtten
 plain PyTorch), so attention memory is that of one chunk. Dropout masks are regenerated from a seed
 drawn from torch's global generator, so runs stay reproducible under torch.manual_seed.
 
-Registered with transformers as the attention implementation ATTENTION_NAME; see use_attention().
+Registered with transformers as the attention implementation ATTENTION_NAME; see set_attention(). On
+CPU it is also faster than eager and SDPA (docs/PERFORMANCE.md: one extra matmul per chunk in backward,
+but no (B, H, Q, K) tensors to fault in and write out).
 """
 
 from __future__ import annotations
