@@ -98,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
     training.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                           help="autocast precision on GPU (CPU always runs fp32)")
+    training.add_argument("--gradient_checkpointing", action="store_true",
+                          help="recompute each layer's activations in backward: less memory, about a third more "
+                               "compute (for students whose activations do not fit)")
     training.add_argument("--compile", action="store_true",
                           help="torch.compile the student for training (slow first steps; pays off on long GPU runs)")
     training.add_argument("--seed", type=int, default=42, help="random seed")

@@ -100,11 +100,21 @@ def pick_device() -> torch.device:
 
 
 def configure_training_kernels(model: torch.nn.Module, attention: str, device: torch.device,
-                               compiling: bool = False) -> str:
-    """Apply --attention and, on CPU without torch.compile, FastDropout; returns a one-line description."""
+                               compiling: bool = False, checkpointing: bool = False) -> str:
+    """Apply --attention, --gradient_checkpointing and, on CPU without torch.compile, FastDropout.
+
+    Returns a one-line description for the log.
+    """
     from .attention import set_attention
     from .dropout import use_fast_dropout
 
     used = set_attention(model, attention, device, compiling)
     fast = use_fast_dropout(model) if device.type == "cpu" and not compiling else 0
-    return f"attention {used}, dropout {'fast (numpy masks)' if fast else 'torch'}"
+    if checkpointing:  # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias)
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        try:
+            enable()
+        except ValueError as error:
+            raise ModelLoadError(f"--gradient_checkpointing: {error}") from error
+    return (f"attention {used}, dropout {'fast (numpy masks)' if fast else 'torch'}"
+            f"{', activation checkpointing' if checkpointing else ''}")

@@ -191,7 +191,9 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
     total_steps = steps_per_epoch(records_per_process, args.batch_size, args.gradient_accumulation_steps) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_steps_ratio * total_steps), total_steps)
     compiling = getattr(args, "compile", False)
-    print(f"Kernels: {configure_training_kernels(student, getattr(args, 'attention', 'auto'), device, compiling)}")
+    kernels = configure_training_kernels(student, getattr(args, "attention", "auto"), device, compiling,
+                                         getattr(args, "gradient_checkpointing", False))
+    print(f"Kernels: {kernels}")
     # Only the training forward is compiled: generation and saving use the plain module.
     train_model = torch.compile(student, dynamic=True) if compiling else student
     if context.enabled:

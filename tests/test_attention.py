@@ -168,3 +168,22 @@ def test_saved_student_config_does_not_name_the_private_implementation(tmp_path)
     configure_training_kernels(model, "auto", CPU)
     model.save_pretrained(tmp_path)
     assert attention.ATTENTION_NAME not in (tmp_path / "config.json").read_text()
+
+
+@pytest.mark.parametrize("dropout_rate", [0.0, 0.2])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(dropout_rate):
+    results = []
+    for checkpointing in (False, True):
+        model = tiny_t5(num_heads=4, num_layers=2, num_decoder_layers=2, dropout_rate=dropout_rate)
+        description = configure_training_kernels(model, "auto", CPU, checkpointing=checkpointing)
+        assert ("activation checkpointing" in description) == checkpointing
+        assert any(getattr(module, "gradient_checkpointing", False) for module in model.modules()) == checkpointing
+        model.train()
+        torch.manual_seed(3)
+        loss = model(**padded_batch()).loss
+        loss.backward()
+        results.append((loss.item(), {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+    (plain_loss, plain_grads), (loss, grads) = results
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    for name, gradient in plain_grads.items():  # dropout masks are redrawn identically in the recompute
+        torch.testing.assert_close(grads[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
