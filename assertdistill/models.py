@@ -101,15 +101,16 @@ def pick_device() -> torch.device:
 
 def configure_training_kernels(model: torch.nn.Module, attention: str, device: torch.device,
                                compiling: bool = False, checkpointing: bool = False) -> str:
-    """Apply --attention, --gradient_checkpointing and, on CPU without torch.compile, FastDropout.
+    """Apply --attention, --gradient_checkpointing and, with the chunked attention, FastDropout.
 
+    eager and sdpa keep transformers' kernels throughout (its dropout included), for reference runs.
     Returns a one-line description for the log.
     """
-    from .attention import set_attention
+    from .attention import ATTENTION_NAME, set_attention
     from .dropout import use_fast_dropout
 
     used = set_attention(model, attention, device, compiling)
-    fast = use_fast_dropout(model) if device.type == "cpu" and not compiling else 0
+    fast = use_fast_dropout(model) if used == ATTENTION_NAME and device.type == "cpu" else 0
     if checkpointing:  # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias)
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         try:
