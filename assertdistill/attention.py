@@ -32,6 +32,12 @@ def _rows(tensor: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | 
     return tensor[..., start:stop, :]
 
 
+def _chunks(total: int, rows: int):
+    """(start, stop) of consecutive query chunks of `rows` rows covering 0..total."""
+    for start in range(0, total, rows):
+        yield start, min(start + rows, total)
+
+
 def _chunk_rows(batch_heads: int, keys: int) -> int:
     """Query rows per chunk so one chunk's scores take about CHUNK_BYTES."""
     return max(16, CHUNK_BYTES // (4 * batch_heads * keys))
@@ -73,8 +79,7 @@ class ChunkedAttention(torch.autograd.Function):
         output = query3.new_empty(batch * heads, queries, value.size(-1))  # (BH, Q, Dv)
         log_sum_exp = query3.new_empty(batch * heads, queries)  # (BH, Q)
         masks = dropout_masks(dropout, seed, query.device)
-        for start in range(0, queries, rows):
-            stop = min(start + rows, queries)
+        for start, stop in _chunks(queries, rows):
             weights, log_sum_exp[:, start:stop], row_sum = _probabilities(
                 query3[:, start:stop], key3.transpose(1, 2), _rows(bias, start, stop), _rows(mask, start, stop),
                 scaling, heads)
@@ -97,8 +102,7 @@ class ChunkedAttention(torch.autograd.Function):
         need_bias = bias is not None and ctx.needs_input_grad[3]
         grad_bias = torch.zeros_like(bias) if need_bias else None
         masks = dropout_masks(dropout, seed, query.device)
-        for start in range(0, query.size(1), rows):
-            stop = min(start + rows, query.size(1))
+        for start, stop in _chunks(query.size(1), rows):
             query_rows, grad_rows = query[:, start:stop], grad_output[:, start:stop]  # (BH, c, D), (BH, c, Dv)
             probs, _, _ = _probabilities(query_rows, key.transpose(1, 2), _rows(bias, start, stop),
                                          _rows(mask, start, stop), scaling, heads, log_sum_exp[:, start:stop])

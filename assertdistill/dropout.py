@@ -49,8 +49,10 @@ class DropoutMasks:
 
 def dropout_masks(dropout: float, seed: int, device: torch.device) -> DropoutMasks | None:
     """Masks for one dropout call, or None when nothing is dropped (p rounds to 0)."""
-    masks = DropoutMasks(dropout, seed, device) if dropout > 0 else None
-    return masks if masks is not None and masks.drop_count > 0 else None
+    if dropout <= 0:
+        return None
+    masks = DropoutMasks(dropout, seed, device)
+    return masks if masks.drop_count > 0 else None
 
 
 def draw_seed() -> int:
@@ -58,25 +60,27 @@ def draw_seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
+def _masked_scale(tensor: torch.Tensor, dropout: float, seed: int) -> torch.Tensor | None:
+    """tensor * mask / (1 - p) with the mask drawn from `seed`; None when nothing is dropped."""
+    masks = dropout_masks(dropout, seed, tensor.device)
+    if masks is None:
+        return None
+    return torch.mul(tensor, masks.next_kept(tensor.shape, tensor.dtype)).mul_(masks.keep_scale)
+
+
 class _MaskedScale(torch.autograd.Function):
     """x * mask / (1 - p), the mask drawn from `seed` in forward and drawn again in backward."""
 
     @staticmethod
     def forward(ctx, inputs, dropout: float, seed: int):
-        masks = dropout_masks(dropout, seed, inputs.device)
         ctx.settings = (dropout, seed)
-        if masks is None:
-            return inputs.clone()
-        return torch.mul(inputs, masks.next_kept(inputs.shape, inputs.dtype)).mul_(masks.keep_scale)
+        outputs = _masked_scale(inputs, dropout, seed)
+        return inputs.clone() if outputs is None else outputs
 
     @staticmethod
     def backward(ctx, grad_output):
-        dropout, seed = ctx.settings
-        masks = dropout_masks(dropout, seed, grad_output.device)
-        if masks is None:
-            return grad_output, None, None
-        return torch.mul(grad_output, masks.next_kept(grad_output.shape, grad_output.dtype)).mul_(masks.keep_scale), \
-            None, None
+        grad_inputs = _masked_scale(grad_output, *ctx.settings)  # the same mask: d(x * m * s)/dx = m * s
+        return (grad_output if grad_inputs is None else grad_inputs), None, None
 
 
 class FastDropout(torch.nn.Dropout):

@@ -24,7 +24,8 @@ from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .loss import DistillationLoss
-from .models import ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
+from .models import (ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb,
+                     pick_device, teacher_size_mb)
 from .records import DataStats, InputEncoder
 from .summary import (METRICS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary, environment_info,
                       to_json_compatible, write_json_atomic, write_text_atomic)
