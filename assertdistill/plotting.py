@@ -30,16 +30,24 @@ LINESTYLES = ("-", "--", ":", "-.")
 class Axis:
     """A hyperparameter as an axis: its name in results.Run, how to label it, how to scale it."""
 
-    name: str
+    name: str  # also the thesis figures' prefix: <name>_vs_loss.png
     symbol: str
     label: str
     log2: bool  # temperatures are usually a doubling grid
+    thesis_label: str  # the thesis figures' axis label and title wording
+    thesis_loss_colour: str
 
 
 AXES = {
-    "alpha": Axis("alpha", "α", "α (weight of the KL loss)", log2=False),
-    "temperature": Axis("temperature", "T", "temperature T", log2=True),
+    "alpha": Axis("alpha", "α", "α (weight of the KL loss)", log2=False,
+                  thesis_label="Alpha (KL Loss Weight)", thesis_loss_colour="green"),
+    "temperature": Axis("temperature", "T", "temperature T", log2=True,
+                        thesis_label="Temperature", thesis_loss_colour="magenta"),
 }
+# The thesis's combined figure: (metric root, label, colour); vs ground truth solid, vs teacher dashed.
+THESIS_COMBINED = (("accuracy", "Accuracy", "blue"), ("f1", "F1-Score", "orange"),
+                   ("precision", "Precision", "green"), ("recall", "Recall", "red"))
+THESIS_VS = (("gt", "GT", "o", "-"), ("t", "Teacher", "x", "--"))  # (key part, label, marker, linestyle)
 DEFAULT_DIRS = {"alpha": ("results_alpha", "graphs_alpha"), "temperature": ("results_temp", "graphs_temp")}
 
 
@@ -53,7 +61,8 @@ def build_arg_parser(swept_name: str, description: str) -> argparse.ArgumentPars
     results_dir, output_dir = DEFAULT_DIRS[swept_name]
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--results_dir", type=Path, default=Path(results_dir),
-                        help=f"directory searched recursively for */{results.SUMMARY_NAME} (default: {results_dir})")
+                        help=f"directory holding the runs' summaries: flat *.json files directly in it (the thesis's "
+                             f"layout) and/or */{results.SUMMARY_NAME} below it (sweep.sh's); default: {results_dir}")
     parser.add_argument("--output_dir", type=Path, default=Path(output_dir),
                         help=f"where figures, summary.csv and summary.md go; created if missing (default: {output_dir})")
     parser.add_argument("--format", choices=FORMATS, default="png", help="figure file format (default: png)")
@@ -243,6 +252,85 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
     return True
 
 
+def _thesis_series(cells, swept: Axis, key: str):
+    """[(label suffix, xs, means)] of one metric: one series per value of the other parameter."""
+    other = other_axis(swept)
+    other_values = sorted({c.value(other.name) for c in cells})
+    series = []
+    for other_value in other_values:
+        line = sorted((c for c in cells if c.value(other.name) == other_value and key in c.stats),
+                      key=lambda c: c.value(swept.name))
+        if line:
+            suffix = f", {other.symbol}={other_value:g}" if len(other_values) > 1 else ""
+            series.append((suffix, [c.value(swept.name) for c in line], [c.stats[key][0] for c in line]))
+    return series
+
+
+def _thesis_axes(fig, swept: Axis, cells, title: str, ylabel: str):
+    """One axes with the thesis's title, labels, ticks on every swept value and dashed grid."""
+    ax = fig.add_subplot()
+    ax.set_title(f"Effect of {swept.thesis_label} on {title}")
+    ax.set_xlabel(swept.thesis_label)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(sorted({c.value(swept.name) for c in cells}))
+    ax.grid(True, linestyle="--", alpha=0.7)
+    return ax
+
+
+def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Path]:
+    """The thesis's four figures, <swept>_vs_{combined_metrics,similarity,loss,inference_time}.<fmt>.
+
+    Same series as the thesis's scripts (means over seeds when a cell has several); absent metrics
+    are left out of a figure, and a figure with nothing to draw is not written.
+    """
+    paths = []
+
+    def save(fig, ax, name, legend_outside=False):
+        if not ax.lines:
+            return
+        if legend_outside:
+            ax.legend(bbox_to_anchor=(1.05, 1), loc="upper left")
+        else:
+            ax.legend()
+        paths.append(out_dir / f"{swept.name}_vs_{name}.{fmt}")
+        fig.savefig(paths[-1])
+
+    fig = _new_figure((12, 8))
+    ax = _thesis_axes(fig, swept, cells, "Key Assertion Metrics", "Metric Value")
+    drawn = []
+    for root, label, colour in THESIS_COMBINED:
+        for vs, vs_label, marker, linestyle in THESIS_VS:
+            for suffix, xs, means in _thesis_series(cells, swept, f"avg_{root}_s_vs_{vs}_script1"):
+                ax.plot(xs, means, marker=marker, linestyle=linestyle, color=colour,
+                        label=f"{label} ({vs_label}{suffix})")
+                drawn += means
+    if drawn:  # the thesis's y range: the data plus 10% padding, inside [0, 1]
+        padding = (max(drawn) - min(drawn)) * 0.10 or 0.05
+        ax.set_ylim(max(0.0, min(drawn) - padding), min(1.0, max(drawn) + padding))
+    save(fig, ax, "combined_metrics", legend_outside=True)
+
+    fig = _new_figure((10, 6))
+    ax = _thesis_axes(fig, swept, cells, "Average Assertion Similarity", "Average Similarity")
+    for vs, label, marker, linestyle in (("gt", "Student vs. Ground Truth (GT)", "o", "-"),
+                                         ("t", "Student vs. Teacher", "x", "--")):
+        for suffix, xs, means in _thesis_series(cells, swept, f"avg_similarity_avg_s_vs_{vs}_script1"):
+            ax.plot(xs, means, marker=marker, linestyle=linestyle, label=label + suffix)
+    save(fig, ax, "similarity")
+
+    for key, name, title, ylabel, label, colour in (
+            ("avg_loss", "loss", "Average Student Loss", "Average Loss", "Overall Student Loss",
+             swept.thesis_loss_colour),
+            ("avg_inference_time_per_sample_ms", "inference_time", "Average Inference Time",
+             "Avg. Inference Time (ms/sample)", "Inference Time", "purple")):
+        fig = _new_figure((10, 6))
+        ax = _thesis_axes(fig, swept, cells, title, ylabel)
+        for suffix, xs, means in _thesis_series(cells, swept, key):
+            ax.plot(xs, means, marker="s", linestyle="-.", color=colour if not suffix else None,
+                    label=label + suffix)
+        save(fig, ax, name)
+    return paths
+
+
 def run_graphs(args: argparse.Namespace, swept_name: str, out=None, err=None) -> int:
     """Load the sweep under args.results_dir and write figures and tables; return the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -269,6 +357,8 @@ def run_graphs(args: argparse.Namespace, swept_name: str, out=None, err=None) ->
         out_dir.mkdir(parents=True, exist_ok=True)
         figures = save_metric_figures(cells, runs, swept, out_dir, fmt)
         print(f"wrote {len(figures)} metric figures to {out_dir}/: {', '.join(p.name for p in figures)}", file=out)
+        thesis = save_thesis_figures(cells, swept, out_dir, fmt)
+        print(f"wrote the thesis's {len(thesis)} figures: {', '.join(p.name for p in thesis)}", file=out)
         save_overview(cells, runs, swept, out_dir / f"overview.{fmt}")
         print(f"wrote {out_dir / f'overview.{fmt}'} (all metrics as panels)", file=out)
         if is_grid(cells):

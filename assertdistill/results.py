@@ -1,7 +1,9 @@
 """Load distillation summaries and per-epoch logs from a sweep; aggregate metrics over seeds.
 
-A run is one `<run_dir>/distillation_summary.json` as written by script.py (or by the original
-thesis code, which has only the thesis keys). Everything beyond the thesis keys is optional.
+A run is one summary: `<run_dir>/distillation_summary.json` as script.py and sweep.sh write it, or a
+flat `<any name>.json` directly in the results directory, as the thesis kept them
+(results_alpha/alpha0.1.json, ...). Both layouts may be mixed in one directory. Only the thesis keys
+are required; everything else is optional.
 """
 
 import csv
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 SUMMARY_NAME = "distillation_summary.json"
+LAYOUTS = f"*.json or */{SUMMARY_NAME}"  # the two layouts load_runs reads, for messages
 EPOCH_LOG_NAME = "metrics.jsonl"
 HYPERPARAMS = ("alpha", "temperature")  # the two swept axes, in cell-key order
 ARG_KEYS = {"alpha": "alpha_kl_loss_weight", "temperature": "temperature", "seed": "seed"}
@@ -53,6 +56,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("avg_strict_exact_match_s_vs_gt", "Strict exact match vs ground truth", required=False,
            reference_key="avg_strict_exact_match_t_vs_gt"),
     Metric("avg_strict_exact_match_s_vs_t", "Strict exact match vs teacher", required=False),
+    # student vs teacher with the teacher's lines joined by newlines, not the thesis's str() of a list
+    *(Metric(f"avg_{name}_s_vs_t_corrected", f"{label} vs teacher (corrected)", required=False)
+      for name, label in (("accuracy", "Accuracy"), ("f1", "F1"), ("precision", "Precision"),
+                          ("recall", "Recall"), ("similarity_avg", "Similarity"))),
 )
 METRICS_BY_KEY = {m.key: m for m in METRICS}
 SHARE_KEY = "student_share_of_teacher_accuracy"
@@ -124,6 +131,8 @@ def parse_summary(path: Path, data) -> Run:
     """Validate one decoded summary and turn it into a Run; raise SummaryError if unusable."""
     if not isinstance(data, dict):
         raise SummaryError("top level is not a JSON object")
+    if "args" not in data and "final_evaluation_metrics" not in data:
+        raise SummaryError("not a distillation summary (neither 'args' nor 'final_evaluation_metrics')")
     args = data.get("args")
     if not isinstance(args, dict):
         raise SummaryError("missing 'args' object")
@@ -158,13 +167,19 @@ def parse_summary(path: Path, data) -> Run:
     return Run(path, hyper["alpha"], hyper["temperature"], hyper["seed"], metrics)
 
 
+def summary_paths(results_dir: Path) -> list[Path]:
+    """Flat *.json files directly in results_dir and */distillation_summary.json at any depth, sorted."""
+    flat = [path for path in results_dir.glob("*.json") if path.is_file()]
+    return sorted(set(flat) | set(results_dir.rglob(SUMMARY_NAME)))
+
+
 def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """All usable runs under results_dir, and (path, reason) for each summary skipped."""
+    """All usable runs in results_dir (both layouts), and (path, reason) for each JSON file skipped."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoResultsError(f"results directory {results_dir} does not exist")
     runs, skipped, seen = [], [], {}
-    for path in sorted(results_dir.rglob(SUMMARY_NAME)):
+    for path in summary_paths(results_dir):
         try:
             with open(path, encoding="utf-8") as f:
                 run = parse_summary(path, json.load(f))
@@ -173,6 +188,9 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
             continue
         except UnicodeDecodeError as e:
             skipped.append((path, f"not UTF-8 text ({e.reason})"))
+            continue
+        except OSError as e:
+            skipped.append((path, f"cannot be read ({e.strerror or e})"))
             continue
         except SummaryError as e:
             skipped.append((path, str(e)))
@@ -184,8 +202,8 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
         seen[identity] = path
         runs.append(run)
     if not runs:
-        why = f"{len(skipped)} skipped" if skipped else f"no */{SUMMARY_NAME} found"
-        raise NoResultsError(f"no usable {SUMMARY_NAME} under {results_dir} ({why})", skipped)
+        why = f"{len(skipped)} skipped" if skipped else f"no {LAYOUTS} found"
+        raise NoResultsError(f"no usable summary in {results_dir} ({why})", skipped)
     return runs, skipped
 
 
