@@ -1,8 +1,9 @@
 """Plot distillation metrics against the temperature T, one line per alpha.
 
-Reads every */distillation_summary.json under --results_dir (as written by sweep.sh temp) and writes
-one figure per metric, overview.<fmt>, a heatmap when the runs form an alpha x T grid, training
-curves from metrics.jsonl when present, and summary.csv / summary.md (mean and std over seeds).
+Reads the summaries in --results_dir, flat *.json files (the thesis's layout) and/or
+*/distillation_summary.json (as written by sweep.sh temp), and writes the thesis's four figures, one
+figure per metric, overview.<fmt>, a heatmap when the runs form an alpha x T grid, training curves
+from metrics.jsonl when present, and summary.csv / summary.md (mean and std over seeds).
 """
 
 import sys
