@@ -8,7 +8,7 @@ from metrics.jsonl when present, and summary.csv / summary.md (mean and std over
 
 import sys
 
-from assertdistill.plotting import build_arg_parser, run_graphs
+from assertdistill.graphs import build_arg_parser, run_graphs
 
 SWEPT = "alpha"  # the hyperparameter on the x axis; temperature_graphs.py differs only here
 

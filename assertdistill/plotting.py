@@ -1,11 +1,10 @@
-"""Figures and tables of a hyperparameter sweep; shared by alpha_graphs.py and temperature_graphs.py.
+"""This suite's figures of a hyperparameter sweep: one per metric, overview, heatmap, training curves.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot, so no display or global state is used.
 """
 
-import argparse
 import math
-import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from matplotlib.ticker import MaxNLocator
 from assertdistill import results
 from assertdistill.results import Cell, Metric
 
-FORMATS = ("png", "pdf", "svg")
-DEFAULT_HEATMAP_METRIC = "avg_accuracy_s_vs_gt_script1"
 CURVES = (("eval", "avg_accuracy_s_vs_gt_script1", "Eval accuracy vs ground truth"),
           ("train", "loss", "Train loss"))
 LINESTYLES = ("-", "--", ":", "-.")
@@ -44,11 +41,6 @@ AXES = {
     "temperature": Axis("temperature", "T", "temperature T", log2=True,
                         thesis_label="Temperature", thesis_loss_colour="magenta"),
 }
-# The thesis's combined figure: (metric root, label, colour); vs ground truth solid, vs teacher dashed.
-THESIS_COMBINED = (("accuracy", "Accuracy", "blue"), ("f1", "F1-Score", "orange"),
-                   ("precision", "Precision", "green"), ("recall", "Recall", "red"))
-THESIS_VS = (("gt", "GT", "o", "-"), ("t", "Teacher", "x", "--"))  # (key part, label, marker, linestyle)
-DEFAULT_DIRS = {"alpha": ("results_alpha", "graphs_alpha"), "temperature": ("results_temp", "graphs_temp")}
 
 
 def other_axis(swept: Axis) -> Axis:
@@ -56,23 +48,7 @@ def other_axis(swept: Axis) -> Axis:
     return AXES["temperature" if swept.name == "alpha" else "alpha"]
 
 
-def build_arg_parser(swept_name: str, description: str) -> argparse.ArgumentParser:
-    """The command line shared by the graph scripts, with defaults for the swept parameter."""
-    results_dir, output_dir = DEFAULT_DIRS[swept_name]
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--results_dir", type=Path, default=Path(results_dir),
-                        help=f"directory holding the runs' summaries: flat *.json files directly in it (the thesis's "
-                             f"layout) and/or */{results.SUMMARY_NAME} below it (sweep.sh's); default: {results_dir}")
-    parser.add_argument("--output_dir", type=Path, default=Path(output_dir),
-                        help=f"where figures, summary.csv and summary.md go; created if missing (default: {output_dir})")
-    parser.add_argument("--format", choices=FORMATS, default="png", help="figure file format (default: png)")
-    parser.add_argument("--heatmap_metric", default=DEFAULT_HEATMAP_METRIC,
-                        help="final_evaluation_metrics key shown in the alpha x T heatmap, drawn when the runs "
-                             f"form a grid of >= 2 values each (default: {DEFAULT_HEATMAP_METRIC})")
-    return parser
-
-
-def _new_figure(figsize) -> Figure:
+def new_figure(figsize) -> Figure:
     """A figure on an Agg canvas."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
@@ -95,8 +71,28 @@ def _n_label(counts) -> str:
     return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
 
 
+def error_bars(line: list[Cell], key: str) -> np.ndarray:
+    """(2, len(line)) distances below and above each mean: the cell's interval, else the std over seeds."""
+    bars = []
+    for cell in line:
+        mean, std, _ = cell.stats[key]
+        interval = cell.intervals.get(key)
+        bars.append((mean - interval.low, interval.high - mean) if interval else (std, std))
+    return np.nan_to_num(np.asarray(bars, dtype=float).T)
+
+
+def bar_caption(cells: list[Cell], metric: Metric) -> str:
+    """What the error bars of one metric show, for its legend."""
+    methods = results.interval_methods(cells, keys={metric.key})
+    if methods:
+        return f"bars: {results.CONFIDENCE:.0%} CI, " + "; ".join(results.INTERVAL_METHODS[m] for m in methods)
+    if any(c.n > 1 for c in cells):
+        return "bars: std over seeds (no interval: unbounded metric)"
+    return "no interval: unbounded metric"
+
+
 def plot_metric(ax, cells: list[Cell], metric: Metric, swept: Axis, runs) -> None:
-    """Mean ± std over seeds of one metric vs the swept value, one line per other-parameter value."""
+    """Mean and error bars (bar_caption) of one metric vs the swept value, one line per other-parameter value."""
     other = other_axis(swept)
     for other_value in sorted({c.value(other.name) for c in cells}):
         line = sorted((c for c in cells if c.value(other.name) == other_value and metric.key in c.stats),
@@ -104,8 +100,8 @@ def plot_metric(ax, cells: list[Cell], metric: Metric, swept: Axis, runs) -> Non
         if not line:
             continue
         xs = [c.value(swept.name) for c in line]
-        means, stds, counts = zip(*(c.stats[metric.key] for c in line))
-        ax.errorbar(xs, means, yerr=np.nan_to_num(stds), marker="o", capsize=3,
+        means, _, counts = zip(*(c.stats[metric.key] for c in line))
+        ax.errorbar(xs, means, yerr=error_bars(line, metric.key), marker="o", capsize=3,
                     label=f"{other.symbol}={other_value:g} ({_n_label(counts)})")
     reference = [r.metrics[metric.reference_key] for r in runs if metric.reference_key in r.metrics]
     if reference:
@@ -127,10 +123,10 @@ def save_metric_figures(cells, runs, swept: Axis, out_dir: Path, fmt: str) -> li
     """One figure per metric: `<metric>.<fmt>`."""
     paths = []
     for metric in plotted_metrics(runs):
-        fig = _new_figure((6, 4))
+        fig = new_figure((6, 4))
         ax = fig.add_subplot()
         plot_metric(ax, cells, metric, swept, runs)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", title=textwrap.fill(bar_caption(cells, metric), 50), title_fontsize="x-small")
         paths.append(out_dir / f"{metric.key}.{fmt}")
         fig.savefig(paths[-1])
     return paths
@@ -141,7 +137,7 @@ def save_overview(cells, runs, swept: Axis, path: Path) -> None:
     metrics = plotted_metrics(runs)
     ncols = 4
     nrows = math.ceil(len(metrics) / ncols)
-    fig = _new_figure((4.2 * ncols, 3.2 * nrows + 0.6))
+    fig = new_figure((4.2 * ncols, 3.2 * nrows + 0.6))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     legend = {}
     for ax, metric in zip(axes, metrics):
@@ -151,7 +147,10 @@ def save_overview(cells, runs, swept: Axis, path: Path) -> None:
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6))
-    fig.suptitle(f"Distillation metrics vs {swept.label} (mean ± std over seeds)")
+    methods = "; ".join(results.INTERVAL_METHODS[m] for m in results.interval_methods(cells)) or "none"
+    unbounded = "std over seeds for" if any(c.n > 1 for c in cells) else "none for"
+    fig.suptitle(f"Distillation metrics vs {swept.label}: mean; bars: {results.CONFIDENCE:.0%} CI for scores in "
+                 f"[0, 1] ({methods}), {unbounded} unbounded metrics (no interval)")
     fig.savefig(path)
 
 
@@ -172,7 +171,7 @@ def save_heatmap(cells, metric_key: str, swept: Axis, path: Path) -> None:
             i, j = ys.index(cell.value(other.name)), xs.index(cell.value(swept.name))
             grid[i, j] = cell.stats[metric_key][0]
             text[i, j] = results.format_stat(cell.stats[metric_key], ".3g").replace(" ± ", "\n±")
-    fig = _new_figure((1.2 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
+    fig = new_figure((1.2 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis")
     lo, hi = np.nanmin(grid), np.nanmax(grid)
@@ -222,7 +221,7 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
     other_values = sorted({c.value(other.name) for c in cells})
     colour = dict(zip(swept_values, _colours(len(swept_values))))  # colour: swept value
     style = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(other_values)}  # dash: the other one
-    fig = _new_figure((12, 4.5))
+    fig = new_figure((12, 4.5))
     axes = fig.subplots(1, len(CURVES))
     n_runs = 0
     for cell in cells:
@@ -250,134 +249,3 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
     fig.suptitle(f"Training curves, one line per run ({n_runs} runs with {results.EPOCH_LOG_NAME})")
     fig.savefig(path)
     return True
-
-
-def _thesis_series(cells, swept: Axis, key: str):
-    """[(label suffix, xs, means)] of one metric: one series per value of the other parameter."""
-    other = other_axis(swept)
-    other_values = sorted({c.value(other.name) for c in cells})
-    series = []
-    for other_value in other_values:
-        line = sorted((c for c in cells if c.value(other.name) == other_value and key in c.stats),
-                      key=lambda c: c.value(swept.name))
-        if line:
-            suffix = f", {other.symbol}={other_value:g}" if len(other_values) > 1 else ""
-            series.append((suffix, [c.value(swept.name) for c in line], [c.stats[key][0] for c in line]))
-    return series
-
-
-def _thesis_axes(fig, swept: Axis, cells, title: str, ylabel: str):
-    """One axes with the thesis's title, labels, ticks on every swept value and dashed grid."""
-    ax = fig.add_subplot()
-    ax.set_title(f"Effect of {swept.thesis_label} on {title}")
-    ax.set_xlabel(swept.thesis_label)
-    ax.set_ylabel(ylabel)
-    ax.set_xticks(sorted({c.value(swept.name) for c in cells}))
-    ax.grid(True, linestyle="--", alpha=0.7)
-    return ax
-
-
-def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Path]:
-    """The thesis's four figures, <swept>_vs_{combined_metrics,similarity,loss,inference_time}.<fmt>.
-
-    Same series as the thesis's scripts (means over seeds when a cell has several); absent metrics
-    are left out of a figure, and a figure with nothing to draw is not written.
-    """
-    paths = []
-
-    def save(fig, ax, name, legend_outside=False):
-        if not ax.lines:
-            return
-        if legend_outside:
-            ax.legend(bbox_to_anchor=(1.05, 1), loc="upper left")
-        else:
-            ax.legend()
-        paths.append(out_dir / f"{swept.name}_vs_{name}.{fmt}")
-        fig.savefig(paths[-1])
-
-    fig = _new_figure((12, 8))
-    ax = _thesis_axes(fig, swept, cells, "Key Assertion Metrics", "Metric Value")
-    drawn = []
-    for root, label, colour in THESIS_COMBINED:
-        for vs, vs_label, marker, linestyle in THESIS_VS:
-            for suffix, xs, means in _thesis_series(cells, swept, f"avg_{root}_s_vs_{vs}_script1"):
-                ax.plot(xs, means, marker=marker, linestyle=linestyle, color=colour,
-                        label=f"{label} ({vs_label}{suffix})")
-                drawn += means
-    if drawn:  # the thesis's y range: the data plus 10% padding, inside [0, 1]
-        padding = (max(drawn) - min(drawn)) * 0.10 or 0.05
-        ax.set_ylim(max(0.0, min(drawn) - padding), min(1.0, max(drawn) + padding))
-    save(fig, ax, "combined_metrics", legend_outside=True)
-
-    fig = _new_figure((10, 6))
-    ax = _thesis_axes(fig, swept, cells, "Average Assertion Similarity", "Average Similarity")
-    for vs, label, marker, linestyle in (("gt", "Student vs. Ground Truth (GT)", "o", "-"),
-                                         ("t", "Student vs. Teacher", "x", "--")):
-        for suffix, xs, means in _thesis_series(cells, swept, f"avg_similarity_avg_s_vs_{vs}_script1"):
-            ax.plot(xs, means, marker=marker, linestyle=linestyle, label=label + suffix)
-    save(fig, ax, "similarity")
-
-    for key, name, title, ylabel, label, colour in (
-            ("avg_loss", "loss", "Average Student Loss", "Average Loss", "Overall Student Loss",
-             swept.thesis_loss_colour),
-            ("avg_inference_time_per_sample_ms", "inference_time", "Average Inference Time",
-             "Avg. Inference Time (ms/sample)", "Inference Time", "purple")):
-        fig = _new_figure((10, 6))
-        ax = _thesis_axes(fig, swept, cells, title, ylabel)
-        for suffix, xs, means in _thesis_series(cells, swept, key):
-            ax.plot(xs, means, marker="s", linestyle="-.", color=colour if not suffix else None,
-                    label=label + suffix)
-        save(fig, ax, name)
-    return paths
-
-
-def run_graphs(args: argparse.Namespace, swept_name: str, out=None, err=None) -> int:
-    """Load the sweep under args.results_dir and write figures and tables; return the exit code."""
-    out, err = out or sys.stdout, err or sys.stderr
-    swept = AXES[swept_name]
-    try:
-        runs, skipped = results.load_runs(args.results_dir)
-    except results.NoResultsError as e:
-        for path, reason in e.skipped:
-            print(f"skip {path}: {reason}", file=err)
-        print(f"error: {e}", file=err)
-        return 2
-    for path, reason in skipped:
-        print(f"skip {path}: {reason}", file=err)
-    available = results.metric_keys(runs)
-    if args.heatmap_metric not in available:
-        print(f"error: --heatmap_metric {args.heatmap_metric} is in no summary; available: {', '.join(available)}",
-              file=err)
-        return 2
-    cells = results.aggregate(runs)
-    print(f"loaded {len(runs)} runs in {len(cells)} (alpha, T) cells from {args.results_dir}"
-          f" ({len(skipped)} skipped)", file=out)
-    out_dir, fmt = args.output_dir, args.format
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        figures = save_metric_figures(cells, runs, swept, out_dir, fmt)
-        print(f"wrote {len(figures)} metric figures to {out_dir}/: {', '.join(p.name for p in figures)}", file=out)
-        thesis = save_thesis_figures(cells, swept, out_dir, fmt)
-        print(f"wrote the thesis's {len(thesis)} figures: {', '.join(p.name for p in thesis)}", file=out)
-        save_overview(cells, runs, swept, out_dir / f"overview.{fmt}")
-        print(f"wrote {out_dir / f'overview.{fmt}'} (all metrics as panels)", file=out)
-        if is_grid(cells):
-            path = out_dir / f"heatmap_{args.heatmap_metric}.{fmt}"
-            save_heatmap(cells, args.heatmap_metric, swept, path)
-            print(f"wrote {path} (alpha x T grid)", file=out)
-        else:
-            print("heatmap: skipped (needs >= 2 alphas and >= 2 temperatures)", file=out)
-        curves = load_curves(runs, err)
-        path = out_dir / f"training_curves.{fmt}"
-        if curves and save_training_curves(cells, curves, swept, path):
-            print(f"wrote {path} ({len(curves)} runs with {results.EPOCH_LOG_NAME})", file=out)
-        else:
-            print(f"training curves: skipped (no run has a usable {results.EPOCH_LOG_NAME})", file=out)
-        results.write_csv(cells, out_dir / "summary.csv")
-        results.write_markdown(cells, out_dir / "summary.md")
-        print(f"wrote {out_dir / 'summary.csv'} and {out_dir / 'summary.md'} (mean and std over seeds per cell)",
-              file=out)
-    except OSError as e:
-        print(f"error: cannot write to {out_dir}: {e}", file=err)
-        return 1
-    return 0

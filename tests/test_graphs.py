@@ -4,8 +4,9 @@ import contextlib
 import csv
 import io
 import json
-import statistics
+import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import alpha_graphs
 import temperature_graphs
 from assertdistill import results
+from assertdistill.statistics import bounded_mean_ci
 
 THESIS_METRICS = [m.key for m in results.METRICS if m.required and m.key != "training_duration_seconds"]
 CORRECTED_METRICS = [m.key for m in results.METRICS if m.key.endswith("_corrected")]
@@ -209,7 +211,8 @@ def test_broken_summaries_and_epoch_lines_are_reported(graphs, grid_sweep):
     assert f"skip {grid_sweep / 'notes.json'}: not a distillation summary" in err
     assert "config.json" not in err and "alpha0.3" not in err
     assert err.count(":3: invalid JSON") == len(ALPHAS) * len(TEMPS)  # the broken last line of each epoch log
-    assert f"loaded {len(ALPHAS) * len(TEMPS) * len(SEEDS)} runs" in out and "(3 skipped)" in out
+    assert f"loaded {len(ALPHAS) * len(TEMPS) * len(SEEDS)} runs" in out
+    assert "(3 skipped; 0 with predictions.jsonl)" in out
 
 
 def test_summary_csv_has_mean_and_std_over_seeds(graphs):
@@ -256,7 +259,9 @@ def test_thesis_published_summaries(tmp_path, module, folder, swept, values, fmt
     assert names == {f"{m.key}.{fmt}" for m in results.METRICS if m.required} | {
         f"{swept}_vs_{name}.{fmt}" for name in THESIS_FIGURES} | {"overview." + fmt, "summary.csv", "summary.md"}
     assert "heatmap: skipped" in out and "training curves: skipped" in out
-    assert "Teacher" not in (out_dir / "summary.md").read_text()
+    assert "No paired comparison: no run has a predictions.jsonl" in out  # the thesis kept means only
+    text = (out_dir / "summary.md").read_text()
+    assert "Teacher" not in text and "no interval is given for them" in text
     with open(out_dir / "summary.csv", newline="") as f:
         rows = {float(row[swept]): row for row in csv.DictReader(f)}
     assert sorted(rows) == values
@@ -265,9 +270,17 @@ def test_thesis_published_summaries(tmp_path, module, folder, swept, values, fmt
         row = rows[float(thesis["args"][results.ARG_KEYS[swept]])]
         assert (float(row["alpha"]), float(row["temperature"]), row["n"]) == (
             thesis["args"]["alpha_kl_loss_weight"], thesis["args"]["temperature"], "1")
-        expected = {**thesis["final_evaluation_metrics"], "training_duration_seconds": thesis["training_duration_seconds"]}
+        expected = {**thesis["final_evaluation_metrics"],
+                    "training_duration_seconds": thesis["training_duration_seconds"]}
         for key, value in expected.items():
             assert float(row[f"{key}_mean"]) == pytest.approx(value, rel=1e-9), (path.name, key)
+            metric = results.METRICS_BY_KEY.get(key)
+            interval = [float(row[f"{key}_ci_{side}"]) for side in ("low", "high")]
+            if metric is not None and metric.bounded:  # conservative, from the 1000 records alone
+                assert interval == pytest.approx(bounded_mean_ci(value, 1000), rel=1e-9), key
+            else:  # loss, time: no interval is invented
+                assert all(map(math.isnan, interval)), key
+        assert row["ci_method"] == results.INTERVAL_METHODS["bounded"]
     committed = THESIS_RESULTS / f"graphs_{folder.split('_')[1]}" / "summary.csv"
     assert (out_dir / "summary.csv").read_text() == committed.read_text(), "regenerate thesis_results (README)"
 
@@ -312,4 +325,5 @@ def test_unknown_heatmap_metric_exit_2(tmp_path):
     write_run(tmp_path, "r", summary(0.5, 2.0, 1))
     code, _, err = run_cli(temperature_graphs, ["--results_dir", tmp_path, "--output_dir", tmp_path / "g",
                                                 "--heatmap_metric", "avg_typo"])
-    assert code == 2 and "--heatmap_metric avg_typo is in no summary" in err
+    assert code == 2 and err.splitlines() == [f"error: --main_metric avg_typo is in no summary; available: "
+                                              f"{', '.join(results.metric_keys(results.load_runs(tmp_path)[0]))}"]
