@@ -1,11 +1,13 @@
 """The summary script.py really writes goes through the graph loader unchanged (no hand-written stand-in)."""
 
+import io
 import json
 
+import numpy as np
 import pytest
 
 import script
-from assertdistill import results
+from assertdistill import intervals, results
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 
@@ -45,3 +47,22 @@ def test_epoch_log_script_writes_gives_curves(script_run):
     epochs, accuracy = results.epoch_series(records, "eval", "avg_accuracy_s_vs_gt_script1")
     assert epochs == [1.0]
     assert accuracy == [summary["final_evaluation_metrics"]["avg_accuracy_s_vs_gt_script1"]]
+
+
+def test_intervals_from_the_predictions_script_writes(script_run):
+    out_dir, summary = script_run
+    if not (out_dir / intervals.PREDICTIONS_NAME).exists():
+        pytest.skip("this script.py writes no predictions.jsonl yet")
+    runs, _ = results.load_runs(out_dir.parent)
+    err = io.StringIO()
+    predictions = intervals.load_all_predictions(runs, err)
+    assert err.getvalue() == "" and list(predictions) == [out_dir / results.SUMMARY_NAME]
+    scores = predictions[out_dir / results.SUMMARY_NAME]
+    assert len(scores) == summary["final_evaluation_metrics"]["num_eval_samples"] == 4
+    for key, values in scores.scores.items():  # the column means are the summary's averages
+        assert float(np.nanmean(values)) == pytest.approx(summary["final_evaluation_metrics"][key], abs=1e-9), key
+    assert {m.key for m in intervals.BOUNDED.values() if m.key in summary["final_evaluation_metrics"]} <= set(
+        scores.scores)
+    (cell,) = results.aggregate(runs)
+    intervals.attach_intervals([cell], predictions)
+    assert cell.intervals["avg_accuracy_s_vs_gt_script1"].method == "records"
