@@ -161,12 +161,12 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
                           world_size=context.world_size)
     train_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,
-                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped),
+                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped, args.max_record_bytes),
         batch_size=args.batch_size, shuffle_buffer_size=args.shuffle_buffer_size,
         max_records=args.max_train_samples, **stream_options)
     val_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.val_outer_zip_internal_path,
-                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped),
+                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped, args.max_record_bytes),
         batch_size=args.eval_batch_size, max_records=args.max_eval_samples, shard_by_batch=True, **stream_options)
     try:
         return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
