@@ -428,7 +428,7 @@ def join_pieces(pieces: list | OversizeLine) -> bytes | OversizeLine:
 
 def _is_blank(pieces: list) -> bool:
     """True for a line (as pieces) of whitespace only; a record line (MBs) is not joined to find out."""
-    return not bytes(pieces[0][:64]).strip() and not join_pieces(pieces).strip()
+    return all(not bytes(piece[:64]).strip() and not bytes(piece).strip() for piece in pieces)
 
 
 def _without_bom(pieces: list) -> list:
@@ -445,20 +445,24 @@ def _without_bom(pieces: list) -> list:
 
 
 def _read_line(stream: BinaryIO, limit: int) -> list | OversizeLine:
-    """The next line as pieces (b"" pieces at the end); a line over `limit` bytes is read past, never held whole."""
+    """The next line as pieces (none or b"" at the end); a line over `limit` bytes is read past, never held whole.
+
+    An over-long line of whitespace only comes back as [b" "]: blank, like any other blank line.
+    """
     read_pieces = getattr(stream, "readline_pieces", None) or (lambda size: [stream.readline(size)])
     pieces = read_pieces(limit + 1)  # room for the newline
     length = sum(len(piece) for piece in pieces)
     if length <= limit or bytes(pieces[-1][-1:]) == b"\n":
         return pieces
+    blank = _is_blank(pieces)
     pieces = None  # up to `limit` bytes: let them go before reading on
     while True:
         tail = read_pieces(OUT_CHUNK_BYTES)
         length += sum(len(piece) for piece in tail)
-        if not any(len(piece) for piece in tail):
-            return OversizeLine(length, limit)
-        if bytes(tail[-1][-1:]) == b"\n":
-            return OversizeLine(length - 1, limit)
+        ended = not any(len(piece) for piece in tail)
+        blank = blank and (ended or _is_blank(tail))
+        if ended or bytes(tail[-1][-1:]) == b"\n":
+            return [b" "] if blank else OversizeLine(length - (not ended), limit)
 
 
 def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool, label: str,

@@ -23,6 +23,7 @@ from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, l
 from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
+from .locking import output_dir_lock
 from .loss import DistillationLoss
 from .models import (ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb,
                      pick_device, teacher_size_mb)
@@ -116,7 +117,8 @@ def run_distillation(args: argparse.Namespace) -> dict:
     """Train, evaluate each epoch, save the student and write the summary; returns the summary."""
     context = init_distributed()
     try:
-        return _run(args, context)
+        with output_dir_lock(args.output_dir, context):  # before prepare_output_dir's checks: no two runs pass them
+            return _run(args, context)
     finally:
         shutdown_distributed(context)
 

@@ -1,0 +1,314 @@
+"""Hostile inputs: bounded memory on any archive, no traceback on any record, one line for a lying ZIP."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+from collections import Counter
+
+import pytest
+
+import compress
+import script
+from assertdistill.archive import DataError, OversizeLine, _MemberStream, iter_jsonl_lines, locate_inner_zip
+from assertdistill import archive as archive_module
+from assertdistill.dataset import ArchiveSpec, DistillationStream
+from assertdistill.records import DataStats, InputEncoder
+from hostile import bomb_member, inner_zip, jsonl, nested_archive, patched, zip_with_raw_member
+from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(str(tmp_path_factory.mktemp("hostile") / "model"))
+
+
+def vocab():
+    return len(tiny_tokenizer())
+
+
+def good_lines(count, start=0):
+    return [json.dumps(make_record(start + index, vocab())).encode() for index in range(count)]
+
+
+def run_cli(tmp_path, model_dir, flags, capsys, **overrides):
+    code = script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--num_beams": 1, **overrides}))
+    return code, capsys.readouterr()
+
+
+def training_counts(tmp_path):
+    return json.loads((tmp_path / "out" / "distillation_summary.json").read_text())["data_counts"]["training"]
+
+
+def one_error_line(output):
+    """The one line a refused run prints on stderr (a progress bar may be redrawn after it), with no traceback."""
+    assert "Traceback" not in output.err and output.err.count("error: ") == 1, output.err
+    return "error: " + output.err.split("error: ")[1].splitlines()[0]
+
+
+# ---- records: every parse failure is a counted skip ------------------------------------------------
+
+def record_with(**fields) -> dict:
+    record = make_record(7, vocab())
+    record.update(fields)
+    return record
+
+
+def logits_with(**fields) -> bytes:
+    record = make_record(8, vocab())
+    record["compressed_logits"].update(fields)
+    return json.dumps(record).encode()  # NaN and Infinity written as the literals Python's json writes
+
+
+def nested(depth: int) -> bytes:
+    return b'{"focal_file": ' + b"[" * depth + b"]" * depth + b', "test_method_masked": "x"}'
+
+
+# (reason counted, raw line). Cases are data: a new hostile line is a new row.
+BAD_LINES = [
+    ("too_deeply_nested", nested(100_000)),
+    ("invalid_utf8", json.dumps(record_with(test_method_masked="@@")).encode().replace(b"@@", b"\xff\xfe")),
+    ("lone_surrogate", json.dumps(record_with(test_method_masked="x \ud800 y")).encode()),
+    ("lone_surrogate", json.dumps(record_with(focal_file="\udfff")).encode()),
+    ("invalid_json", json.dumps(record_with(test_method_masked="a@b")).encode().replace(b"@", b"\x00")),  # raw NUL
+    ("invalid_json", b"\x00"),
+    ("invalid_json", json.dumps(record_with(model_type=7)).encode().replace(b'"model_type": 7',
+                                                                           b'"model_type": ' + b"9" * 5000)),
+    ("bad_compressed_logits", logits_with(scale=float("nan"))),
+    ("bad_compressed_logits", logits_with(scale=float("inf"))),
+    ("bad_compressed_logits", logits_with(zero_point=float("-inf"))),
+    ("bad_compressed_logits", logits_with(scale=1e308).replace(b"1e+308", b"1e999")),  # overflows to inf
+    ("bad_compressed_logits", logits_with(shape=[1, 10**30, vocab()])),
+    ("bad_compressed_logits", logits_with(bits=2**70)),
+    ("too_large", json.dumps(record_with(focal_file="x" * 300_000)).encode()),  # over MAX_RECORD_BYTES
+]
+MAX_RECORD_BYTES = 256_000  # the 100,000-deep line is 200 kB
+# Benign encodings of valid records: read as the data they are.
+ACCEPTED_LINES = [
+    json.dumps(record_with(model_type=float("nan"), bleu=float("-inf"))).encode(),  # NaN where nothing reads it
+    json.dumps(record_with(test_method_masked="caf\u00e9 \U0001f600")).encode(),  # escaped surrogate pair: fine
+    json.dumps(record_with(test_method_masked="caf\u00e9 \U0001f600"), ensure_ascii=False).encode(),  # raw UTF-8
+]
+
+
+def test_every_bad_line_is_skipped_and_counted_by_reason(tmp_path, model_dir, capsys):
+    good = good_lines(4)
+    lines = good[:2] + [line for _, line in BAD_LINES] + ACCEPTED_LINES + good[2:]
+    payload = b"\xef\xbb\xbf" + jsonl(lines, newline=b"\r\n")  # a BOM before the header, CRLF line ends
+    flags = nested_archive(str(tmp_path / "d.zip"), payload, jsonl(good[:2]))
+    code, output = run_cli(tmp_path, model_dir, flags, capsys, **{"--max_record_bytes": MAX_RECORD_BYTES})
+    assert code == 0, output.err
+    counts = training_counts(tmp_path)
+    assert counts["skipped_by_reason"] == dict(Counter(reason for reason, _ in BAD_LINES))
+    assert counts["records_used"] == len(good) + len(ACCEPTED_LINES)  # the header was recognised behind its BOM
+
+
+@pytest.mark.parametrize("reason, line", BAD_LINES, ids=[f"{case[0]}_{i}" for i, case in enumerate(BAD_LINES)])
+def test_strict_data_stops_at_a_bad_line_naming_file_and_line(tmp_path, reason, line):
+    flags = nested_archive(str(tmp_path / "d.zip"), jsonl(good_lines(1) + [line]), b"")
+    spec = ArchiveSpec(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"],
+                       flags["--train_inner_zip_jsonl_filename"], max_record_bytes=MAX_RECORD_BYTES)
+    stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True,
+                                strict=True)
+    with pytest.raises(DataError, match=r"train\.jsonl line 3: .*\(--strict_data\)") as raised:
+        list(stream.iter_samples(DataStats()))
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 400
+
+
+def test_strict_data_on_a_deep_line_is_one_line_from_the_cli(tmp_path, model_dir, capsys):
+    flags = nested_archive(str(tmp_path / "d.zip"), jsonl(good_lines(2) + [nested(100_000)]), jsonl(good_lines(1)))
+    code, output = run_cli(tmp_path, model_dir, flags, capsys, **{"--strict_data": True})
+    assert code == 2
+    assert "line 4: JSON nested deeper" in one_error_line(output)
+
+
+# ---- the bound on a line: never held, on every path ----------------------------------------------
+
+def bomb_archive(path, line_bytes, before, after):
+    """An archive whose training JSONL holds `before`, one line of line_bytes 'x', then `after`."""
+    head = jsonl(before)
+    member, crc, size = bomb_member(head, b"x", line_bytes, b"\n" + jsonl(after, header=False))
+    flags = nested_archive(path, b"", jsonl(good_lines(2, 90)),
+                           train_inner=zip_with_raw_member("train.jsonl", member, crc, size))
+    return flags
+
+
+def test_an_oversize_line_is_read_past_in_bounded_memory(tmp_path):
+    path = str(tmp_path / "bomb.zip")
+    flags = bomb_archive(path, 256 << 20, good_lines(2), good_lines(1, 50))
+    location = locate_inner_zip(path, flags["--train_outer_zip_internal_path"])
+    tracemalloc.start()
+    try:
+        found = list(iter_jsonl_lines(location, "train.jsonl", False, "bomb", max_record_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [number for number, _ in found] == [1, 2, 3, 4, 5]
+    assert found[3][1] == OversizeLine(256 << 20, 1 << 20)
+    assert peak < 40 << 20  # the bound (1 MiB) plus a few inflated chunks (8 MiB each), not the 256 MiB line
+
+
+def test_an_oversize_line_of_spaces_is_a_blank_line(tmp_path):
+    payload = jsonl(good_lines(1)) + b" " * 5000 + b"\n" + jsonl(good_lines(1, 5), header=False)
+    flags = nested_archive(str(tmp_path / "d.zip"), payload, b"")
+    location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
+    lines = list(iter_jsonl_lines(location, "train.jsonl", False, "d", max_record_bytes=1000))
+    assert [number for number, _ in lines] == [1, 2, 4]
+
+
+RUNNER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))  # a regression dies here, not the machine
+sys.path[:0] = [{root!r}]
+import script
+code = script.main(sys.argv[1:])
+with open({peak_file!r}, "w") as stream:
+    stream.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+sys.exit(code)
+"""
+
+
+def test_zip_bomb_run_skips_the_line_in_bounded_memory(tmp_path, model_dir):
+    """A 2 GiB line in a 2 MB archive (default --max_record_bytes, 1 GiB): counted as too_large, RSS < 2 GB."""
+    flags = bomb_archive(str(tmp_path / "bomb.zip"), 2 * GIB, good_lines(3), good_lines(2, 40))
+    assert os.path.getsize(tmp_path / "bomb.zip") < 4 << 20
+    peak_file = str(tmp_path / "peak")
+    code = RUNNER.format(limit=8 * GIB, root=ROOT, peak_file=peak_file)
+    argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--num_beams": 1})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    counts = training_counts(tmp_path)
+    assert counts["skipped_by_reason"] == {"too_large": 1} and counts["records_used"] == 5
+    assert "too_large: 1" in proc.stdout
+    assert int(open(peak_file).read()) < 2e9
+
+
+def test_zip_bomb_under_strict_data_is_one_line(tmp_path, model_dir, capsys):
+    flags = bomb_archive(str(tmp_path / "bomb.zip"), 64 << 20, good_lines(2), good_lines(1, 40))
+    code, output = run_cli(tmp_path, model_dir, flags, capsys, **{"--strict_data": True,
+                                                                    "--max_record_bytes": 1 << 20})
+    assert code == 2
+    assert one_error_line(output).endswith(
+        "train.jsonl line 4: a line of 67,108,864 bytes, longer than --max_record_bytes 1,048,576 (--strict_data)")
+
+
+def test_inspect_convert_and_report_obey_the_bound(tmp_path, capsys):
+    path = str(tmp_path / "bomb.zip")
+    flags = bomb_archive(path, 32 << 20, good_lines(2), good_lines(1, 40))
+    bound = ["--max_record_bytes", str(1 << 20)]
+    assert compress.main(["inspect", path, "--inner", flags["--train_outer_zip_internal_path"], "--json",
+                          "--no_progress", *bound]) == 0
+    report = json.loads(capsys.readouterr().out)["members"][0]
+    assert report["bad_records"] == {"too_large": 1} and report["records_decodable"] == 3
+    assert report["bytes_per_record"]["line_bytes"]["max"] == 32 << 20
+
+    out = str(tmp_path / "out.zip")
+    assert compress.main(["convert", path, out, "--to", "4", "--no_progress", *bound]) == 0
+    printed = capsys.readouterr().out
+    assert "3 records converted, dropped: too_large 1" in printed
+    assert compress.main(["inspect", out, "--json", "--no_progress"]) == 0
+    members = json.loads(capsys.readouterr().out)["members"]
+    assert [member["records_decodable"] for member in members] == [3, 2]
+    assert members[0]["header"]["item_count"] == 3
+
+    assert compress.main(["report", "--from", path, "--records", "3", "--positions", "4", "--k", "4",
+                          "--json", *bound]) == 0
+    assert "too_large" in json.loads(capsys.readouterr().out)["origin"]
+
+
+# ---- the ZIP level: every lie answered in one line -----------------------------------------------
+
+def damaged_inner(change):
+    """The training inner ZIP (one deflated member, train.jsonl) with `change` applied to its bytes."""
+    return lambda: change(inner_zip("train.jsonl", jsonl(good_lines(3))))
+
+
+def duplicate_member(_):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train.jsonl", jsonl(good_lines(2)))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("train.jsonl", jsonl(good_lines(3)))
+    return buffer.getvalue()
+
+
+def truncated_central_directory(data):
+    return data[: data.rfind(b"PK\x01\x02") + 20]
+
+
+def size(data):
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo("train.jsonl")
+    return info.file_size, info.compress_size
+
+
+# (case id, training inner ZIP bytes, what the one line says)
+ZIP_LIES = [
+    ("crc", damaged_inner(lambda z: patched(z, "train.jsonl", "crc", 12345)), "Bad CRC-32"),
+    ("size_larger", damaged_inner(lambda z: patched(z, "train.jsonl", "size", size(z)[0] + 10)), "Bad CRC-32 or size"),
+    ("size_smaller", damaged_inner(lambda z: patched(z, "train.jsonl", "size", size(z)[0] - 10)), "more data than"),
+    ("compressed_size_past_the_end", damaged_inner(lambda z: patched(z, "train.jsonl", "compressed_size", 1 << 30)),
+     "more than the archive holds"),
+    ("encrypted", damaged_inner(lambda z: patched(z, "train.jsonl", "flags", 0x1)), "is encrypted"),
+    ("method_unsupported", damaged_inner(lambda z: patched(z, "train.jsonl", "method", 99)),
+     "compression method 99, which is not supported"),
+    ("duplicate_names", damaged_inner(duplicate_member), "holds 2 members named 'train.jsonl'"),
+    ("truncated_central_directory", damaged_inner(truncated_central_directory), "is not a readable ZIP archive"),
+]
+
+
+@pytest.mark.parametrize("make_inner, message", [case[1:] for case in ZIP_LIES], ids=[c[0] for c in ZIP_LIES])
+def test_lying_zip_members_stop_the_run_in_one_line(tmp_path, model_dir, capsys, make_inner, message):
+    flags = nested_archive(str(tmp_path / "d.zip"), b"", jsonl(good_lines(1)), train_inner=make_inner())
+    code, output = run_cli(tmp_path, model_dir, flags, capsys)
+    assert code == 2
+    assert message in one_error_line(output)
+    assert compress.main(["inspect", flags["--distillation_data_path"], "--no_progress"]) == 2
+    assert message in one_error_line(capsys.readouterr())
+
+
+@pytest.mark.parametrize("field, value, message", [("flags", 0x1, "is encrypted"),
+                                                   ("method", 98, "compression method 98"),
+                                                   ("crc", 1, "cannot extract")])
+def test_lying_outer_members_are_one_line(tmp_path, capsys, field, value, message):
+    path = str(tmp_path / "d.zip")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as outer:  # compressed: spilled to disk
+        outer.writestr("codet5/train.jsonl.zip", inner_zip("train.jsonl", jsonl(good_lines(1))))
+    with open(path, "rb") as stream:
+        data = patched(stream.read(), "codet5/train.jsonl.zip", field, value)
+    with open(path, "wb") as stream:
+        stream.write(data)
+    assert compress.main(["inspect", path, "--no_progress"]) == 2
+    assert message in one_error_line(capsys.readouterr())
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_other_compression_methods_read_the_same_records(tmp_path, method):
+    payload = jsonl(good_lines(3))
+    flags = nested_archive(str(tmp_path / "d.zip"), payload, b"", compression=method)
+    location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
+    lines = [line for _, line in iter_jsonl_lines(location, "train.jsonl", False, "d")]
+    assert b"".join(line for line in lines) == payload
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, zipfile.ZIP_DEFLATED])
+def test_no_inflate_call_returns_more_than_a_chunk(tmp_path, monkeypatch, method):
+    """bzip2 turns a few kB into GBs in one call of zipfile's reader; this one hands out bounded pieces."""
+    monkeypatch.setattr(archive_module, "OUT_CHUNK_BYTES", 1 << 16)
+    payload = b"x" * (4 << 20) + b"\n"
+    flags = nested_archive(str(tmp_path / "d.zip"), payload, b"", compression=method)
+    location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
+    with archive_module.open_inner_zip(location, "d") as inner:
+        stream = archive_module._open_member(inner, location, "train.jsonl", "d")
+        assert isinstance(stream, _MemberStream)
+        pieces = iter(stream._next_piece, b"")
+        sizes = [len(piece) for piece in pieces]
+    assert max(sizes) <= 1 << 16 and sum(sizes) == len(payload)
