@@ -16,6 +16,7 @@ import script
 from assertdistill.archive import DataError, OversizeLine, _MemberStream, iter_jsonl_lines, locate_inner_zip
 from assertdistill import archive as archive_module
 from assertdistill.dataset import ArchiveSpec, DistillationStream
+from assertdistill.inspect_data import inspect_archive
 from assertdistill.records import DataStats, InputEncoder
 from hostile import bomb_member, inner_zip, jsonl, nested_archive, patched, zip_with_raw_member
 from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer
@@ -312,3 +313,164 @@ def test_no_inflate_call_returns_more_than_a_chunk(tmp_path, monkeypatch, method
         pieces = iter(stream._next_piece, b"")
         sizes = [len(piece) for piece in pieces]
     assert max(sizes) <= 1 << 16 and sum(sizes) == len(payload)
+
+
+# ---- fuzzing: bytes -> line -> record -> sample, and archive bytes -> one line ----------------------
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # test-only dependency
+    st = None
+
+FUZZ_SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+def expected_records(payload: bytes, limit: int) -> int:
+    """Records the reader must hand on (used or counted): non-blank lines but the header, as the format says."""
+    lines = payload.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    records, first = 0, True
+    for number, line in enumerate(lines):
+        oversize = len(line) > limit  # the bound holds for the line as read: BOM and \r included
+        if number == 0 and not oversize and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if not line.strip():
+            continue
+        if first and not oversize and is_header_line(line) is not None:
+            first = False
+            continue
+        first = False
+        records += 1
+    return records
+
+
+if st is not None:
+    from assertdistill.archive import is_header_line
+
+    BASE_RECORDS = [make_record(0, 320), make_record(1, 320, bits=4, target_field="assertions"),
+                    make_record(2, 320, bits=16, padded_length=3), make_record(3, 320, padded_length=120)]  # 77 kB hex
+    FIELD_PATHS = [(key,) for key in ("focal_file", "test_method_masked", "original_target", "assertions",
+                                      "predicted_assertions", "compressed_logits", "model_type")] + \
+                  [("compressed_logits", key) for key in ("shape", "bits", "scale", "zero_point", "format",
+                                                          "data_encoded", "packed")] + \
+                  [("compressed_logits", "data_encoded", key) for key in ("data", "original_size",
+                                                                          "compressed_size", "encoding")]
+    HOSTILE_VALUES = st.one_of(
+        st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, 10**30, -(2**63), -1, 0, "", [], {},
+                         None, True, "\ud800", "a\udfffb", "\x00", "caf\u00e9 \U0001f600", [[[[]]]], ["x", 5]]),
+        st.text(max_size=12), st.integers(), st.floats(), st.lists(st.integers(-3, 3), max_size=3))
+    SNIPPETS = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"9" * 5000, b'"\\ud800"', b"\\ud800", b"\x00",
+                b"\xff", b"\xc3", b"\xef\xbb\xbf", b"\r", b"\n", b"[" * 3000, b"{", b'"', b"\\", b",", b"\t"]
+
+    @st.composite
+    def hostile_lines(draw):
+        """A record line, valid or damaged in one of the ways real files and attackers damage them."""
+        kind = draw(st.sampled_from(["valid", "set", "delete", "splice", "cut", "flip", "random", "deep"]))
+        if kind == "random":
+            return draw(st.binary(max_size=300))
+        if kind == "deep":
+            depth = draw(st.sampled_from([900, 1100, 5000, 100_000]))
+            return b'{"test_method_masked": "x", "original_target": ' + b"[" * depth + b"]" * depth + b"}"
+        record = json.loads(json.dumps(draw(st.sampled_from(BASE_RECORDS))))  # a deep copy
+        if kind in ("set", "delete"):
+            *parents, key = draw(st.sampled_from(FIELD_PATHS))
+            container = record
+            for name in parents:
+                container = container.get(name) if isinstance(container, dict) else None
+            if isinstance(container, dict):
+                if kind == "set":
+                    container[key] = draw(HOSTILE_VALUES)
+                else:
+                    container.pop(key, None)
+        line = json.dumps(record).encode()  # NaN and Infinity as the literals Python's json writes
+        position = draw(st.integers(0, len(line)))
+        if kind == "splice":
+            line = line[:position] + draw(st.sampled_from(SNIPPETS)) + line[position:]
+        elif kind == "cut":
+            line = line[:position]
+        elif kind == "flip" and position < len(line):
+            line = line[:position] + bytes([line[position] ^ draw(st.integers(1, 255))]) + line[position + 1:]
+        return line
+
+    @pytest.fixture(scope="module")
+    def fuzz_dir(tmp_path_factory):
+        return str(tmp_path_factory.mktemp("fuzz"))
+
+    @settings(max_examples=120, **FUZZ_SETTINGS)
+    @given(lines=st.lists(hostile_lines(), max_size=5), header=st.booleans(), bom=st.booleans(),
+           newline=st.sampled_from([b"\n", b"\r\n"]), limit=st.sampled_from([150, 1 << 30, 1 << 30]),
+           strict=st.booleans())
+    def test_fuzzed_lines_are_used_or_counted_never_a_traceback(fuzz_dir, lines, header, bom, newline, limit,
+                                                                strict):
+        payload = (b"\xef\xbb\xbf" if bom else b"") + jsonl(lines, header=header, newline=newline)
+        path = os.path.join(fuzz_dir, "d.zip")
+        nested_archive(path, payload, b"")
+        spec = ArchiveSpec(path, "codet5/train.jsonl.zip", "train.jsonl", max_record_bytes=limit)
+        stats = DataStats()
+        try:
+            stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2,
+                                        need_logits=True, strict=strict)
+            samples = list(stream.iter_samples(stats))
+        except DataError as error:  # the clean error: only --strict_data stops at a bad record
+            assert strict and "\n" not in str(error) and "(--strict_data)" in str(error)
+            return
+        assert stats.used == len(samples)
+        assert stats.used + sum(stats.skipped.values()) == expected_records(payload, limit)
+
+    ARCHIVE_METHODS = [(zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED), (zipfile.ZIP_DEFLATED, zipfile.ZIP_DEFLATED),
+                       (zipfile.ZIP_STORED, zipfile.ZIP_BZIP2), (zipfile.ZIP_STORED, zipfile.ZIP_LZMA),
+                       (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED)]
+
+    def small_archive(outer_method: int, inner_method: int) -> bytes:
+        """A nested archive of two short records per split, as bytes."""
+        records = [json.dumps(make_record(index, 320, padded_length=2)).encode() for index in range(2)]
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=outer_method) as outer:
+            for split in ("train", "val"):
+                outer.writestr(f"codet5/{split}.jsonl.zip", inner_zip(f"{split}.jsonl", jsonl(records), inner_method))
+        return buffer.getvalue()
+
+    ARCHIVES = [small_archive(*methods) for methods in ARCHIVE_METHODS]
+
+    @st.composite
+    def damaged_archives(draw):
+        """An archive with a few bytes changed, mostly in ZIP headers, or cut short."""
+        data = bytearray(draw(st.sampled_from(ARCHIVES)))
+        headers = [index for index in range(len(data) - 1) if data[index : index + 2] == b"PK"]
+        for _ in range(draw(st.integers(1, 4))):
+            if draw(st.booleans()):
+                position = min(draw(st.sampled_from(headers)) + draw(st.integers(0, 60)), len(data) - 1)
+            else:
+                position = draw(st.integers(0, len(data) - 1))
+            data[position] ^= draw(st.integers(1, 255))
+        if draw(st.integers(0, 4)) == 0:
+            data = data[: draw(st.integers(0, len(data)))]
+        return bytes(data)
+
+    @settings(max_examples=150, **FUZZ_SETTINGS)
+    @given(data=damaged_archives())
+    def test_fuzzed_archives_are_read_or_refused_in_one_line(fuzz_dir, data):
+        path = os.path.join(fuzz_dir, "damaged.zip")
+        with open(path, "wb") as stream:
+            stream.write(data)
+        spec = ArchiveSpec(path, "codet5/train.jsonl.zip", "train.jsonl")
+        try:
+            stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True)
+            try:
+                list(stream.iter_samples(DataStats()))
+            finally:
+                stream.close()
+        except DataError as error:
+            assert "\n" not in str(error)
+        try:
+            inspect_archive(path, progress=False)
+        except DataError as error:
+            assert "\n" not in str(error)
+
+else:
+
+    @pytest.mark.skip(reason="hypothesis is not installed")
+    def test_fuzzed_lines_are_used_or_counted_never_a_traceback():
+        """Placeholder so the missing property test shows up as skipped."""
