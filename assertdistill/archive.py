@@ -180,7 +180,7 @@ def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
                             f"or store the inner ZIP uncompressed)")
         spill = tempfile.NamedTemporaryFile(prefix="inner_zip_", suffix=".zip", delete=False)
         try:
-            with spill, _open_member(outer, whole, inner_zip_path, outer_path) as member:
+            with spill, open_member(outer, whole, inner_zip_path, outer_path) as member:
                 shutil.copyfileobj(member, spill, length=1 << 20)
         except DataError:
             os.unlink(spill.name)
@@ -356,7 +356,7 @@ class _MemberStream(io.BufferedIOBase):
         return b"" if view is None else bytes(view[: max(size, 1)])
 
 
-def _open_member(archive: zipfile.ZipFile, location: InnerZipLocation, member: str | zipfile.ZipInfo,
+def open_member(archive: zipfile.ZipFile, location: InnerZipLocation, member: str | zipfile.ZipInfo,
                  label: str) -> _MemberStream:
     """A bounded stream of a member of `archive` (a ZIP at `location`); KeyError when absent, DataError if refused.
 
@@ -392,7 +392,7 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
     """Yield a binary stream of the JSONL member (gunzipped when asked) of an inner ZIP."""
     with open_inner_zip(location, label) as inner:
         try:
-            member = _open_member(inner, location, jsonl_name, label)
+            member = open_member(inner, location, jsonl_name, label)
         except KeyError:
             raise DataError(
                 f"'{jsonl_name}' not found in {label}; it holds {_describe_members(inner.namelist())}"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, OversizeLine, _open_member, _open_outer,
-                      is_header_line, iter_jsonl_lines, open_inner_zip)
+from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, OversizeLine, _open_outer, is_header_line,
+                      iter_jsonl_lines, open_inner_zip, open_member)
 from .codec import CodecError, compress_logits, compress_topk, decode_quantized, hex_size
 from .inspect_data import inner_location, jsonl_members
 
@@ -214,7 +214,7 @@ def _copy_member(source: zipfile.ZipFile, location: InnerZipLocation, label: str
     if info.is_dir():
         out.writestr(_copy_info(info), b"")
         return
-    with _open_member(source, location, info, label) as reader, \
+    with open_member(source, location, info, label) as reader, \
             out.open(_copy_info(info), "w", force_zip64=True) as writer:
         shutil.copyfileobj(reader, writer, length=1 << 20)
 

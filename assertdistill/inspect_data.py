@@ -16,9 +16,9 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-# _FileWindow / _open_outer: the package's seekable view of an inner ZIP and its outer-ZIP opener.
+# _open_outer: the package's outer-ZIP opener (one-line errors for a missing or unreadable file).
 from .archive import (DEFAULT_MAX_RECORD_BYTES, GZIP_MAGIC, STREAM_ERRORS, DataError, InnerZipLocation, OversizeLine,
-                      _open_member, _open_outer, is_header_line, iter_jsonl_lines, locate_inner_zip, open_inner_zip)
+                      _open_outer, is_header_line, iter_jsonl_lines, locate_inner_zip, open_inner_zip, open_member)
 from .codec import CodecError, decode_quantized, decode_topk
 from .records import RecordError, parse_record
 
@@ -55,7 +55,7 @@ def jsonl_members(location: InnerZipLocation, label: str) -> list[tuple[str, boo
             if ".jsonl" not in name.lower():
                 continue
             try:
-                with _open_member(inner, location, name, label) as member:  # bounded, unlike zipfile's reader
+                with open_member(inner, location, name, label) as member:  # bounded, unlike zipfile's reader
                     members.append((name, member.read(2) == GZIP_MAGIC))
             except STREAM_ERRORS as error:
                 raise DataError(f"{label}/{name}: cannot read ({type(error).__name__}: {error})") from error

@@ -308,7 +308,7 @@ def test_no_inflate_call_returns_more_than_a_chunk(tmp_path, monkeypatch, method
     flags = nested_archive(str(tmp_path / "d.zip"), payload, b"", compression=method)
     location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
     with archive_module.open_inner_zip(location, "d") as inner:
-        stream = archive_module._open_member(inner, location, "train.jsonl", "d")
+        stream = archive_module.open_member(inner, location, "train.jsonl", "d")
         assert isinstance(stream, _MemberStream)
         pieces = iter(stream._next_piece, b"")
         sizes = [len(piece) for piece in pieces]
