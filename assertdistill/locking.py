@@ -42,14 +42,15 @@ class OutputDirLock:
         """Create the output dir if needed and take the lock; OutputDirBusyError when another run holds it."""
         try:
             os.makedirs(self.output_dir, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise OSError(f"cannot create output dir {self.output_dir}: {error.strerror}") from None
-        if fcntl is None:
-            self._fd = fd
-            return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise OSError(f"output dir {self.output_dir} is not writable ({error.strerror})") from None
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
@@ -63,8 +64,11 @@ class OutputDirLock:
                           f"started into {self.output_dir} meanwhile would not be stopped", RuntimeWarning)
         self._fd = fd
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+        except OSError as error:  # the line only names the holder: a full disk is the run's to report
+            warnings.warn(f"{self.path}: cannot record this run as the holder ({error.strerror})", RuntimeWarning)
 
     def release(self) -> None:
         """Drop the lock (closing the file drops it); the file stays."""

@@ -1,5 +1,6 @@
 """Hostile inputs: bounded memory on any archive, no traceback on any record, one line for a lying ZIP."""
 
+import gzip
 import io
 import json
 import os
@@ -161,6 +162,15 @@ def test_an_oversize_line_of_spaces_is_a_blank_line(tmp_path):
     location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
     lines = list(iter_jsonl_lines(location, "train.jsonl", False, "d", max_record_bytes=1000))
     assert [number for number, _ in lines] == [1, 2, 4]
+
+
+def test_a_gzipped_member_obeys_the_bound(tmp_path):
+    payload = jsonl(good_lines(1)) + b"y" * (3 << 20) + b"\n" + jsonl(good_lines(1, 5), header=False)
+    flags = nested_archive(str(tmp_path / "d.zip"), gzip.compress(payload, compresslevel=1), b"")
+    location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
+    lines = list(iter_jsonl_lines(location, "train.jsonl", True, "d", max_record_bytes=1 << 20))
+    assert [number for number, _ in lines] == [1, 2, 3, 4]
+    assert lines[2][1] == OversizeLine(3 << 20, 1 << 20) and lines[3][1] == good_lines(1, 5)[0] + b"\n"
 
 
 RUNNER = """
