@@ -41,13 +41,15 @@ def bomb_member(before: bytes, byte: bytes, count: int, after: bytes) -> tuple[b
 
 
 def zip_with_raw_member(name: str, data: bytes, crc: int, size: int) -> bytes:
-    """A one-member ZIP (deflate, no ZIP64: size < 4 GiB) holding already-compressed `data`."""
-    assert size < 1 << 32
-    encoded = name.encode()
-    fields = struct.pack("<HHHHHIII", 20, 0, zipfile.ZIP_DEFLATED, 0, 0x21, crc, len(data), size)
-    local = b"PK\x03\x04" + fields + struct.pack("<HH", len(encoded), 0) + encoded
-    central = (b"PK\x01\x02" + struct.pack("<H", 20) + fields
-               + struct.pack("<HHHHHII", len(encoded), 0, 0, 0, 0, 0, 0) + encoded)
+    """A one-member ZIP (deflate; ZIP64 sizes from 4 GiB on) holding already-compressed `data`."""
+    encoded, zip64 = name.encode(), size >= 0xFFFFFFFF or len(data) >= 0xFFFFFFFF
+    sizes = (0xFFFFFFFF, 0xFFFFFFFF) if zip64 else (len(data), size)
+    extra = struct.pack("<HHQQ", 1, 16, size, len(data)) if zip64 else b""
+    version = 45 if zip64 else 20
+    fields = struct.pack("<HHHHHIII", version, 0, zipfile.ZIP_DEFLATED, 0, 0x21, crc, *sizes)
+    local = b"PK\x03\x04" + fields + struct.pack("<HH", len(encoded), len(extra)) + encoded + extra
+    central = (b"PK\x01\x02" + struct.pack("<H", version) + fields
+               + struct.pack("<HHHHHII", len(encoded), len(extra), 0, 0, 0, 0, 0) + encoded + extra)
     end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
     return local + data + central + end
 
