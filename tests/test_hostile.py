@@ -14,7 +14,8 @@ import pytest
 
 import compress
 import script
-from assertdistill.archive import DataError, OversizeLine, _MemberStream, iter_jsonl_lines, locate_inner_zip
+from assertdistill.archive import (DataError, OversizeLine, _MemberStream, iter_jsonl_lines, join_pieces,
+                                   locate_inner_zip)
 from assertdistill import archive as archive_module
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.inspect_data import inspect_archive
@@ -170,6 +171,18 @@ def test_a_gzipped_member_obeys_the_bound(tmp_path):
     lines = list(iter_jsonl_lines(location, "train.jsonl", True, "d", max_record_bytes=1 << 20))
     assert [number for number, _ in lines] == [1, 2, 3, 4]
     assert lines[2][1] == OversizeLine(3 << 20, 1 << 20) and lines[3][1] == good_lines(1, 5)[0] + b"\n"
+
+
+@pytest.mark.parametrize("out_chunk_bytes", [1, 2, 1 << 20])  # the mark split over 3, 2 or 1 inflated pieces
+@pytest.mark.parametrize("joined", [True, False])
+def test_a_bom_opening_the_member_is_dropped_however_it_is_split(tmp_path, monkeypatch, out_chunk_bytes, joined):
+    monkeypatch.setattr(archive_module, "OUT_CHUNK_BYTES", out_chunk_bytes)
+    payload = jsonl([b'{"a": 1}', b"\xef\xbb\xbf{}"])  # a mark opening a later line is the record's business
+    flags = nested_archive(str(tmp_path / "d.zip"), b"\xef\xbb\xbf" + payload, b"")
+    location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
+    lines = [line if joined else join_pieces(line)
+             for _, line in iter_jsonl_lines(location, "train.jsonl", False, "d", joined=joined)]
+    assert b"".join(lines) == payload
 
 
 RUNNER = """
