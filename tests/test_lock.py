@@ -13,6 +13,7 @@ import script
 from assertdistill import locking
 from assertdistill.checkpoint import checkpoints_in
 from assertdistill.locking import LOCK_FILENAME, OutputDirBusyError, OutputDirLock, output_dir_lock
+from assertdistill.run import prepare_output_dir
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +121,7 @@ def test_the_lock_file_is_not_a_finished_run(tmp_path, setup):
     out.mkdir()
     (out / LOCK_FILENAME).write_text("pid 1 on elsewhere since long ago\n")  # a stale lock, nothing else
     assert script.main(argv_for(tmp_path, setup)) == 0
-    assert script.main(argv_for(tmp_path, setup, **{"--overwrite_output_dir": True})) == 0
+    prepare_output_dir(str(out), overwrite=True)  # what --overwrite_output_dir clears, after taking the lock
     assert (out / LOCK_FILENAME).exists()
 
 
