@@ -151,7 +151,11 @@ class DistillationStream(IterableDataset):
         self.world_size = world_size
         self.epoch = 0
         self.location = locate_inner_zip(spec.outer_path, spec.inner_zip_path)
-        self.num_records, self.header = count_records(self.location, spec)
+        try:
+            self.num_records, self.header = count_records(self.location, spec)
+        except DataError:  # a damaged member: do not leave its spilled copy behind
+            self.close()
+            raise
         self.max_records = max_records
         # Evaluation shards whole batches of the single-process batch sequence, so that distributed
         # metrics equal single-process ones; every shard then reads (and counts) every record.

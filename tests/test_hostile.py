@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import tracemalloc
 import zipfile
 from collections import Counter
@@ -311,6 +312,20 @@ def test_lying_outer_members_are_one_line(tmp_path, capsys, field, value, messag
         stream.write(data)
     assert compress.main(["inspect", path, "--no_progress"]) == 2
     assert message in one_error_line(capsys.readouterr())
+
+
+def test_a_refused_archive_leaves_no_spilled_copy(tmp_path, monkeypatch):
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+    path = str(tmp_path / "d.zip")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as outer:  # compressed: spilled to disk
+        outer.writestr("codet5/train.jsonl.zip", patched(inner_zip("train.jsonl", jsonl(good_lines(1))),
+                                                         "train.jsonl", "crc", 1))
+    spec = ArchiveSpec(path, "codet5/train.jsonl.zip", "train.jsonl")
+    with pytest.raises(DataError, match="Bad CRC-32"):
+        DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True)
+    assert list(spill_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
