@@ -1,9 +1,11 @@
-"""Encode and decode the `compressed_logits` records of the distillation data (see DATA_FORMAT.md).
+"""Encode and decode the `compressed_logits` records of the distillation data (docs/DATA_FORMAT.md).
 
-A record holds one teacher logit block of shape [1, T, V] or [T, V], quantized to 4/8 bits
-(one global scale/zero_point: x ~= (q - z) * s) or stored as float16/float32, then wrapped in an
-LZ4 frame and hex-encoded. Decoding can stop after the first `max_positions` positions, which is
-what training needs: targets are 20-80 tokens long but every block is padded to T = 512.
+A record holds one teacher logit array, quantized to 4/8 bits (one global scale/zero_point:
+x ~= (q - z) * s) or stored as float16/float32, then wrapped in an LZ4 frame and hex-encoded. The
+generator writes [1, T, V] (or [T, V]); its codec takes any shape, so any rank decodes: the last
+axis is the vocabulary V, the one before it the positions T ([V] alone is one position), and the
+axes before those are batch rows. Decoding can stop after the first `max_positions` positions, which
+is what training needs: targets are 20-80 tokens long but every block is padded to T = 512.
 
 Keys a decoder needs: format, shape, bits, data_encoded{encoding, data, original_size,
 compressed_size}; scale and zero_point for 4/8 bits; packed (true) for 4 bits. values_per_byte and
@@ -78,6 +80,7 @@ class QuantizedLogits:
     zero_point: float  # 0.0 for 16/32
     bits: int
     num_positions: int  # T of the stored block, before the max_positions cut
+    rows: int = 1  # batch rows of the stored array (product of the axes before T); values hold the first
 
     def dequantize(self) -> torch.Tensor:
         """Return float32 logits (T', V); for 32 bits the tensor shares memory with `values`."""
@@ -102,10 +105,10 @@ def dequantize_codes(codes: torch.Tensor, scale, zero_point) -> torch.Tensor:
 
 
 def compress_logits(logits, bits: int = 8) -> dict:
-    """Encode float logits (T, V) or (1, T, V) as a compressed_logits dict at 4/8/16/32 bits."""
+    """Encode float logits of any shape, usually (T, V) or (1, T, V), as a compressed_logits dict at 4/8/16/32 bits."""
     if not _is_int(bits) or bits not in _VALUE_DTYPES:
         raise ValueError(f"bits must be 4, 8, 16 or 32, got {bits!r}")
-    array, block = _checked_logits(logits)  # (T, V) or (1, T, V); block: (T, V)
+    array, block = _checked_logits(logits, any_rank=True)  # block: (R * T, V), the array's rows stacked
 
     quant_params = {}
     if bits in _LEVELS:
@@ -150,16 +153,22 @@ def compress_logits(logits, bits: int = 8) -> dict:
     return result
 
 
-def decode_quantized(compressed: dict, max_positions: int | None = None) -> QuantizedLogits:
-    """Decode a compressed_logits dict to codes/raw floats (T', V), reading only T' positions."""
-    return _decode(compressed, max_positions)[0]
+def decode_quantized(compressed: dict, max_positions: int | None = None, all_rows: bool = False) -> QuantizedLogits:
+    """Decode a compressed_logits dict to codes/raw floats (T', V) of its first batch row, reading only T' positions.
+
+    With all_rows, values are every batch row's (R * T', V) (rows is R; decompress_logits' shape restores them).
+    """
+    return _decode(compressed, max_positions, all_rows)[0]
 
 
 def decompress_logits(compressed: dict, max_positions: int | None = None) -> torch.Tensor:
-    """Decode a compressed_logits dict to float32 logits (1, T', V) or (T', V), as stored."""
-    quantized, ndim = _decode(compressed, max_positions)
-    logits = quantized.dequantize()  # (T', V)
-    return logits.unsqueeze(0) if ndim == 3 else logits
+    """Decode a compressed_logits dict to float32 logits of the stored shape, positions (axis -2) cut to max_positions.
+
+    (1, T', V) or (T', V) for what the generator writes; (..., T', V) for any other rank, (V,) for rank 1.
+    """
+    quantized, shape = _decode(compressed, max_positions, all_rows=True)
+    logits = quantized.dequantize()  # (R * T', V)
+    return logits.reshape(shape)
 
 
 @dataclass
@@ -253,14 +262,21 @@ def hex_size(compressed: dict) -> int:
     return sum(len(array["data"]) for array in arrays)
 
 
-def _checked_logits(logits) -> tuple[np.ndarray, np.ndarray]:
-    """The logits as an array (T, V) or (1, T, V), and its (T, V) block; ValueError for bad input."""
+def _checked_logits(logits, any_rank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The logits as an array, and its rows stacked as (R * T, V); ValueError for bad input.
+
+    Without any_rank the array must be (T, V) or (1, T, V) (the top-k format's shapes).
+    """
     array = _float_array(logits)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != 1) or 0 in array.shape:
-        raise ValueError(f"logits must have shape (T, V) or (1, T, V), got {tuple(array.shape)}")
+    if any_rank:
+        fits, allowed = array.ndim >= 1, "at least one axis"
+    else:
+        fits, allowed = array.ndim in (2, 3) and (array.ndim == 2 or array.shape[0] == 1), "shape (T, V) or (1, T, V)"
+    if not fits or 0 in array.shape:
+        raise ValueError(f"logits must have {allowed} and no empty axis, got shape {tuple(array.shape)}")
     if not np.isfinite(array).all():
         raise ValueError("logits contain NaN or Inf")
-    return array, array.reshape(array.shape[-2:])
+    return array, array.reshape(-1, array.shape[-1])
 
 
 def _float_array(logits) -> np.ndarray:
@@ -312,30 +328,40 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
+def _decode(compressed, max_positions, all_rows: bool) -> tuple[QuantizedLogits, tuple[int, ...]]:
+    """The decoded values and the shape decompress_logits returns them in.
+
+    values: (R * T', V), every batch row, with all_rows; else (T', V) of the first row only, which is a
+    prefix of the data (rows are consecutive blocks of T * V values), so nothing after it is read.
+    """
     _check_max_positions(max_positions)
     if not isinstance(compressed, dict):
         _fail(f"expected a dict, got {type(compressed).__name__}")
     format_name = _get(compressed, "format")
     if isinstance(format_name, str) and format_name == "topk":
-        sparse, ndim = _decode_topk(compressed, max_positions)
+        sparse, shape = _decode_topk(compressed, max_positions)
         dense = sparse.dense()  # (T', V)
-        return QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions), ndim
+        quantized = QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions)
+        return quantized, _output_shape(shape, dense.shape[0])
     if not isinstance(format_name, str) or format_name != "lz4":
         _fail(f"unknown format {_show(format_name)} (expected 'lz4' or 'topk')")
     bits = _get(compressed, "bits")
     if not _is_int(bits) or bits not in _VALUE_DTYPES:
         _fail(f"unknown bits {_show(bits)} (expected 4, 8, 16 or 32)")
     shape = _get(compressed, "shape")
-    num_positions, vocab_size = _check_shape(shape)
-    scale, zero_point = _check_params(compressed, bits, num_positions * vocab_size)
+    rows, num_positions, vocab_size = _check_any_shape(shape)
+    total = rows * num_positions * vocab_size
+    scale, zero_point = _check_params(compressed, bits, total)
 
-    expected_size = _byte_count(bits, num_positions * vocab_size)  # bytes of the whole block
+    expected_size = _byte_count(bits, total)  # bytes of the whole array
     encoding, hex_data = _check_encoded(_get(compressed, "data_encoded"), bits, shape, expected_size)
 
     positions = num_positions if max_positions is None else min(max_positions, num_positions)
-    full = positions == num_positions
-    need = _byte_count(bits, positions * vocab_size)
+    read_rows = rows if all_rows else 1
+    # Several rows cut to T' positions are not a prefix of the data: read them whole, then cut.
+    count = total if read_rows > 1 else positions * vocab_size
+    full = count == total
+    need = _byte_count(bits, count)
     if encoding == "none":
         buffer = _read_plain(hex_data, need)
     else:
@@ -347,11 +373,21 @@ def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
         codes = np.empty(2 * values.size, dtype=np.uint8)
         np.bitwise_and(values, 0x0F, out=codes[0::2])
         np.right_shift(values, 4, out=codes[1::2])
-        values = codes[: positions * vocab_size]
-    values = values.reshape(positions, vocab_size)  # (T', V)
+        values = codes[:count]
+    if read_rows > 1:
+        values = values.reshape(rows, num_positions, vocab_size)[:, :positions]  # (R, T', V)
+    values = values.reshape(-1, vocab_size)  # (R * T', V) or (T', V)
     if bits not in _LEVELS and not np.isfinite(values).all():
         _fail(f"{bits}-bit data contains NaN or Inf")
-    return QuantizedLogits(values, scale, zero_point, int(bits), num_positions), len(shape)
+    quantized = QuantizedLogits(values, scale, zero_point, int(bits), num_positions, rows)
+    return quantized, _output_shape(shape, positions)
+
+
+def _output_shape(shape, positions: int) -> tuple[int, ...]:
+    """The stored shape with its positions axis (-2) cut to `positions`; [V] stays [V]."""
+    if len(shape) == 1:
+        return (int(shape[0]),)
+    return tuple(int(d) for d in shape[:-2]) + (positions, int(shape[-1]))
 
 
 def _check_max_positions(max_positions) -> None:
@@ -359,7 +395,7 @@ def _check_max_positions(max_positions) -> None:
         raise ValueError(f"max_positions must be a positive int or None, got {max_positions!r}")
 
 
-def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, int]:
+def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, list]:
     _check_max_positions(max_positions)
     shape = _get(compressed, "shape")
     num_positions, vocab_size = _check_shape(shape)
@@ -406,17 +442,28 @@ def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, int]:
         _fail(f"topk indices must lie in [0, {vocab_size}), got {int(indices.min())}..{int(indices.max())}")
     if k > 1 and (np.diff(np.sort(indices, axis=1), axis=1) == 0).any():
         _fail("topk indices repeat within a position")
-    return TopkLogits(values, indices, tail, vocab_size, num_positions), len(shape)
+    return TopkLogits(values, indices, tail, vocab_size, num_positions), shape
+
+
+def _check_any_shape(shape) -> tuple[int, int, int]:
+    """(R, T, V) of a published shape: axes before T are batch rows (R is their product); [V] is one position."""
+    if not isinstance(shape, (list, tuple)) or not shape or not all(_is_int(d) and d > 0 for d in shape):
+        _fail(f"shape must be a list of positive ints, got {_show(shape)}")
+    dims = [int(d) for d in shape]
+    if len(dims) == 1:
+        return 1, 1, dims[0]
+    return math.prod(dims[:-2]), dims[-2], dims[-1]
 
 
 def _check_shape(shape) -> tuple[int, int]:
+    """(T, V) of a top-k shape, which is [T, V] or [1, T, V]."""
     if not isinstance(shape, (list, tuple)) or not all(_is_int(d) and d > 0 for d in shape):
         _fail(f"shape must be a list of positive ints, got {_show(shape)}")
     if len(shape) == 3 and shape[0] == 1:
         return int(shape[1]), int(shape[2])
     if len(shape) == 2:
         return int(shape[0]), int(shape[1])
-    _fail(f"shape must be [T, V] or [1, T, V], got {_show(list(shape))}")
+    _fail(f"a top-k shape must be [T, V] or [1, T, V], got {_show(list(shape))}")
 
 
 def _check_encoded(encoded, bits: int, shape, expected_size: int) -> tuple[str, str]:
