@@ -61,7 +61,7 @@ def teacher_like(shape, seed=0, dtype=np.float32):
 
 
 def encode_by_hand(logits, bits, encoding="lz4"):
-    """Build a compressed_logits dict straight from DATA_FORMAT.md, as the original generator did."""
+    """Build a compressed_logits dict straight from docs/DATA_FORMAT.md, as the original generator did."""
     block = np.asarray(logits)
     extra = {}
     if bits in LEVELS:
@@ -94,7 +94,7 @@ def encode_by_hand(logits, bits, encoding="lz4"):
 
 
 def reference_decode(compressed):
-    """Decode the whole block the plain way: full hex + LZ4 decode, then the DATA_FORMAT formula."""
+    """Decode the whole block the plain way: full hex + LZ4 decode, then the docs/DATA_FORMAT.md formula."""
     encoded = compressed["data_encoded"]
     raw = bytes.fromhex(encoded["data"])
     raw = lz4.frame.decompress(raw) if encoded["encoding"] == "lz4" else raw
