@@ -18,7 +18,6 @@ from .loss import IGNORE_INDEX
 from .records import DataStats, InputEncoder, RecordError, parse_record
 
 
-
 @dataclass
 class ArchiveSpec:
     """One data file: outer ZIP, inner ZIP member, JSONL member, gzip flag."""
@@ -127,8 +126,8 @@ def header_count_note(header: dict | None, records: int, complete: bool, where: 
         return (f"Note: {where}: the header's item_count is {item_count} but the file holds {records} records; "
                 f"using {records}")
     if not complete and item_count < records:
-        return (f"Note: {where}: the header's item_count is {item_count} but the file holds more than "
-                f"{records - 1} records")
+        return (f"Note: {where}: the header's item_count is {item_count} but the file holds at least "
+                f"{records} records")
     return None
 
 

@@ -207,8 +207,8 @@ def test_max_records_stops_the_count_early_and_still_notes_a_header_too_small(tm
                         lambda *args, **kwargs: seen.append(real_count(*args, **kwargs)) or seen[-1])
     stream = stream_for(flags, max_records=2)
     assert len(stream) == 2 and seen[0][0] == 3 and seen[0][2] is False  # stopped after 3 of 6
-    assert stream.count_note.endswith("the header's item_count is 1 but the file holds more than 2 records")
-    assert stream_for(flags, max_records=4).count_note.endswith("holds more than 4 records")
+    assert stream.count_note.endswith("the header's item_count is 1 but the file holds at least 3 records")
+    assert stream_for(flags, max_records=4).count_note.endswith("holds at least 5 records")
     assert stream_for(flags, max_records=10).count_note.endswith("holds 6 records; using 6")
 
 
