@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from assertdistill import codec
+from assertdistill import hexframes
 from assertdistill.codec import (
     CodecError,
     QuantizedLogits,
@@ -465,9 +465,9 @@ def test_whole_block_decodes_frames_of_every_layout(options):
     codes = lz4.frame.decompress(bytes.fromhex(compressed["data_encoded"]["data"]))
     frame = lz4.frame.compress(codes, **options)
     with_data(compressed, frame)
-    assert codec._lz4_frame_length(frame) == len(frame) and codec._lz4_frame_length(frame + b"\0") == len(frame)
+    assert hexframes.lz4_frame_length(frame) == len(frame) and hexframes.lz4_frame_length(frame + b"\0") == len(frame)
     # The one-call path serves every frame that records its size; others go through the streaming reader.
-    assert (codec._read_whole_lz4(frame.hex(), len(codes)) is not None) == options.get("store_size", True)
+    assert (hexframes.read_whole_lz4(frame.hex(), len(codes)) is not None) == options.get("store_size", True)
     assert decode_quantized(compressed).values.tobytes() == codes
     assert torch.equal(decompress_logits(compressed), decompress_logits(compress_logits(logits, bits=8)))
 
