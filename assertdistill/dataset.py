@@ -41,7 +41,8 @@ class Sample:
     labels: list[int]
     teacher: QuantizedLogits | None
     ground_truth_text: str
-    teacher_text: str | None
+    teacher_text: str
+    teacher_text_script1: str
     line_number: int
 
 
@@ -109,6 +110,7 @@ def collate(samples: list[Sample], pad_token_id: int) -> dict:
         "input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
         "ground_truth_texts": [sample.ground_truth_text for sample in samples],
         "teacher_texts": [sample.teacher_text for sample in samples],
+        "teacher_texts_script1": [sample.teacher_text_script1 for sample in samples],
         "line_numbers": [sample.line_number for sample in samples],
         "teacher_values": None, "teacher_scale": None, "teacher_zero_point": None,
         "teacher_position_mask": teacher_position_mask,
@@ -186,7 +188,8 @@ class DistillationStream(IterableDataset):
             except CodecError as error:
                 raise RecordError("bad_compressed_logits", str(error)) from None
         input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
-        return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text, line_number)
+        return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
+                      record.teacher_text_script1, line_number)
 
     def iter_samples(self, stats: DataStats) -> Iterator[Sample]:
         """Encoded samples of this worker's shard, in file order; bad records counted in stats."""
@@ -208,8 +211,6 @@ class DistillationStream(IterableDataset):
                                     f"{error} (--strict_data)") from None
                 stats.skipped[error.reason] += 1
                 continue
-            if sample.teacher_text is None:
-                stats.notes["no_teacher_prediction"] += 1
             if sample.teacher is not None and sample.teacher.values.shape[0] < len(sample.labels):
                 stats.notes["teacher_shorter_than_target"] += 1
             stats.used += 1

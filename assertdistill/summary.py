@@ -1,4 +1,4 @@
-"""Atomic JSON writing, the thesis summary and the per-epoch metrics log."""
+"""Atomic JSON writing, the thesis summary, the per-epoch metrics log and the per-record predictions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 
 SUMMARY_FILENAME = "distillation_summary.json"
 METRICS_FILENAME = "metrics.jsonl"
+PREDICTIONS_FILENAME = "predictions.jsonl"
 
 
 def to_json_compatible(value: Any) -> Any:
@@ -60,6 +61,13 @@ def append_metrics_line(output_dir: str, entry: dict) -> None:
         with open(path, encoding="utf-8") as stream:
             existing = stream.read()
     write_text_atomic(path, existing + json.dumps(to_json_compatible(entry)) + "\n")
+
+
+def write_predictions(output_dir: str, records: list[dict]) -> str:
+    """Atomically write predictions.jsonl: one JSON object per evaluated record, in file order; returns its path."""
+    path = os.path.join(output_dir, PREDICTIONS_FILENAME)
+    write_text_atomic(path, "".join(json.dumps(to_json_compatible(record)) + "\n" for record in records))
+    return path
 
 
 def environment_info(device: str) -> dict:
