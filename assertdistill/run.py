@@ -24,11 +24,13 @@ from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .loss import DistillationLoss
+from .metrics import RECORD_METRICS
 from .models import (ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb,
                      pick_device, teacher_size_mb)
 from .records import DataStats, InputEncoder
 from .summary import (METRICS_FILENAME, PREDICTIONS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary,
-                      environment_info, to_json_compatible, write_json_atomic, write_predictions, write_text_atomic)
+                      confidence_intervals, environment_info, to_json_compatible, write_json_atomic,
+                      write_predictions, write_text_atomic)
 from .training import EpochCounters, EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
@@ -308,6 +310,7 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
                         "validation_records_in_file": len(val_stream)},
         "teacher_vs_ground_truth_metrics": {key: value for key, value in final_results.items() if "t_vs_gt" in key},
         "best_model_metric_value": best_value,
+        "confidence_intervals": confidence_intervals(final_records, RECORD_METRICS),
         "environment": environment_info(str(device)),
     }
     summary = build_summary(to_json_compatible(vars(args)), final_results, args.epochs, training_seconds,

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
+
 SUMMARY_FILENAME = "distillation_summary.json"
 METRICS_FILENAME = "metrics.jsonl"
 PREDICTIONS_FILENAME = "predictions.jsonl"
@@ -68,6 +70,19 @@ def write_predictions(output_dir: str, records: list[dict]) -> str:
     path = os.path.join(output_dir, PREDICTIONS_FILENAME)
     write_text_atomic(path, "".join(json.dumps(to_json_compatible(record)) + "\n" for record in records))
     return path
+
+
+def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -> dict | None:
+    """Percentile-bootstrap interval of the mean of each per-record metric, as {avg_<name>: [low, high]} with the method.
+
+    None without records.
+    """
+    if not records:
+        return None
+    matrix = np.array([[record[name] for name in names] for record in records], dtype=np.float64)  # (N, M)
+    low, high = bootstrap_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
+    return {"method": BOOTSTRAP_METHOD, "confidence": DEFAULT_CONFIDENCE, "resamples": DEFAULT_RESAMPLES, "seed": seed,
+            **{f"avg_{name}": [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
 
 
 def environment_info(device: str) -> dict:

@@ -14,7 +14,8 @@ from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.loss import DistillationLoss
 from assertdistill.records import InputEncoder
 from assertdistill.training import evaluate, make_loader
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
+                  tiny_tokenizer, write_archive)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -42,6 +43,9 @@ def test_two_process_run_matches_a_single_process_evaluation(tmp_path):
     assert summary["data_counts"]["training"]["records_used"] == 17
     assert summary["data_counts"]["training"]["skipped_by_reason"] == {"invalid_json": 1}
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written once, by rank 0
+    # predictions.jsonl: every validation record once, in file order, averaging to the summary's values.
+    check_predictions_match_summary(out, [make_record(100 + i, vocab)["original_target"] for i in range(7)])
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp_")]
 
     # The saved model evaluated in this one process gives the same metrics.
     torch.set_num_threads(1)
