@@ -271,6 +271,9 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
               f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
         if epoch == 0:
             train_data = result.data
+        if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
+            raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
+                            f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
         entry = {"epoch": epoch + 1, "global_step": trainer.global_step,
                  "train": {"loss": result.loss, "hard_loss": result.hard_loss, "soft_loss": result.soft_loss,
                            "learning_rate": result.learning_rate, "optimizer_steps": result.optimizer_steps,

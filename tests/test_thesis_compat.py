@@ -285,3 +285,11 @@ def test_run_reports_the_thesis_numbers_on_adversarial_records(model_dir, tmp_pa
     assert predictions[0]["teacher_prediction"] == "assertEquals(100, calculator.add(100, 0));"
     assert predictions[0]["accuracy_s_vs_t_corrected"] == 1.0 and predictions[0]["accuracy_s_vs_t_script1"] == 0.0
     assert set(RECORD_METRICS) <= set(predictions[0])
+
+
+def test_a_run_whose_every_training_record_is_skipped_stops_with_the_reasons(model_dir, tmp_path, capsys):
+    lines = [json.dumps(adversarial_record(i, {"predicted_assertions": MISSING})) for i in range(3)]  # no teacher text
+    flags = write_archive(str(tmp_path / "d.zip"), lines, lines)
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--alpha": 0.0, "--num_beams": 1})) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "every training record was skipped" in last and "missing_teacher_prediction: 3" in last
