@@ -74,7 +74,7 @@ def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | Non
     return None
 
 
-def ground_truth_text(entry: dict) -> str:
+def ground_truth_of(entry: dict) -> str:
     """The ground truth as the thesis's loader builds it; RecordError where that loader gives up.
 
     original_target: a list joined with newlines (items must be strings), anything else str();
@@ -98,7 +98,7 @@ def ground_truth_text(entry: dict) -> str:
     return "\n".join(str(item) for item in assertions)
 
 
-def teacher_texts(entry: dict) -> tuple[str, str]:
+def teacher_texts_of(entry: dict) -> tuple[str, str]:
     """(lines joined with newlines, str() as the thesis's loader) of model_prediction, else predicted_assertions.
 
     A None value falls through to the next field; a list's non-string items are joined as their str().
@@ -204,8 +204,8 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
         raise RecordError("wrong_field_type", f"'test_method_masked' must be a string, "
                                               f"got {type(test_method).__name__}")
 
-    ground_truth = ground_truth_text(entry)
-    teacher_text, teacher_text_script1 = teacher_texts(entry)
+    ground_truth = ground_truth_of(entry)
+    teacher_text, teacher_text_script1 = teacher_texts_of(entry)
 
     compressed_logits = entry.get("compressed_logits")  # required even at alpha 0, as by the thesis
     if compressed_logits is None:
