@@ -177,5 +177,5 @@ def record_metrics(student: str, truth: str, teacher: str, teacher_script1: str)
 
 
 def average_record_metrics(rows: list[dict]) -> dict[str, float | None]:
-    """avg_<name> = np.mean over the rows (in their order, as the thesis) of each RECORD_METRICS column; None if no rows."""
+    """avg_<name>: np.mean of each RECORD_METRICS column over the rows, in order (as the thesis); None without rows."""
     return {f"avg_{name}": float(np.mean([row[name] for row in rows])) if rows else None for name in RECORD_METRICS}

@@ -154,7 +154,9 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
             raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
                                   f"resume with the same flags")
         started = time.time() - checkpoint["elapsed_seconds"]
-        print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1}, global step {checkpoint['global_step']})")
+        state = "finished" if checkpoint["epoch_finished"] else "in progress"
+        print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1} {state}, "
+              f"global step {checkpoint['global_step']})")
     print(f"Device: {device}")
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.student_model_name)

@@ -73,7 +73,7 @@ def write_predictions(output_dir: str, records: list[dict]) -> str:
 
 
 def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -> dict | None:
-    """Percentile-bootstrap interval of the mean of each per-record metric, as {avg_<name>: [low, high]} with the method.
+    """Percentile-bootstrap intervals of the means of per-record metrics: {avg_<name>: [low, high]} and the method.
 
     None without records.
     """

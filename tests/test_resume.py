@@ -39,12 +39,12 @@ sys.exit(script.main(sys.argv[1:]))
 COMMON = {"--epochs": 2, "--batch_size": 4, "--learning_rate": 3e-3, "--num_beams": 1}
 # 22 records, batch 4: 6 optimizer steps per epoch, a checkpoint every 2 steps and at each epoch end.
 # Each chain: the points where successive runs are killed, each with the checkpoints it leaves
-# (--save_total_limit 2) and the step the next run resumes from.
+# (--save_total_limit 2) and where the next run resumes.
 KILL_CHAINS = {
-    "mid_epoch": [("step:9", [6, 8], 8)],  # epoch 2 continues from its 8th step
+    "mid_epoch": [("step:9", [6, 8], "epoch 2 in progress, global step 8")],
     "epoch_end_then_after_training": [
-        ("step:7", [4, 6], 6),  # checkpoint-6 is epoch 1's end: epoch 2 starts afresh, and that run is
-        ("final_save", [10, 12], 12),  # killed after the last epoch's end: only the reports are left to do
+        ("step:7", [4, 6], "epoch 1 finished, global step 6"),  # epoch 2 starts afresh, and that run is
+        ("final_save", [10, 12], "epoch 2 finished, global step 12"),  # killed after the last epoch: reports only
     ],
 }
 
@@ -92,21 +92,21 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(setup, uninterrupted, t
     _, model_dir, flags = setup
     out = str(tmp_path / "killed")
     argv = tiny_run_flags(tmp_path, model_dir, flags, **COMMON, **{"--output_dir": out, "--save_steps": 2})
-    resume, resumed_step = [], None
-    for kill, checkpoints_left, next_step in chain:
+    resume, resumed_at = [], None
+    for kill, checkpoints_left, next_resume in chain:
         killed = run_script(argv + resume, kill=kill)
         assert killed.returncode == -signal.SIGKILL
-        assert not resume or f"global step {resumed_step})" in killed.stdout
+        assert not resume or f"({resumed_at})" in killed.stdout
         assert [step for step, _ in checkpoints_in(out)] == checkpoints_left
         assert not os.path.exists(os.path.join(out, "distillation_summary.json"))
-        resume, resumed_step = ["--resume_from_checkpoint", "latest"], next_step
+        resume, resumed_at = ["--resume_from_checkpoint", "latest"], next_resume
 
     assert script.main(argv) == 2  # checkpoints present: never silently start over (refused before any work)
     assert "--resume_from_checkpoint" in capsys.readouterr().err
 
     resumed = run_script(argv + resume)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming from" in resumed.stdout and f"global step {resumed_step})" in resumed.stdout
+    assert "Resuming from" in resumed.stdout and f"({resumed_at})" in resumed.stdout
 
     plain_metrics, plain_history, plain_weights, plain_predictions, plain_intervals = uninterrupted
     metrics, history, weights, predictions, intervals = final_state(out)

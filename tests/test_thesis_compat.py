@@ -194,11 +194,12 @@ ADVERSARIAL_RECORDS = [
     ("test_method_not_string", {"test_method_masked": ["void t() {}"]}, "wrong_field_type"),
     ("no_logits", {"compressed_logits": MISSING}, "missing_compressed_logits"),
     ("null_logits", {"compressed_logits": None}, "missing_compressed_logits"),
-    ("unicode", {"original_target": "assertEquals(\"é漢字😀\", s);", "predicted_assertions": ["assertEquals(\"é\", s);"]},
-     None),
+    ("unicode", {"original_target": "assertEquals(\"é漢字😀\", s);",
+                 "predicted_assertions": ["assertEquals(\"é\", s);"]}, None),
 ]
 # Student outputs cycled over the evaluated records (the end-to-end run decodes these instead of its own).
-STUDENT_OUTPUTS = ["assertEquals(1, calculator.add(100, 0));",  # the first evaluated record's teacher line "assertTrue(stack.isEmpty());",
+# The first matches the first evaluated record's teacher line (after the VALUE mask).
+STUDENT_OUTPUTS = ["assertEquals(1, calculator.add(100, 0));", "assertTrue(stack.isEmpty());",
                    "ASSERTTRUE(stack.isEmpty());", "['assertEquals(1, calculator.add(1, 0));']", "",
                    "assertEquals(9, calculator.add(2, 0)); assertTrue(stack.isEmpty())",
                    "assertnotnull(r);\nassertTRUE(stack.isEmpty());", "assertTrue (a);"]
@@ -221,7 +222,8 @@ def adversarial_record(index, updates):
 
 
 def adversarial_lines(start=0):
-    lines = [json.dumps(adversarial_record(start + i, updates)) for i, (_, updates, _) in enumerate(ADVERSARIAL_RECORDS)]
+    lines = [json.dumps(adversarial_record(start + index, updates))
+             for index, (_, updates, _) in enumerate(ADVERSARIAL_RECORDS)]
     return lines + ["{not json", "[1, 2]"]
 
 
