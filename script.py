@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from assertdistill.archive import DEFAULT_MAX_RECORD_BYTES
 from assertdistill.attention import CHOICES as ATTENTION_CHOICES
 from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
 from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
@@ -65,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="records held in a shuffle buffer during training; 0 = file order, as the thesis")
     data.add_argument("--strict_data", action="store_true",
                       help="stop at the first bad record (naming file and line) instead of skipping and counting")
+    data.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                      help="longest record line read (bytes; real records are at most ~131 MB); a longer line "
+                           "is skipped unread and counted as too_large (a ZIP bomb cannot fill the memory)")
 
     models = parser.add_argument_group("models")
     models.add_argument("--teacher_model_name", default=DEMO.teacher,
@@ -149,6 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.num_beams >= 1, "--num_beams must be >= 1"),
         (args.num_dataloader_workers >= 0 and args.shuffle_buffer_size >= 0, "counts must be >= 0"),
         (args.save_steps >= 0 and args.save_total_limit >= 0, "--save_steps and --save_total_limit must be >= 0"),
+        (args.max_record_bytes >= 1, "--max_record_bytes must be >= 1"),
     ]
     for passed, message in checks:
         if not passed:

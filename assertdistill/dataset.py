@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .archive import (DataError, InnerZipLocation, is_header_line, iter_jsonl_lines, join_pieces,
-                      locate_inner_zip, prefetched)
+from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, is_header_line, iter_jsonl_lines,
+                      join_pieces, locate_inner_zip, prefetched)
 from .codec import CodecError, QuantizedLogits, decode_quantized
 from .loss import IGNORE_INDEX
 from .records import DataStats, InputEncoder, RecordError, parse_record
@@ -21,12 +21,13 @@ from .records import DataStats, InputEncoder, RecordError, parse_record
 
 @dataclass
 class ArchiveSpec:
-    """One data file: outer ZIP, inner ZIP member, JSONL member, gzip flag."""
+    """One data file: outer ZIP, inner ZIP member, JSONL member, gzip flag, longest line read (bytes)."""
 
     outer_path: str
     inner_zip_path: str
     jsonl_name: str
     gzipped: bool = False
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     @property
     def label(self) -> str:
@@ -48,13 +49,14 @@ class Sample:
 
 def _iter_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of every non-empty line of the spec's JSONL member."""
-    return iter_jsonl_lines(location, spec.jsonl_name, spec.gzipped, spec.label)
+    return iter_jsonl_lines(location, spec.jsonl_name, spec.gzipped, spec.label,
+                            max_record_bytes=spec.max_record_bytes)
 
 
 def _prefetched_lines(location: InnerZipLocation, spec: ArchiveSpec) -> Iterator[tuple[int, bytes]]:
     """_iter_lines, inflated ahead by a reader thread (lines joined here, in the parsing thread)."""
     for line_number, pieces in prefetched(iter_jsonl_lines(location, spec.jsonl_name, spec.gzipped, spec.label,
-                                                            joined=False)):
+                                                            joined=False, max_record_bytes=spec.max_record_bytes)):
         yield line_number, join_pieces(pieces)
 
 
@@ -151,7 +153,11 @@ class DistillationStream(IterableDataset):
         self.world_size = world_size
         self.epoch = 0
         self.location = locate_inner_zip(spec.outer_path, spec.inner_zip_path)
-        self.num_records, self.header = count_records(self.location, spec)
+        try:
+            self.num_records, self.header = count_records(self.location, spec)
+        except DataError:  # a damaged member: do not leave its spilled copy behind
+            self.close()
+            raise
         self.max_records = max_records
         # Evaluation shards whole batches of the single-process batch sequence, so that distributed
         # metrics equal single-process ones; every shard then reads (and counts) every record.

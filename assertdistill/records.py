@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .archive import OversizeLine
 from .codec import HexBytes
 
 FOCAL_PREFIX = "FOCAL CODE:\n"
@@ -188,12 +189,38 @@ def loads_record_line(line: bytes | str, lazy_hex: bool = False):
     return entry
 
 
+def _reject_lone_surrogates(entry) -> None:
+    """RecordError for a string (key or value) holding a lone surrogate escape ("\\ud800"): not text."""
+    pending = [entry] if isinstance(entry, (dict, list)) else []
+    while pending:
+        container = pending.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in items:
+            for text in (key, value):
+                if isinstance(text, str) and not text.isascii():  # isascii is O(1); hex strings are ASCII
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as error:
+                        surrogate = text[error.start]
+                        raise RecordError("lone_surrogate", f"a string holds the lone surrogate "
+                                                            f"\\u{ord(surrogate):04x}, which is not text") from None
+            if isinstance(value, (dict, list)):
+                pending.append(value)
+
+
 def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False) -> Record:
     """Decode one JSONL line into a Record, or raise RecordError with a reason (lazy_hex: see loads_record_line)."""
+    if isinstance(line, OversizeLine):
+        raise RecordError("too_large", str(line))
     try:
         entry = loads_record_line(line, lazy_hex)
-    except (ValueError, UnicodeDecodeError) as error:
+    except RecursionError:
+        raise RecordError("too_deeply_nested", "JSON nested deeper than the parser's recursion limit") from None
+    except UnicodeDecodeError as error:
+        raise RecordError("invalid_utf8", f"not UTF-8 text ({error})") from None
+    except ValueError as error:
         raise RecordError("invalid_json", f"invalid JSON ({error})") from None
+    _reject_lone_surrogates(entry)
     if not isinstance(entry, dict):
         raise RecordError("not_an_object", f"a record must be a JSON object, got {type(entry).__name__}")
 

@@ -23,6 +23,7 @@ from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, l
 from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
+from .locking import output_dir_lock
 from .loss import DistillationLoss
 from .metrics import RECORD_METRICS
 from .models import (ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb,
@@ -127,7 +128,8 @@ def run_distillation(args: argparse.Namespace) -> dict:
     """Train, evaluate each epoch, save the student and write the summary; returns the summary."""
     context = init_distributed()
     try:
-        return _run(args, context)
+        with output_dir_lock(args.output_dir, context):  # before prepare_output_dir's checks: no two runs pass them
+            return _run(args, context)
     finally:
         shutdown_distributed(context)
 
@@ -174,12 +176,12 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
                           world_size=context.world_size)
     train_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,
-                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped),
+                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped, args.max_record_bytes),
         batch_size=args.batch_size, shuffle_buffer_size=args.shuffle_buffer_size,
         max_records=args.max_train_samples, **stream_options)
     val_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.val_outer_zip_internal_path,
-                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped),
+                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped, args.max_record_bytes),
         batch_size=args.eval_batch_size, max_records=args.max_eval_samples, shard_by_batch=True, **stream_options)
     try:
         return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
