@@ -1,13 +1,14 @@
 """Inspect, convert and measure teacher-logit archives; also the codec API the thesis script imports.
 
     from compress import compress_logits, decompress_logits   # the published 4/8/16/32-bit codec
+                                                              # (every shape it writes decodes to its array)
 
     python compress.py inspect DATA.zip [--inner PATH ...] [--limit N] [--json]
     python compress.py convert IN.zip OUT.zip --to topk --k 64 [--max_positions 128]
     python compress.py convert IN.zip OUT.zip --to 4
     python compress.py report [--positions 64] [--vocab 32100] [--seed 0] [--from DATA.zip] [--json]
 
-Formats: DATA_FORMAT.md (published) and docs/TOPK_FORMAT.md (top-k, with the measured report).
+Formats: docs/DATA_FORMAT.md (published) and docs/TOPK_FORMAT.md (top-k, with the measured report).
 User errors (missing file, not a ZIP, unreadable member) print one line `error: ...` and exit 2.
 """
 
@@ -38,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="report what an archive's records hold")
-    inspect.add_argument("data", help="outer ZIP (nested layout of DATA_FORMAT.md)")
+    inspect.add_argument("data", help="outer ZIP (nested layout of docs/DATA_FORMAT.md)")
     inspect.add_argument("--inner", nargs="+", default=None,
                          help="inner ZIP member(s) to inspect (default: every *.zip member)")
     inspect.add_argument("--limit", type=_positive, default=None, help="inspect only the first N records per file")

@@ -156,6 +156,12 @@ def _data_offset(window: _FileWindow, info: zipfile.ZipInfo, label: str) -> int:
     return offset
 
 
+def outer_member_names(outer_path: str) -> list[str]:
+    """Names of the outer ZIP's members (DataError when it is missing or not a ZIP)."""
+    with _open_outer(outer_path) as outer:
+        return outer.namelist()
+
+
 def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
     """Find the inner ZIP's bytes; stored members are read in place, compressed ones spilled once."""
     with _open_outer(outer_path) as outer:

@@ -85,13 +85,14 @@ def _size(count: float) -> str:
 
 
 def _decoded_logits(compressed: dict, max_positions: int | None) -> np.ndarray:
-    """float32 logits (1, T', V) or (T', V) as stored: decompress_logits in NumPy, no torch tensors."""
-    quantized = decode_quantized(compressed, max_positions)
-    logits = quantized.values.astype(np.float32)  # (T', V)
+    """float32 logits in the stored shape (every batch row): decompress_logits in NumPy, no torch tensors."""
+    quantized = decode_quantized(compressed, max_positions, all_rows=True)
+    logits = quantized.values.astype(np.float32)  # (R * T', V)
     if quantized.bits in (4, 8):  # the same float32 arithmetic as codec.dequantize_codes
         logits -= np.float32(quantized.zero_point)
         logits *= np.float32(quantized.scale)
-    return logits[None] if len(compressed["shape"]) == 3 else logits
+    shape = compressed["shape"]  # valid: decoding checked it
+    return logits.reshape(shape[:-2] + [-1, shape[-1]] if len(shape) > 1 else shape)
 
 
 def convert_line(line: bytes, target: Target) -> tuple[bytes, str | None, dict | None]:

@@ -156,16 +156,17 @@ def logits_summary(compressed: dict) -> tuple[str, list[int], dict]:
         sparse = decode_topk(compressed)  # CodecError when malformed
         name = f"topk k={compressed['k']}"
         arrays = [compressed["data_encoded"][array] for array in ("values", "indices", "tail")]
-        positions, vocab = sparse.num_positions, sparse.vocab_size
+        rows, positions, vocab = 1, sparse.num_positions, sparse.vocab_size
     else:
-        quantized = decode_quantized(compressed)  # CodecError when malformed
-        name = f"{quantized.bits}-bit"
+        quantized = decode_quantized(compressed, all_rows=True)  # CodecError when malformed
+        rows = quantized.rows
+        name = f"{quantized.bits}-bit" + (f" ({rows} batch rows; training reads the first)" if rows > 1 else "")
         arrays = [compressed["data_encoded"]]
-        positions, vocab = quantized.values.shape
+        positions, vocab = quantized.num_positions, quantized.values.shape[1]
     sizes = {"hex_bytes": sum(len(array["data"]) for array in arrays),
              "lz4_bytes": sum(array["compressed_size"] for array in arrays),
              "decoded_bytes": sum(array["original_size"] for array in arrays),
-             "float32_bytes": positions * vocab * 4}
+             "float32_bytes": rows * positions * vocab * 4}
     return name, [positions, vocab], sizes
 
 

@@ -1,4 +1,4 @@
-"""Parse one distillation record (DATA_FORMAT.md) and build the thesis's model input from it."""
+"""Parse one distillation record (docs/DATA_FORMAT.md) and build the thesis's model input from it."""
 
 from __future__ import annotations
 

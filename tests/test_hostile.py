@@ -121,7 +121,7 @@ def test_strict_data_stops_at_a_bad_line_naming_file_and_line(tmp_path, reason, 
     stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True,
                                 strict=True)
     with pytest.raises(DataError, match=r"train\.jsonl line 3: .*\(--strict_data\)") as raised:
-        list(stream.iter_samples(DataStats()))
+        list(stream.iter_groups())
     assert "\n" not in str(raised.value) and len(str(raised.value)) < 400
 
 
@@ -449,7 +449,10 @@ if st is not None:
         try:
             stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2,
                                         need_logits=True, strict=strict)
-            samples = list(stream.iter_samples(stats))
+            samples = []
+            for _, group_samples, group_stats in stream.iter_groups():
+                samples += group_samples
+                stats.merge(group_stats)
         except DataError as error:  # the clean error: only --strict_data stops at a bad record
             assert strict and "\n" not in str(error) and "(--strict_data)" in str(error)
             return
@@ -496,7 +499,7 @@ if st is not None:
         try:
             stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True)
             try:
-                list(stream.iter_samples(DataStats()))
+                list(stream.iter_groups())
             finally:
                 stream.close()
         except DataError as error:
