@@ -23,8 +23,13 @@ from assertdistill.paths import DEMO
 
 THESIS_STUDENT = "Salesforce/codet5-small"  # the thesis's default models (off the demo)
 THESIS_TEACHER = "Salesforce/codet5-base"
-BEST_MODEL_METRICS = [f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
-                      for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
+# The thesis's choices (its numbers: student vs teacher against the str() of a list-valued teacher
+# prediction), then this suite's: student vs teacher with the teacher's lines joined, and strict matches.
+BEST_MODEL_METRICS = ([f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
+                       for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
+                      + [f"avg_{metric}_s_vs_t_corrected" for metric in ("precision", "recall", "f1", "accuracy",
+                                                                            "similarity_avg")]
+                      + ["avg_strict_exact_match_s_vs_gt", "avg_strict_exact_match_s_vs_t"])
 
 
 def demo_defaults() -> dict:
@@ -135,7 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluation.add_argument("--save_best_model", action="store_true",
                             help="save the best epoch's student to output_dir/best_student_model")
     evaluation.add_argument("--best_model_metric", default="avg_f1_s_vs_gt_script1", choices=BEST_MODEL_METRICS,
-                            help="metric that picks the best model (lower is better for avg_loss)")
+                            help="metric that picks the best model (lower is better for avg_loss); the *_script1 "
+                                 "choices are the thesis's numbers, *_s_vs_t_corrected compare with the "
+                                 "teacher's lines joined, strict_exact_match needs an exact item match")
 
     args = parser.parse_args(argv)
     if args.distillation_data_path is None:  # the embedded demo: its values for every flag not given

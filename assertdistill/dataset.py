@@ -42,7 +42,8 @@ class Sample:
     labels: list[int]
     teacher: QuantizedLogits | None
     ground_truth_text: str
-    teacher_text: str | None
+    teacher_text: str
+    teacher_text_script1: str
     line_number: int
 
 
@@ -169,6 +170,7 @@ def collate(samples: list[Sample], pad_token_id: int) -> dict:
         "input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
         "ground_truth_texts": [sample.ground_truth_text for sample in samples],
         "teacher_texts": [sample.teacher_text for sample in samples],
+        "teacher_texts_script1": [sample.teacher_text_script1 for sample in samples],
         "line_numbers": [sample.line_number for sample in samples],
         "teacher_values": None, "teacher_scale": None, "teacher_zero_point": None,
         "teacher_position_mask": teacher_position_mask,
@@ -259,7 +261,8 @@ class DistillationStream(IterableDataset):
             if teacher.rows > 1:  # a batch dimension > 1: the thesis's loader kept its first row, so do we
                 stats.notes["teacher_batch_rows_first_kept"] += 1
         input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
-        return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text, line_number)
+        return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
+                      record.teacher_text_script1, line_number)
 
     def _owned_lines(self) -> Iterator[tuple[int, int, bytes]]:
         """(group, line number, raw line) of this shard's records, in file order; other lines are never joined."""
@@ -300,8 +303,6 @@ class DistillationStream(IterableDataset):
                                     f"{error} (--strict_data)") from None
                 stats.skipped[error.reason] += 1
                 continue
-            if sample.teacher_text is None:
-                stats.notes["no_teacher_prediction"] += 1
             if sample.teacher is not None and sample.teacher.values.shape[0] < len(sample.labels):
                 stats.notes["teacher_shorter_than_target"] += 1
             stats.used += 1

@@ -13,6 +13,8 @@ from .codec import HexBytes
 FOCAL_PREFIX = "FOCAL CODE:\n"
 TEST_PREFIX = "TEST METHOD:\n"
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
+GROUND_TRUTH_FIELDS = ("original_target", "assertions")  # first non-null wins, as in the thesis's loader
+TEACHER_TEXT_FIELDS = ("model_prediction", "predicted_assertions")
 LARGE_STRING_BYTES = 1 << 16  # JSON strings this long (the hex logits) are sliced out, not scanned
 _PLACEHOLDER = "\x00large string {}\x00"  # decoded form; written as \u0000 escapes, never in real data
 
@@ -32,7 +34,8 @@ class Record:
     focal_code: str
     test_method: str
     ground_truth_text: str
-    teacher_text: str | None
+    teacher_text: str  # the teacher's lines joined with newlines (corrected metrics, strict match, t_vs_gt)
+    teacher_text_script1: str  # str() of the teacher's field, as the thesis's loader made it (*_s_vs_t_script1)
     compressed_logits: dict | None
 
 
@@ -65,21 +68,50 @@ class DataStats:
         return text
 
 
-def _text_or_lines(value: Any, field_name: str) -> str:
-    """A string as is, a list of strings joined with newlines; anything else is a type error."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return "\n".join(value)
-    raise RecordError("wrong_field_type", f"'{field_name}' must be a string or a list of strings, "
-                                          f"got {type(value).__name__}")
-
-
 def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
     for name in names:
         if entry.get(name) is not None:
             return name, entry[name]
     return None
+
+
+def ground_truth_of(entry: dict) -> str:
+    """The ground truth as the thesis's loader builds it; RecordError where that loader gives up.
+
+    original_target: a list joined with newlines (items must be strings), anything else str();
+    else assertions: str() of each item joined with newlines (a string is iterated by character).
+    A None value falls through to the next field.
+    """
+    if not any(name in entry for name in GROUND_TRUTH_FIELDS):
+        raise RecordError("missing_ground_truth", "no 'original_target' or 'assertions'")
+    target = entry.get("original_target")
+    if target is not None:
+        if not isinstance(target, list):
+            return str(target)
+        if not all(isinstance(item, str) for item in target):
+            raise RecordError("wrong_field_type", "'original_target' is a list with non-string items")
+        return "\n".join(target)
+    assertions = entry.get("assertions")
+    if assertions is None:
+        raise RecordError("missing_ground_truth", "'original_target' and 'assertions' are null")
+    if not isinstance(assertions, (list, dict, str)):
+        raise RecordError("wrong_field_type", f"'assertions' must be a list, got {type(assertions).__name__}")
+    return "\n".join(str(item) for item in assertions)
+
+
+def teacher_texts_of(entry: dict) -> tuple[str, str]:
+    """(lines joined with newlines, str() as the thesis's loader) of model_prediction, else predicted_assertions.
+
+    A None value falls through to the next field; a list's non-string items are joined as their str().
+    """
+    if not any(name in entry for name in TEACHER_TEXT_FIELDS):
+        raise RecordError("missing_teacher_prediction", "no 'model_prediction' or 'predicted_assertions'")
+    teacher = _first_present(entry, TEACHER_TEXT_FIELDS)
+    if teacher is None:
+        raise RecordError("missing_teacher_prediction", "'model_prediction' and 'predicted_assertions' are null")
+    value = teacher[1]
+    joined = "\n".join(str(item) for item in value) if isinstance(value, list) else str(value)
+    return joined, str(value)
 
 
 def _large_string_spans(line: bytes) -> list[tuple[int, int]] | None:
@@ -199,25 +231,20 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
         raise RecordError("wrong_field_type", f"'test_method_masked' must be a string, "
                                               f"got {type(test_method).__name__}")
 
-    target = _first_present(entry, ("original_target", "assertions"))
-    if target is None:
-        raise RecordError("missing_ground_truth", "no 'original_target' or 'assertions'")
-    ground_truth_text = _text_or_lines(target[1], target[0])
+    ground_truth = ground_truth_of(entry)
+    teacher_text, teacher_text_script1 = teacher_texts_of(entry)
 
-    teacher = _first_present(entry, ("model_prediction", "predicted_assertions"))
-    teacher_text = _text_or_lines(teacher[1], teacher[0]) if teacher else None
-
-    compressed_logits = entry.get("compressed_logits")
-    if need_logits and compressed_logits is None:
+    compressed_logits = entry.get("compressed_logits")  # required even at alpha 0, as by the thesis
+    if compressed_logits is None:
         raise RecordError("missing_compressed_logits", "no 'compressed_logits'")
-    if compressed_logits is not None and not isinstance(compressed_logits, dict):
+    if not isinstance(compressed_logits, dict):
         raise RecordError("wrong_field_type", f"'compressed_logits' must be an object, "
                                               f"got {type(compressed_logits).__name__}")
 
     focal_names = (focal_field,) + tuple(name for name in FOCAL_FALLBACK_FIELDS if name != focal_field)
     focal = _first_present(entry, focal_names)
     focal_code = focal[1] if focal and isinstance(focal[1], str) else ""
-    return Record(focal_code, test_method, ground_truth_text, teacher_text,
+    return Record(focal_code, test_method, ground_truth, teacher_text, teacher_text_script1,
                   compressed_logits if need_logits else None)
 
 

@@ -18,7 +18,8 @@ from assertdistill.storage_report import kl_per_position
 from util import make_record, records_as_lines, tiny_tokenizer, write_archive
 
 BROKEN = "{broken"
-NO_LOGITS = json.dumps({"test_method_masked": "x", "original_target": "assertTrue(x);"})
+NO_LOGITS = json.dumps({"test_method_masked": "x", "original_target": "assertTrue(x);",
+                        "model_prediction": "assertTrue(x);"})
 
 
 def vocab():

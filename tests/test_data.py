@@ -102,12 +102,13 @@ def test_strict_data_names_file_and_line(tmp_path):
         drain(stream_for(flags, strict=True))
 
 
-def test_missing_logits_only_matter_when_alpha_needs_them(tmp_path):
-    records = [make_record(i, vocab(), with_logits=False) for i in range(2)]
+def test_records_without_logits_are_skipped_even_at_alpha_0(tmp_path):
+    records = [make_record(i, vocab(), with_logits=False) for i in range(2)] + [make_record(2, vocab())]
     flags = write_archive(str(tmp_path / "d.zip"), records_as_lines(records), [])
-    assert drain(stream_for(flags))[1].skipped == {"missing_compressed_logits": 2}
-    batches, stats = drain(stream_for(flags, need_logits=False))
-    assert stats.used == 2 and batches[0]["teacher_values"] is None
+    for need_logits in (True, False):  # the thesis's validity rule asks for them whatever alpha is
+        batches, stats = drain(stream_for(flags, need_logits=need_logits))
+        assert stats.used == 1 and stats.skipped == {"missing_compressed_logits": 2}
+    assert batches[0]["teacher_values"] is None  # without need_logits they are not decoded
 
 
 def test_count_without_header_skips_empty_lines(tmp_path):
