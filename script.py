@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="records held in a shuffle buffer during training; 0 = file order, as the thesis")
     data.add_argument("--strict_data", action="store_true",
                       help="stop at the first bad record (naming file and line) instead of skipping and counting")
+    data.add_argument("--allow_records_without_teacher", action="store_true",
+                      help="this suite only, for plain fine-tuning at --alpha 0 on archives without teacher output "
+                           "(make_teacher_logits.py --package_only): keep records that lack teacher text or logits "
+                           "instead of skipping them as the thesis does; their teacher text counts as empty, so the "
+                           "vs-teacher metrics mean nothing then")
     data.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                       help="longest record line read (bytes; real records are at most ~131 MB); a longer line "
                            "is skipped unread and counted as too_large (a ZIP bomb cannot fill the memory)")

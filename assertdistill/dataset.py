@@ -204,8 +204,10 @@ class DistillationStream(IterableDataset):
 
     def __init__(self, spec: ArchiveSpec, encoder: InputEncoder, batch_size: int, need_logits: bool,
                  focal_field: str = "focal_file", shuffle_buffer_size: int = 0, seed: int = 42,
-                 strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None):
+                 strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None,
+                 require_teacher: bool = True):
         super().__init__()
+        self.require_teacher = require_teacher
         self.spec = spec
         self.encoder = encoder
         self.batch_size = batch_size
@@ -248,7 +250,8 @@ class DistillationStream(IterableDataset):
         return self.rank * workers + worker_id, self.world_size * workers
 
     def _encode(self, line_number: int, line: bytes, stats: DataStats) -> Sample:
-        record = parse_record(line, self.focal_field, self.need_logits, lazy_hex=True)
+        record = parse_record(line, self.focal_field, self.need_logits, lazy_hex=True,
+                              require_teacher=self.require_teacher)
         labels = self.encoder.encode_target(record.ground_truth_text)
         pad_id = self.encoder.tokenizer.pad_token_id
         labels = [IGNORE_INDEX if token == pad_id else token for token in labels]

@@ -208,8 +208,14 @@ def _reject_lone_surrogates(entry) -> None:
                 pending.append(value)
 
 
-def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False) -> Record:
-    """Decode one JSONL line into a Record, or raise RecordError with a reason (lazy_hex: see loads_record_line)."""
+def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False,
+                 require_teacher: bool = True) -> Record:
+    """Decode one JSONL line into a Record, or raise RecordError with a reason (lazy_hex: see loads_record_line).
+
+    require_teacher (the thesis's rule) skips records without teacher text or logits; without it (plain
+    fine-tuning, this suite only) such a record is kept with an empty teacher text, and logits are required
+    only when need_logits.
+    """
     if isinstance(line, OversizeLine):
         raise RecordError("too_large", str(line))
     try:
@@ -232,12 +238,17 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
                                               f"got {type(test_method).__name__}")
 
     ground_truth = ground_truth_of(entry)
-    teacher_text, teacher_text_script1 = teacher_texts_of(entry)
+    try:
+        teacher_text, teacher_text_script1 = teacher_texts_of(entry)
+    except RecordError:
+        if require_teacher:
+            raise
+        teacher_text = teacher_text_script1 = ""
 
     compressed_logits = entry.get("compressed_logits")  # required even at alpha 0, as by the thesis
-    if compressed_logits is None:
+    if compressed_logits is None and (require_teacher or need_logits):
         raise RecordError("missing_compressed_logits", "no 'compressed_logits'")
-    if not isinstance(compressed_logits, dict):
+    if compressed_logits is not None and not isinstance(compressed_logits, dict):
         raise RecordError("wrong_field_type", f"'compressed_logits' must be an object, "
                                               f"got {type(compressed_logits).__name__}")
 

@@ -173,6 +173,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
     need_logits = args.alpha_kl_loss_weight > 0
     stream_options = dict(encoder=encoder, need_logits=need_logits, focal_field=args.focal_content_field_name,
                           seed=args.seed, strict=args.strict_data, rank=context.rank,
+                          require_teacher=not args.allow_records_without_teacher,
                           world_size=context.world_size)
     train_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,

@@ -295,3 +295,20 @@ def test_a_run_whose_every_training_record_is_skipped_stops_with_the_reasons(mod
     assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--alpha": 0.0, "--num_beams": 1})) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "every training record was skipped" in last and "missing_teacher_prediction: 3" in last
+
+
+def test_plain_fine_tuning_keeps_records_without_teacher_output_when_asked(model_dir, tmp_path):
+    """--allow_records_without_teacher (this suite only): package-only archives train at alpha 0."""
+    lines = [json.dumps(adversarial_record(i, {"predicted_assertions": MISSING, "compressed_logits": MISSING}))
+             for i in range(3)]
+    flags = write_archive(str(tmp_path / "d.zip"), lines, lines)
+    options = {"--alpha": 0.0, "--num_beams": 1, "--allow_records_without_teacher": True}
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **options)) == 0
+    with open(tmp_path / "out" / "distillation_summary.json", encoding="utf-8") as stream:
+        summary = json.load(stream)
+    assert summary["data_counts"]["training"]["records_used"] == 3
+    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 3
+    # with alpha > 0 the logits are still needed: every record is skipped and the run stops
+    options["--alpha"] = 0.5
+    options["--output_dir"] = str(tmp_path / "out2")
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **options)) == 2
