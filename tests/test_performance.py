@@ -185,7 +185,8 @@ def test_bench_archive_is_a_valid_nested_zip(tmp_path):
 def in_process_worker(task, archive, tokenizer, **options):
     argv = [task] + (["--archive", archive, "--tokenizer", tokenizer] if archive else [])
     for name, value in options.items():
-        argv += [f"--{name}", str(value)]
+        argv += [f"--{name}"] + ([str(item) for item in value] if isinstance(value, list) else
+                                 [str(value)] if value != "" else [])
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         assert worker.main(argv) == 0
@@ -195,18 +196,25 @@ def in_process_worker(task, archive, tokenizer, **options):
 def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch, capsys):
     """bench.py's whole flow on a very small plan, workers in this process (the real run uses subprocesses)."""
     monkeypatch.setattr(runner, "run_worker", in_process_worker)
-    monkeypatch.setattr(worker, "matmul_flops", lambda: 1e9)
+    monkeypatch.setattr(worker, "matmul_flops", lambda **_: 1e9)
     monkeypatch.setitem(runner.PLANS, "tiny-only", runner.Plan(
-        ["tiny"], records=4, batch_size=2, steps=1, new_tokens=2, blocks=1, vocab_size=2048, positions=64,
-        max_source=64))
+        ["tiny"], records=4, batch_size=2, steps=1, val_records=3, eval_batch_size=2, blocks=1, vocab_size=2048,
+        positions=64, max_source=64))
     import bench
 
     assert bench.main(["--tiny-only", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("speedup_vs_thesis=") and float(lines[-1].split("=")[1]) > 0
+    names = [line.split("=")[0] for line in lines[-4:]]
+    assert names == ["eval_speedup", "end_to_end_speedup", "mfu", "speedup_vs_thesis"]
+    assert all(float(line.split("=")[1]) > 0 for line in lines[-4:])
     assert any("MFU" in line for line in lines) and any(": OK" in line for line in lines)
+    assert sum("same generated text for 3/3 records (OK)" in line for line in lines) == 2  # beam 4 and beam 1
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["check_tiny"]["max_relative_difference"] <= runner.LOSS_TOLERANCE
+    for beams in ("4", "1"):
+        thesis, suite = (results[f"eval_tiny_{name}"][beams] for name in ("thesis", "suite"))
+        assert thesis["records"] == suite["records"] == 3
+        assert np.allclose(thesis["losses"], suite["losses"], rtol=1e-4)
     assert not [name for name in os.listdir(tmp_path) if name.startswith("assertdistill_bench_")]  # cleaned up
 
 
