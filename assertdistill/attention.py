@@ -10,7 +10,9 @@ drawn from torch's global generator, so runs stay reproducible under torch.manua
 
 Registered with transformers as the attention implementation ATTENTION_NAME; see set_attention(). On
 CPU it is also faster than eager and SDPA (docs/PERFORMANCE.md: one extra matmul per chunk in backward,
-but no (B, H, Q, K) tensors to fault in and write out).
+but no (B, H, Q, K) tensors to fault in and write out). Without a gradient to keep (evaluation,
+generation) nothing needs recomputing, and SDPA's fused CPU kernel is about 3x faster than these
+chunks: calls without gradient or dropout go to SDPA, still in query chunks, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -133,6 +135,28 @@ class ChunkedAttention(torch.autograd.Function):
         return unflatten(grad_query), unflatten(grad_key), unflatten(grad_value), grad_bias, None, None, None, None
 
 
+def inference_attention(query, key, value, bias, mask, scaling: float) -> torch.Tensor:
+    """softmax(q k^T * scaling + bias, masked) @ v without autograd: SDPA on query chunks, (B, H, Q, Dv).
+
+    Shapes as ChunkedAttention.forward; each chunk's (B, H, c, K) additive mask is built only for the chunk.
+    """
+    batch, heads, queries, _ = query.shape
+    rows = _chunk_rows(batch * heads, key.size(-2))
+    output = query.new_empty(batch, heads, queries, value.size(-1))  # (B, H, Q, Dv)
+    lowest = torch.finfo(query.dtype).min
+    for start, stop in _chunks(queries, rows):
+        chunk_bias, chunk_mask = _rows(bias, start, stop), _rows(mask, start, stop)
+        if chunk_bias is None:
+            attn_mask = chunk_mask  # boolean or None
+        elif chunk_mask is None:
+            attn_mask = chunk_bias.to(query.dtype)
+        else:
+            attn_mask = torch.where(chunk_mask, chunk_bias.to(query.dtype), lowest)  # (B, H, c, K)
+        output[:, :, start:stop] = torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:stop], key, value, attn_mask=attn_mask, scale=scaling)
+    return output
+
+
 def chunked_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                               scaling: float | None = None, position_bias=None, **kwargs):
     """transformers attention interface: returns ((B, Q, H, Dv) output, None)."""
@@ -140,7 +164,8 @@ def chunked_attention_forward(module, query, key, value, attention_mask, dropout
         scaling = query.size(-1) ** -0.5
     if not module.training:
         dropout = 0.0
-    if query.size(-2) <= SDPA_MAX_QUERIES and not (torch.is_grad_enabled() and query.requires_grad):
+    inference = not (torch.is_grad_enabled() and query.requires_grad)
+    if query.size(-2) <= SDPA_MAX_QUERIES and inference:
         # Generation steps: a few queries, nothing to save for backward; SDPA's kernels win there.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -149,6 +174,9 @@ def chunked_attention_forward(module, query, key, value, attention_mask, dropout
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         position_bias = attention_mask if position_bias is None else position_bias + attention_mask
         attention_mask = None
+    if inference and dropout == 0:
+        output = inference_attention(query, key, value, position_bias, attention_mask, float(scaling))
+        return output.transpose(1, 2).contiguous(), None
     seed = draw_seed() if dropout > 0 else 0
     output = ChunkedAttention.apply(query, key, value, position_bias, attention_mask, float(scaling),
                                     float(dropout), seed)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
-from assertdistill import generation
+from assertdistill import attention, generation
 from assertdistill.loss import DistillationLoss
 from assertdistill.models import configure_training_kernels
 from assertdistill.training import batch_losses
@@ -99,8 +99,9 @@ def test_models_without_t5_cross_attention_use_plain_generate():
             assert torch.equal(generation.generate(model, input_ids, attention_mask, 4, MAX_LENGTH), expected)
 
 
-def eval_batch(model, batch_size: int = 3, target_length: int = 7, vocab: int = 40):
+def eval_batch(model, batch_size: int = 3, target_length: int = 7):
     """A collated batch with labels and 8-bit teacher codes at every label position."""
+    vocab = model.config.vocab_size
     input_ids, attention_mask = mixed_batches(model.config.vocab_size, model.config.pad_token_id,
                                               sizes=(batch_size,))[0]
     labels = torch.randint(4, model.config.vocab_size, (batch_size, target_length))
@@ -143,3 +144,33 @@ def test_cuda_generate_gives_model_generates_ids(precision):
                 expected = plain_generate(model, input_ids, attention_mask, num_beams)
                 fast = generation.generate(model, input_ids, attention_mask, num_beams, MAX_LENGTH)
             assert torch.equal(fast, expected)
+
+
+@pytest.mark.parametrize("bias_shape", [None, (1, 2, 40, 9), (2, 2, 40, 9), (1, 2, 1, 9)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_inference_attention_matches_the_chunked_forward(monkeypatch, bias_shape, with_mask):
+    monkeypatch.setattr(attention, "CHUNK_BYTES", 1)  # chunks of 16 query rows: 3 chunks
+    generator = torch.Generator().manual_seed(2)
+    query, key, value = (torch.randn(2, 2, rows, 5, generator=generator) for rows in (40, 9, 9))
+    bias = torch.randn(*bias_shape, generator=generator) if bias_shape else None
+    mask = torch.rand(2, 1, 40, 9, generator=generator) > 0.3 if with_mask else None
+    if mask is not None:
+        mask[..., 0] = True  # every query row attends to something
+    expected = attention.ChunkedAttention.apply(query, key, value, bias, mask, 0.7, 0.0, 0)
+    torch.testing.assert_close(attention.inference_attention(query, key, value, bias, mask, 0.7), expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_models_without_gradient_use_inference_attention_and_match_eager(monkeypatch):
+    calls, real = [], attention.inference_attention
+    monkeypatch.setattr(attention, "inference_attention", lambda *args: calls.append(args[0].shape) or real(*args))
+    batch = eval_batch(tiny_t5())
+    losses = {}
+    for implementation in ("eager", "auto"):
+        model = tiny_t5(num_layers=2, num_decoder_layers=2).eval()
+        configure_training_kernels(model, implementation, torch.device("cpu"))
+        with torch.no_grad():
+            losses[implementation] = batch_losses(model, batch, DistillationLoss(2.0, 0.5))
+    assert calls  # the encoder's and the teacher-forced decoder's attention, without autograd
+    for got, want in zip(losses["auto"], losses["eager"]):
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
