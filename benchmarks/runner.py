@@ -34,7 +34,7 @@ class Plan:
     max_source: int = 1024  # source token budget
     compile_shapes: tuple[str, ...] = ()  # shapes also trained with script.py --compile (torch.compile)
     device: str = "cpu"  # cpu or cuda: where models train and generate (the data path is always CPU)
-    precision: str = "fp32"  # the suite's autocast on CUDA (fp32 or bf16); the thesis runs fp32
+    precision: str = "fp32"  # bf16: on CUDA the suite is also measured under bf16 autocast (the thesis runs fp32)
 
     def __post_init__(self):
         assert self.records >= (self.steps + 1) * self.batch_size, "too few records for the training steps"
@@ -88,9 +88,8 @@ def measure(plan: Plan, workdir: str, log=print) -> dict:
     device = dict(device=plan.device)
     peaks = run_worker("matmul", None, None, **device)
     results["matmul_flops_per_s"] = peaks["matmul_flops_per_s"]
-    results["peak_flops_per_s"] = peaks["matmul_flops_per_s"]  # what MFU divides by: the suite's matmul dtype
-    if plan.precision == "bf16" and "matmul_bf16_flops_per_s" in peaks:
-        results["peak_flops_per_s"] = peaks["matmul_bf16_flops_per_s"]
+    results["peak_flops_per_s"] = peaks["matmul_flops_per_s"]  # what MFU divides by
+    results["peak_bf16_flops_per_s"] = peaks.get("matmul_bf16_flops_per_s")  # MFU of the bf16 runs
     log(f"matmul: {results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s")
     if plan.device == "cpu":  # the data path and the codec run on the CPU whatever the device
         results["decode"] = run_worker("decode", archive_path, tokenizer_dir, **sizes)
@@ -101,17 +100,20 @@ def measure(plan: Plan, workdir: str, log=print) -> dict:
     for shape in plan.shapes:
         results[f"check_{shape}"] = run_worker("check", archive_path, tokenizer_dir, shape=shape,
                                                batch_size=min(plan.batch_size, 2), **device, **sizes)
-        for pipeline in ("thesis", "suite"):
-            precision = dict(precision=plan.precision if pipeline == "suite" else "fp32")
-            key = f"train_{shape}_{pipeline}"
+        runs = [("thesis", "fp32", ""), ("suite", "fp32", "")]
+        if plan.precision == "bf16":
+            runs.append(("suite", "bf16", "_bf16"))
+        for pipeline, precision, suffix in runs:
+            key = f"train_{shape}_{pipeline}{suffix}"
             results[key] = run_worker("train", archive_path, tokenizer_dir, pipeline=pipeline, shape=shape,
-                                      batch_size=plan.batch_size, steps=plan.steps, **device, **precision, **sizes)
-            log(f"train {shape} {pipeline}: {results[key]['samples_per_s']:.3f} samples/s")
-            key = f"eval_{shape}_{pipeline}"
+                                      batch_size=plan.batch_size, steps=plan.steps, precision=precision,
+                                      **device, **sizes)
+            log(f"train {shape} {pipeline}{suffix}: {results[key]['samples_per_s']:.3f} samples/s")
+            key = f"eval_{shape}_{pipeline}{suffix}"
             results[key] = run_worker("eval", archive_path, tokenizer_dir, pipeline=pipeline, shape=shape,
-                                      batch_size=plan.eval_batch_size, beams=list(plan.beams),
-                                      **device, **precision, **sizes)
-            log(f"eval {shape} {pipeline}: " + ", ".join(
+                                      batch_size=plan.eval_batch_size, beams=list(plan.beams), precision=precision,
+                                      **device, **sizes)
+            log(f"eval {shape} {pipeline}{suffix}: " + ", ".join(
                 f"beam {beams} {result['records'] / result['seconds']:.3f} records/s"
                 for beams, result in results[key].items()))
         if shape in plan.compile_shapes:
@@ -131,9 +133,9 @@ def _rate(result: dict) -> float:
     return result["records"] / result["seconds"]
 
 
-def _same_texts(results: dict, shape: str, beams: str) -> tuple[int, int]:
+def _same_texts(results: dict, shape: str, beams: str, suite: str = "suite") -> tuple[int, int]:
     """(records whose generated text is the same in both pipelines, records) at a beam width."""
-    thesis, suite = (results[f"eval_{shape}_{name}"][beams]["texts"] for name in ("thesis", "suite"))
+    thesis, suite = (results[f"eval_{shape}_{name}"][beams]["texts"] for name in ("thesis", suite))
     return sum(a == b for a, b in zip(thesis, suite)), len(thesis)
 
 
@@ -142,16 +144,16 @@ def format_table(results: dict) -> str:
     plan, info = results["plan"], results["machine"]
     peak = results["peak_flops_per_s"]
     on_gpu = plan["device"] != "cpu"
-    kind = "bf16" if plan["precision"] == "bf16" else "float32"
     lines = [f"machine: {info['cpu']} ({info['cpu_capability']}), {info['cores']} cores, torch {info['torch']} "
              f"({info['torch_threads']} threads)" + (f"; GPU {info.get('gpu')}" if on_gpu else "")
-             + f"; one 4096^3 {kind} matmul on {plan['device']}: {peak / 1e9:.1f} GFLOP/s",
+             + f"; one 4096^3 float32 matmul on {plan['device']}: {peak / 1e9:.1f} GFLOP/s"
+             + (f" (bf16: {results['peak_bf16_flops_per_s'] / 1e9:.1f})" if results.get("peak_bf16_flops_per_s") else ""),
              f"data: {plan['records']} training + {plan['val_records']} validation records, T={plan['positions']} x "
              f"V={plan['vocab_size']} 8-bit teacher blocks, {plan['max_source']}-token sources, 20-80-token "
              f"training and 20-60-token validation targets; {results['archive']['jsonl_bytes'] / 1e6:.0f} MB "
              f"training JSONL in a {results['archive']['compressed_bytes'] / 1e6:.0f} MB deflated inner ZIP; "
              f"batch {plan['batch_size']}, eval batch {plan['eval_batch_size']}"
-             + (f"; the suite with {plan['precision']} autocast" if on_gpu else ""),
+             + ("; the suite also under bf16 autocast" if plan["precision"] == "bf16" else ""),
              "", f"{'':50}{'thesis':>12}{'suite':>12}{'suite/thesis':>14}"]
 
     def row(name: str, thesis: float | None, suite: float | None, digits: int = 2, ratio: bool = True) -> None:
@@ -205,6 +207,7 @@ def format_table(results: dict) -> str:
                          f"({'OK' if same == total else 'MISMATCH'}); {suite['generated_tokens'] / total:.0f} tokens "
                          f"per record; eval loss thesis {thesis['losses'][0]:.6f}, suite {suite['losses'][0]:.6f} "
                          f"(max relative difference {max(differences):.1e})")
+        lines += _bf16_lines(results, shape)
     if "decode" in results:
         decode = results["decode"]
         lz4_speed = decode["block_bytes"] / decode["lz4_frame_decompress_s"]
@@ -223,6 +226,25 @@ def format_table(results: dict) -> str:
               f"thesis {figures['end_to_end_seconds']['thesis']:.0f} s, suite {figures['end_to_end_seconds']['suite']:.0f} s",
               f"model FLOPs: {results['flop_formula']}"]
     return "\n".join(lines)
+
+
+def _bf16_lines(results: dict, shape: str) -> list[str]:
+    """The suite under bf16 autocast (CUDA, --bf16), against the float32 thesis."""
+    train, evaluation = results.get(f"train_{shape}_suite_bf16"), results.get(f"eval_{shape}_suite_bf16")
+    if not train:
+        return []
+    thesis_train, thesis_eval = results[f"train_{shape}_thesis"], results[f"eval_{shape}_thesis"]
+    lines = [f"  suite with bf16 autocast: training {train['samples_per_s']:.3f} samples/s "
+             f"({_ratio(train['samples_per_s'], thesis_train['samples_per_s'])} the thesis), "
+             f"MFU {train['model_flops_per_s'] / results['peak_bf16_flops_per_s']:.1%} of the bf16 matmul peak, "
+             f"peak GPU memory {train['peak_device_mb']:.0f} MB"]
+    for beams, result in evaluation.items():
+        same, total = _same_texts(results, shape, beams, "suite_bf16")
+        lines.append(f"  suite with bf16 autocast, beam {beams}: {_rate(result):.3f} eval records/s "
+                     f"({_ratio(_rate(result), _rate(thesis_eval[beams]))} the thesis), peak GPU memory "
+                     f"{result['peak_device_mb']:.0f} MB, same text as the float32 thesis for {same}/{total} "
+                     f"records (bf16 rounding may change a few)")
+    return lines
 
 
 def figures(results: dict) -> dict:
@@ -259,8 +281,8 @@ def run(mode: str, workdir: str | None = None, json_path: str | None = None, log
     if compile_model and not plan.compile_shapes:
         changes["compile_shapes"] = (plan.shapes[-1],)
     if device != "cpu":
-        changes.update(device=device, precision=precision, compile_shapes=(),
-                       shapes=plan.shapes if mode == "tiny-only" else GPU_SHAPES)
+        changes.update(device=device, compile_shapes=(), shapes=plan.shapes if mode == "tiny-only" else GPU_SHAPES)
+    changes["precision"] = precision
     plan = Plan(**{**vars(plan), **changes})
     with tempfile.TemporaryDirectory(prefix="assertdistill_bench_", dir=workdir) as scratch:
         results = measure(plan, scratch, log=log)
