@@ -157,6 +157,27 @@ def inference_attention(query, key, value, bias, mask, scaling: float) -> torch.
     return output
 
 
+def beam_folded_attention(query, key, value, mask, bias, scaling: float) -> torch.Tensor:
+    """One decoding step's cross-attention with the beams folded into the query rows: (B * beams, 1, H, Dv).
+
+    query (B * beams, H, 1, D), a record's beams consecutive (as generate orders them); key, value
+    (B, H, S, D), stored once per record (generation.prefilled_cache); mask and bias broadcast against
+    (B * beams, H, 1, S). SDPA then reads each record's keys and values once for all its beams.
+    """
+    records, heads, _, head_dim = key.shape
+    beams = query.size(0) // records
+    assert query.size(0) == records * beams and query.size(2) == 1, "expected one decoding step of whole beams"
+    folded = query.view(records, beams, heads, head_dim).transpose(1, 2)  # (B, H, beams, D)
+    per_record = [None if t is None else t[::beams] if t.size(0) > 1 else t for t in (mask, bias)]
+    mask, bias = per_record  # (B or 1, 1 or H, 1, S)
+    if bias is not None:
+        bias = bias.to(query.dtype)
+        mask = bias if mask is None else torch.where(mask, bias, torch.finfo(query.dtype).min) \
+            if mask.dtype == torch.bool else bias + mask
+    output = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
+    return output.transpose(1, 2).reshape(records * beams, 1, heads, -1)  # (B, H, beams, Dv) -> (B * beams, 1, H, Dv)
+
+
 def chunked_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                               scaling: float | None = None, position_bias=None, **kwargs):
     """transformers attention interface: returns ((B, Q, H, Dv) output, None)."""
@@ -165,6 +186,8 @@ def chunked_attention_forward(module, query, key, value, attention_mask, dropout
     if not module.training:
         dropout = 0.0
     inference = not (torch.is_grad_enabled() and query.requires_grad)
+    if key.size(0) != query.size(0):  # cross-attention keys and values stored once per record, not per beam
+        return beam_folded_attention(query, key, value, attention_mask, position_bias, scaling), None
     if query.size(-2) <= SDPA_MAX_QUERIES and inference:
         # Generation steps: a few queries, nothing to save for backward; SDPA's kernels win there.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward

@@ -21,6 +21,8 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
+from .attention import ATTENTION_NAME
+
 
 class BeamInvariantCrossCache(EncoderDecoderCache):
     """An encoder-decoder cache whose cross-attention entries are the same for every beam of a record.
@@ -47,22 +49,29 @@ def cross_attention_modules(model) -> list | None:
     return modules
 
 
+def folds_beams(model) -> bool:
+    """True when the model's attention (the suite's chunked one) reads per-record cross-attention keys for all beams."""
+    return getattr(model.config, "_attn_implementation", None) == ATTENTION_NAME
+
+
 def prefilled_cache(model, encoder_states: torch.Tensor, num_beams: int) -> BeamInvariantCrossCache | None:
     """A cache holding every decoder layer's cross-attention keys and values, projected once per record.
 
-    encoder_states (B, S, d_model); the cached keys and values are (B * num_beams, H, S, d_kv), each
-    record's rows repeated for its beams as generate orders them. None when the model is not T5-like.
+    encoder_states (B, S, d_model); the cached keys and values are (B, H, S, d_kv) when the model's
+    attention folds beams (folds_beams), else (B * num_beams, H, S, d_kv), each record's rows repeated
+    for its beams as generate orders them. None when the model is not T5-like.
     """
     modules = cross_attention_modules(model)
     if modules is None:
         return None
+    repeat = num_beams > 1 and not folds_beams(model)
     batch, length = encoder_states.shape[:2]
     self_attention, cross_attention = DynamicCache(config=model.config), DynamicCache(config=model.config)
     for layer_index, attention in enumerate(modules):
         shape = (batch, length, -1, attention.key_value_proj_dim)
         keys = attention.k(encoder_states).view(shape).transpose(1, 2)  # (B, H, S, d_kv)
         values = attention.v(encoder_states).view(shape).transpose(1, 2)  # (B, H, S, d_kv)
-        if num_beams > 1:
+        if repeat:
             keys, values = keys.repeat_interleave(num_beams, 0), values.repeat_interleave(num_beams, 0)
         cross_attention.update(keys, values, layer_index)
     cache = BeamInvariantCrossCache(self_attention, cross_attention)
