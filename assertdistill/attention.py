@@ -10,7 +10,9 @@ drawn from torch's global generator, so runs stay reproducible under torch.manua
 
 Registered with transformers as the attention implementation ATTENTION_NAME; see set_attention(). On
 CPU it is also faster than eager and SDPA (docs/PERFORMANCE.md: one extra matmul per chunk in backward,
-but no (B, H, Q, K) tensors to fault in and write out).
+but no (B, H, Q, K) tensors to fault in and write out). Without a gradient to keep (evaluation,
+generation) nothing needs recomputing, and SDPA's fused CPU kernel is about 3x faster than these
+chunks: calls without gradient or dropout go to SDPA, still in query chunks, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -133,6 +135,49 @@ class ChunkedAttention(torch.autograd.Function):
         return unflatten(grad_query), unflatten(grad_key), unflatten(grad_value), grad_bias, None, None, None, None
 
 
+def inference_attention(query, key, value, bias, mask, scaling: float) -> torch.Tensor:
+    """softmax(q k^T * scaling + bias, masked) @ v without autograd: SDPA on query chunks, (B, H, Q, Dv).
+
+    Shapes as ChunkedAttention.forward; each chunk's (B, H, c, K) additive mask is built only for the chunk.
+    """
+    batch, heads, queries, _ = query.shape
+    rows = _chunk_rows(batch * heads, key.size(-2))
+    output = query.new_empty(batch, heads, queries, value.size(-1))  # (B, H, Q, Dv)
+    lowest = torch.finfo(query.dtype).min
+    for start, stop in _chunks(queries, rows):
+        chunk_bias, chunk_mask = _rows(bias, start, stop), _rows(mask, start, stop)
+        if chunk_bias is None:
+            attn_mask = chunk_mask  # boolean or None
+        elif chunk_mask is None:
+            attn_mask = chunk_bias.to(query.dtype)
+        else:
+            attn_mask = torch.where(chunk_mask, chunk_bias.to(query.dtype), lowest)  # (B, H, c, K)
+        output[:, :, start:stop] = torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:stop], key, value, attn_mask=attn_mask, scale=scaling)
+    return output
+
+
+def beam_folded_attention(query, key, value, mask, bias, scaling: float) -> torch.Tensor:
+    """One decoding step's cross-attention with the beams folded into the query rows: (B * beams, 1, H, Dv).
+
+    query (B * beams, H, 1, D), a record's beams consecutive (as generate orders them); key, value
+    (B, H, S, D), stored once per record (generation.prefilled_cache); mask and bias broadcast against
+    (B * beams, H, 1, S). SDPA then reads each record's keys and values once for all its beams.
+    """
+    records, heads, _, head_dim = key.shape
+    beams = query.size(0) // records
+    assert query.size(0) == records * beams and query.size(2) == 1, "expected one decoding step of whole beams"
+    folded = query.view(records, beams, heads, head_dim).transpose(1, 2)  # (B, H, beams, D)
+    per_record = [None if t is None else t[::beams] if t.size(0) > 1 else t for t in (mask, bias)]
+    mask, bias = per_record  # (B or 1, 1 or H, 1, S)
+    if bias is not None:
+        bias = bias.to(query.dtype)
+        mask = bias if mask is None else torch.where(mask, bias, torch.finfo(query.dtype).min) \
+            if mask.dtype == torch.bool else bias + mask
+    output = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
+    return output.transpose(1, 2).reshape(records * beams, 1, heads, -1)  # (B, H, beams, Dv) -> (B * beams, 1, H, Dv)
+
+
 def chunked_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                               scaling: float | None = None, position_bias=None, **kwargs):
     """transformers attention interface: returns ((B, Q, H, Dv) output, None)."""
@@ -140,7 +185,10 @@ def chunked_attention_forward(module, query, key, value, attention_mask, dropout
         scaling = query.size(-1) ** -0.5
     if not module.training:
         dropout = 0.0
-    if query.size(-2) <= SDPA_MAX_QUERIES and not (torch.is_grad_enabled() and query.requires_grad):
+    inference = not (torch.is_grad_enabled() and query.requires_grad)
+    if key.size(0) != query.size(0):  # cross-attention keys and values stored once per record, not per beam
+        return beam_folded_attention(query, key, value, attention_mask, position_bias, scaling), None
+    if query.size(-2) <= SDPA_MAX_QUERIES and inference:
         # Generation steps: a few queries, nothing to save for backward; SDPA's kernels win there.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -149,6 +197,9 @@ def chunked_attention_forward(module, query, key, value, attention_mask, dropout
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         position_bias = attention_mask if position_bias is None else position_bias + attention_mask
         attention_mask = None
+    if inference and dropout == 0:
+        output = inference_attention(query, key, value, position_bias, attention_mask, float(scaling))
+        return output.transpose(1, 2).contiguous(), None
     seed = draw_seed() if dropout > 0 else 0
     output = ChunkedAttention.apply(query, key, value, position_bias, attention_mask, float(scaling),
                                     float(dropout), seed)

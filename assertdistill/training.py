@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from .checkpoint import set_rng_state
 from .dataset import DistillationStream
+from .generation import evaluate_batch
 from .loss import DistillationLoss
 from .metrics import average_record_metrics, record_metrics
 from .records import DataStats
@@ -61,7 +61,7 @@ def student_logits_for(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     plain_model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     decoder_input_ids = plain_model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])  # (B, L)
     outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    decoder_input_ids=decoder_input_ids, use_cache=False)
+                    decoder_input_ids=decoder_input_ids, encoder_outputs=batch.get("encoder_outputs"), use_cache=False)
     return outputs.logits
 
 
@@ -227,16 +227,9 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
             data.merge(item)
             continue
         batch = move_batch(item, device)
-        total, hard, soft = batch_losses(model, batch, loss_fn, precision)
+        (total, hard, soft), generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
+                                                                          max_target_length, precision)
         batch_size = batch["input_ids"].size(0)
-        started = time.perf_counter()
-        with autocast_context(device, precision):
-            generated_ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                           max_length=max_target_length, num_beams=num_beams,
-                                           early_stopping=num_beams > 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        milliseconds = (time.perf_counter() - started) * 1000 / batch_size
         generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
         rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
                                                    batch["teacher_texts"], batch["teacher_texts_script1"])]

@@ -1,6 +1,7 @@
 """Generate a realistic distillation archive: full-size 8-bit teacher blocks, sources that fill the budget.
 
-Records look like the thesis generator's output (docs/DATA_FORMAT.md): targets of 20-80 tokens, teacher
+Records look like the thesis generator's output (docs/DATA_FORMAT.md): targets of 20-80 tokens (validation
+records: 20-60, the lengths real assertion blocks have, which the eval timing generates), teacher
 blocks padded to T = 512 positions over V = 32100, quantized to 8 bits, LZ4-framed and hex-encoded
 (~33 MB of JSON per record), inside a DEFLATE-compressed inner ZIP inside a stored outer ZIP.
 
@@ -29,6 +30,8 @@ VOCAB_SIZE = 32100  # CodeT5's vocabulary
 PADDED_POSITIONS = 512  # the generator pads every teacher block to max_tgt_length
 DEFLATE_LEVEL = 6  # what the generator's inner ZIPs use
 HEX_MARKER = "@@HEX@@"  # stands in for the hex data while a record is serialized
+TRAIN_TARGET_TOKENS = (20, 80)  # inclusive range of training targets' token counts
+VAL_TARGET_TOKENS = (20, 60)  # validation targets: real assertion blocks' lengths (the eval timing generates them)
 ZIP_LIMIT = 0xFFFFFFFF  # the hand-written inner ZIP has no ZIP64 records
 INNER_ZIP_PATH = "codet5/distillation_data_{split}.jsonl.zip"
 JSONL_NAME = "distillation_data_{split}.jsonl"
@@ -155,8 +158,11 @@ def _record_pieces(record: dict) -> tuple[bytes, bytes]:
 
 
 def make_records(tokenizer, num_records: int, num_blocks: int, seed: int = 0, source_chars: int = 12000,
-                 vocab_size: int = VOCAB_SIZE, positions: int = PADDED_POSITIONS):
-    """Yield (record dict with the hex replaced by HEX_MARKER, block index) and the blocks' hex strings."""
+                 vocab_size: int = VOCAB_SIZE, positions: int = PADDED_POSITIONS, validation_from: int | None = None):
+    """(record dicts with the hex replaced by HEX_MARKER, block index) and the blocks' hex strings.
+
+    Records from index validation_from on get VAL_TARGET_TOKENS targets, the others TRAIN_TARGET_TOKENS.
+    """
     rng = np.random.default_rng(seed)
     blocks = []
     for _ in range(num_blocks):
@@ -164,7 +170,8 @@ def make_records(tokenizer, num_records: int, num_blocks: int, seed: int = 0, so
         blocks.append(compressed)
     records = []
     for index in range(num_records):
-        target_tokens = int(rng.integers(20, min(81, positions)))
+        low, high = VAL_TARGET_TOKENS if validation_from is not None and index >= validation_from else TRAIN_TARGET_TOKENS
+        target_tokens = int(rng.integers(low, min(high + 1, positions)))
         assertions = java_assertions(rng, 12)
         ids = tokenizer("\n".join(assertions), add_special_tokens=False)["input_ids"][: target_tokens - 1]
         target = tokenizer.decode(ids, skip_special_tokens=True)
@@ -188,7 +195,7 @@ def write_bench_archive(path: str, tokenizer, num_records: int, num_blocks: int 
                         positions: int = PADDED_POSITIONS) -> BenchArchive:
     """Write the outer ZIP (stored) with a training and a validation inner ZIP of full-size records."""
     records, hex_blocks = make_records(tokenizer, num_records + num_val_records, num_blocks, seed,
-                                       vocab_size=vocab_size, positions=positions)
+                                       vocab_size=vocab_size, positions=positions, validation_from=num_records)
     hex_pieces = [(hex_data.encode(), None) for hex_data in hex_blocks]
     hex_pieces = [(raw, _deflate_piece(raw)) for raw, _ in hex_pieces]
     splits = {"training": records[:num_records], "validation": records[num_records:]}

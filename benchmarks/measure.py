@@ -11,6 +11,7 @@ import torch
 
 SHAPES = {  # T5 dimensions; vocabulary 32100 for both (CodeT5's)
     "codet5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6),
+    "codet5-base": dict(d_model=768, d_ff=3072, d_kv=64, num_heads=12, num_layers=12, num_decoder_layers=12),
     "tiny": dict(d_model=64, d_ff=256, d_kv=32, num_heads=2, num_layers=1, num_decoder_layers=1),
 }
 FLOP_FORMULA = ("6 x (encoder non-embedding params x source tokens + decoder non-embedding params x target "
@@ -50,18 +51,38 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def matmul_flops(size: int = 4096, repeats: int = 3) -> float:
-    """FLOP/s of one large float32 matmul (size x size x size), best of `repeats`."""
-    left, right = torch.randn(size, size), torch.randn(size, size)
-    left @ right  # warm up
-    best = min(_seconds(lambda: left @ right) for _ in range(repeats))
-    return 2 * size ** 3 / best
+def matmul_flops(size: int = 4096, repeats: int = 3, device: torch.device = torch.device("cpu"),
+                 dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of one large matmul (size x size x size), best of `repeats` (on CUDA: of 10 back-to-back)."""
+    left, right = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    calls = 10 if device.type == "cuda" else 1
+
+    def run() -> None:
+        for _ in range(calls):
+            left @ right
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    run()  # warm up
+    best = min(_seconds(run) for _ in range(repeats))
+    return 2 * size ** 3 * calls / best
 
 
 def _seconds(function) -> float:
     started = time.perf_counter()
     function()
     return time.perf_counter() - started
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak window of the device's allocator (CUDA only; CPU memory is peak RSS)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak memory allocated on a CUDA device since the last reset, in MiB; None on CPU."""
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
 
 
 def parameter_counts(model) -> dict:
@@ -91,12 +112,16 @@ def median(values: list[float]) -> float:
 
 
 def machine() -> dict:
-    """CPU model, cores and torch threads."""
+    """CPU model, cores, torch threads, the math library torch uses, and the GPU when there is one."""
     model_name = "unknown"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             model_name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": model_name, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    info = {"cpu": model_name, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

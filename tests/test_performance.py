@@ -185,7 +185,8 @@ def test_bench_archive_is_a_valid_nested_zip(tmp_path):
 def in_process_worker(task, archive, tokenizer, **options):
     argv = [task] + (["--archive", archive, "--tokenizer", tokenizer] if archive else [])
     for name, value in options.items():
-        argv += [f"--{name}", str(value)]
+        argv += [f"--{name}"] + ([str(item) for item in value] if isinstance(value, list) else
+                                 [str(value)] if value != "" else [])
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         assert worker.main(argv) == 0
@@ -195,18 +196,25 @@ def in_process_worker(task, archive, tokenizer, **options):
 def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch, capsys):
     """bench.py's whole flow on a very small plan, workers in this process (the real run uses subprocesses)."""
     monkeypatch.setattr(runner, "run_worker", in_process_worker)
-    monkeypatch.setattr(worker, "matmul_flops", lambda: 1e9)
+    monkeypatch.setattr(worker, "matmul_flops", lambda **_: 1e9)
     monkeypatch.setitem(runner.PLANS, "tiny-only", runner.Plan(
-        ["tiny"], records=4, batch_size=2, steps=1, new_tokens=2, blocks=1, vocab_size=2048, positions=64,
-        max_source=64))
+        ["tiny"], records=4, batch_size=2, steps=1, val_records=3, eval_batch_size=2, blocks=1, vocab_size=2048,
+        positions=64, max_source=64))
     import bench
 
     assert bench.main(["--tiny-only", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("speedup_vs_thesis=") and float(lines[-1].split("=")[1]) > 0
+    names = [line.split("=")[0] for line in lines[-4:]]
+    assert names == ["eval_speedup", "end_to_end_speedup", "mfu", "speedup_vs_thesis"]
+    assert all(float(line.split("=")[1]) > 0 for line in lines[-4:])
     assert any("MFU" in line for line in lines) and any(": OK" in line for line in lines)
+    assert sum("same generated text for 3/3 records (OK)" in line for line in lines) == 2  # beam 4 and beam 1
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["check_tiny"]["max_relative_difference"] <= runner.LOSS_TOLERANCE
+    for beams in ("4", "1"):
+        thesis, suite = (results[f"eval_tiny_{name}"][beams] for name in ("thesis", "suite"))
+        assert thesis["records"] == suite["records"] == 3
+        assert np.allclose(thesis["losses"], suite["losses"], rtol=1e-4)
     assert not [name for name in os.listdir(tmp_path) if name.startswith("assertdistill_bench_")]  # cleaned up
 
 
@@ -332,3 +340,76 @@ def test_lazy_hex_keeps_the_logits_in_the_line_and_decodes_the_same():
     broken["compressed_logits"]["data_encoded"]["data"] = "zz" + compressed["data_encoded"]["data"][2:]
     with pytest.raises(CodecError, match="not valid hex"):
         decode_quantized(loads_record_line(json.dumps(broken).encode(), lazy_hex=True)["compressed_logits"])
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line_and_succeeds():
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_check.sh")
+    dry_run = subprocess.run(["bash", script, "--dry-run"], capture_output=True, text=True)
+    assert dry_run.returncode == 0 and "bench.py --device cuda" in dry_run.stdout
+    completed = subprocess.run(["bash", script], capture_output=True, text=True,
+                               env=dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHON=sys.executable))
+    assert completed.returncode == 0
+    assert completed.stdout.strip().splitlines() == [
+        "gpu_check: no CUDA device available (torch.cuda.is_available() is False); nothing to check"]
+
+
+def test_bench_refuses_cuda_options_it_cannot_honour(capsys):
+    import bench
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--bf16"])  # bf16 autocast is a GPU setting
+    if not torch.cuda.is_available():
+        assert bench.main(["--device", "cuda", "--tiny-only"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_stop_at_target_length_ends_every_beam_at_its_records_length():
+    from transformers import LogitsProcessorList
+
+    from benchmarks.evaluation import StopAtTargetLength
+
+    model = tiny_t5(tiny_tokenizer()).eval()
+    eos = model.config.eos_token_id
+    input_ids = torch.randint(4, 300, (3, 12))
+    lengths = torch.tensor([5, 9, 3])  # tokens to generate, EOS included
+    for num_beams in (1, 4):
+        with torch.no_grad():
+            ids = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_length=40,
+                                 num_beams=num_beams, early_stopping=True,
+                                 logits_processor=LogitsProcessorList([StopAtTargetLength(lengths, num_beams, eos)]))
+        generated = ids[:, 1:]  # after the decoder start token
+        assert [int((row == eos).nonzero()[0]) + 1 for row in generated] == lengths.tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision):
+    import script
+    from util import save_tiny_model, tiny_run_flags
+
+    vocab = len(tiny_tokenizer())
+    flags = write_archive(str(tmp_path / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(6)]),
+                          records_as_lines([make_record(9 + i, vocab) for i in range(3)]))
+    model_dir = save_tiny_model(str(tmp_path / "model"))
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--precision": precision})) == 0
+    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
+    assert summary["environment"]["device"].startswith("cuda")
+    assert np.isfinite(summary["training_history"][0]["train"]["loss"])
+    assert np.isfinite(summary["training_history"][0]["eval"]["avg_loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bench_smoke_runs_both_pipelines_on_the_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "run_worker", in_process_worker)
+    monkeypatch.setitem(runner.PLANS, "tiny-only", runner.Plan(
+        ["tiny"], records=4, batch_size=2, steps=1, val_records=3, eval_batch_size=2, blocks=1, vocab_size=2048,
+        positions=64, max_source=64))
+    import bench
+
+    assert bench.main(["--tiny-only", "--device", "cuda", "--bf16", "--workdir", str(tmp_path),
+                       "--json", str(tmp_path / "r.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("speedup_vs_thesis=")
+    assert sum("same generated text for 3/3 records (OK)" in line for line in lines) == 2
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["train_tiny_suite"]["peak_device_mb"] > 0 and results["train_tiny_suite_bf16"]["peak_device_mb"] > 0
