@@ -7,7 +7,6 @@ the spread of the seed means when the cell has several seeds. Unbounded metrics 
 no interval.
 """
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from statistics import NormalDist
 import numpy as np
 
 from assertdistill import statistics
-from assertdistill.results import CONFIDENCE, METRICS, SUMMARY_NAME, Cell, Interval, Metric, Run
+from assertdistill.results import CONFIDENCE, METRICS, SUMMARY_NAME, Cell, Interval, Metric, Run, json_lines
 
 PREDICTIONS_NAME = "predictions.jsonl"
 MEAN_TOLERANCE = 1e-6  # |mean of the per-record column - the summary's avg_| allowed (JSON float rounding)
@@ -51,13 +50,9 @@ def load_predictions(run: Run) -> RecordScores | None:
     truths, columns = [], {key: [] for key in BOUNDED}
     try:
         with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PredictionsError(f"line {lineno}: invalid JSON ({e.msg})") from e
+            for lineno, record, error in json_lines(f):
+                if error is not None:
+                    raise PredictionsError(f"line {lineno}: invalid JSON ({error})")
                 if not isinstance(record, dict) or record.get("index") != len(truths):
                     raise PredictionsError(f"line {lineno}: not the object with index {len(truths)}")
                 truths.append(str(record.get("ground_truth")))

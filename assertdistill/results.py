@@ -353,6 +353,17 @@ def write_markdown(cells: list[Cell], path: Path, sections: list[str] = ()) -> N
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def json_lines(stream):
+    """(line number, decoded value, None) or (line number, None, error message) for each non-blank line."""
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line), None
+        except json.JSONDecodeError as e:
+            yield lineno, None, e.msg
+
+
 def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
     """The per-epoch records of one metrics.jsonl's last attempt, and one problem line per unusable line.
 
@@ -361,13 +372,9 @@ def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
     """
     records, problems = [], []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{lineno}: invalid JSON ({e.msg})")
+        for lineno, record, error in json_lines(f):
+            if error is not None:
+                problems.append(f"{path}:{lineno}: invalid JSON ({error})")
                 continue
             if not isinstance(record, dict) or "epoch" not in record:
                 problems.append(f"{path}:{lineno}: not an object with an 'epoch' key")
