@@ -1,13 +1,14 @@
 """Inspect, convert and measure teacher-logit archives; also the codec API the thesis script imports.
 
     from compress import compress_logits, decompress_logits   # the published 4/8/16/32-bit codec
+                                                              # (every shape it writes decodes to its array)
 
     python compress.py inspect DATA.zip [--inner PATH ...] [--limit N] [--json]
     python compress.py convert IN.zip OUT.zip --to topk --k 64 [--max_positions 128]
     python compress.py convert IN.zip OUT.zip --to 4
     python compress.py report [--positions 64] [--vocab 32100] [--seed 0] [--from DATA.zip] [--json]
 
-Formats: DATA_FORMAT.md (published) and docs/TOPK_FORMAT.md (top-k, with the measured report).
+Formats: docs/DATA_FORMAT.md (published) and docs/TOPK_FORMAT.md (top-k, with the measured report).
 User errors (missing file, not a ZIP, unreadable member) print one line `error: ...` and exit 2.
 """
 
@@ -18,7 +19,7 @@ import json
 import os
 import sys
 
-from assertdistill.archive import DataError
+from assertdistill.archive import DEFAULT_MAX_RECORD_BYTES, DataError
 from assertdistill.cli import run_reporting_errors
 from assertdistill.codec import CodecError, compress_logits, decompress_logits  # noqa: F401  (public API)
 
@@ -38,12 +39,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="report what an archive's records hold")
-    inspect.add_argument("data", help="outer ZIP (nested layout of DATA_FORMAT.md)")
+    inspect.add_argument("data", help="outer ZIP (nested layout of docs/DATA_FORMAT.md)")
     inspect.add_argument("--inner", nargs="+", default=None,
                          help="inner ZIP member(s) to inspect (default: every *.zip member)")
     inspect.add_argument("--limit", type=_positive, default=None, help="inspect only the first N records per file")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+    inspect.add_argument("--max_record_bytes", type=_positive, default=DEFAULT_MAX_RECORD_BYTES,
+                         help="longest record line read (bytes); a longer one is skipped unread and counted too_large")
 
     convert = commands.add_parser("convert", help="rewrite every record's compressed_logits in another format")
     convert.add_argument("input", help="outer ZIP to read")
@@ -57,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                               "(--student_max_tgt_length) loses nothing the loss reads")
     convert.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     convert.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
+    convert.add_argument("--max_record_bytes", type=_positive, default=DEFAULT_MAX_RECORD_BYTES,
+                         help="longest record line read (bytes); a longer one is dropped, unread, and counted")
 
     report = commands.add_parser("report", help="bytes and KL of every stored form, per temperature")
     report.add_argument("--positions", type=_positive, default=64, help="positions per record (default 64)")
@@ -71,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     report.add_argument("--k", type=_positive, nargs="+", default=[16, 64, 256], help="top-k sizes to measure")
     report.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0, 4.0],
                         help="softmax temperatures T of the KL (default 1 2 4)")
+    report.add_argument("--max_record_bytes", type=_positive, default=DEFAULT_MAX_RECORD_BYTES,
+                        help="longest record line of --from read (bytes); a longer one is skipped unread")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
 
     args = parser.parse_args(argv)
@@ -85,7 +92,8 @@ def run_inspect(args) -> None:
     """Print the inspection report of one archive."""
     from assertdistill.inspect_data import format_reports, inspect_archive
 
-    reports = inspect_archive(args.data, args.inner, args.limit, progress=not args.no_progress)
+    reports = inspect_archive(args.data, args.inner, args.limit, progress=not args.no_progress,
+                              max_record_bytes=args.max_record_bytes)
     if args.json:
         print(json.dumps({"archive": args.data, "members": [report.as_dict() for report in reports]}, indent=2))
     else:
@@ -99,7 +107,8 @@ def run_convert(args) -> None:
     if os.path.exists(args.output) and not args.overwrite:
         raise DataError(f"{args.output} exists; pass --overwrite to replace it")
     target = Target(args.to, args.k, args.max_positions)
-    for stats in convert_archive(args.input, args.output, target, progress=not args.no_progress):
+    for stats in convert_archive(args.input, args.output, target, progress=not args.no_progress,
+                                 max_record_bytes=args.max_record_bytes):
         print(stats.describe())
     print(f"wrote {args.output} ({target.label}"
           + (f", first {args.max_positions} positions" if args.max_positions else "") + ")")
@@ -114,7 +123,7 @@ def run_report(args) -> None:
 
     sources = Counter()
     if args.source:
-        blocks = archive_blocks(args.source, args.inner, args.positions, args.records, sources)
+        blocks = archive_blocks(args.source, args.inner, args.positions, args.records, sources, args.max_record_bytes)
     else:
         blocks = synthetic_blocks(args.records, args.positions, args.vocab, args.seed, args.body_std)
     results, facts = measure(blocks, default_forms(args.k), args.temperatures, args.k)

@@ -1,4 +1,4 @@
-"""Mine JUnit tests from Java repositories into an assertion dataset (JSONL, see DATA_FORMAT.md).
+"""Mine JUnit tests from Java repositories into an assertion dataset (JSONL, see docs/DATA_FORMAT.md).
 
 One line per test method: focal_file, test_method_masked, assertions, repo, test_path, focal_path,
 test_class, test_method, plus focal_match (name / name_prefix / fallback: how the focal class was found).

@@ -2,7 +2,8 @@
 
 The cohort's data generator, rebuilt: per record the source fields, `original_target`, the teacher's
 beam-search `predicted_assertions` and `compressed_logits` teacher-forced on the ground truth,
-packaged as <output>.zip -> <name>/distillation_data_<split>.jsonl.zip -> JSONL (see DATA_FORMAT).
+packaged as <output>.zip -> <name>/distillation_data_<split>.jsonl.zip -> JSONL. The format, and which
+of its forms the thesis's own script reads: docs/DATA_FORMAT.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from assertdistill.teacher_logits import (SPLITS, SplitReport, package_nested_zi
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--train_file", required=True, help="assertion dataset JSONL for the training split "
                                                             "(make_dataset.py output; .gz accepted)")
@@ -47,8 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_src_length", type=int, default=1024, help="source token budget (as script.py)")
     parser.add_argument("--max_tgt_length", type=int, default=512, help="target token budget (as script.py)")
     parser.add_argument("--pad_to_max_length", action="store_true",
-                        help="store max_tgt_length positions per record as the thesis generator did "
-                             "(default: the target's real length)")
+                        help="store max_tgt_length positions per record as the thesis generator did (default: the "
+                             "target's real length); the thesis's own script stacks the blocks of a batch, so it "
+                             "reads real-length archives only at --batch_size 1")
     parser.add_argument("--batch_size", type=int, default=16, help="teacher batch size")
     parser.add_argument("--num_beams", type=int, default=4, help="beam width of the teacher's predictions")
     parser.add_argument("--train_num_beams", type=int, default=None,
@@ -56,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "metrics; 1 is several times faster); default: --num_beams")
     parser.add_argument("--limit_train", type=int, default=None, help="random subset size of the training split")
     parser.add_argument("--limit_val", type=int, default=None, help="random subset size of the validation split")
-    parser.add_argument("--focal_field", default="focal_file", help="input field holding the focal code")
+    parser.add_argument("--focal_field", default="focal_file",
+                        help="input field holding the focal code: the teacher's input is built from it, and it is "
+                             "stored as focal_file (focal_file is used when a record lacks it)")
     parser.add_argument("--gzip", action="store_true", help="gzip the JSONL inside each inner ZIP")
     parser.add_argument("--shuffle", action="store_true",
                         help="write records in a seeded random order instead of the input order "

@@ -1,70 +1,89 @@
 """Distill a teacher's precomputed logits into a small seq2seq student that writes JUnit assertions.
 
 The CLI of the thesis "Tiny but Mighty: Tuning Alpha and Temperature for Distilled SLMs in Assertion
-Generation": same flags, defaults and summary keys. With no arguments it runs the embedded demo
-(the demo archive and models, with the small-model settings of demo/run_defaults.json for every
-flag not given).
+Generation": same flags, defaults and summary keys. With --distillation_data_path every flag not given
+has the thesis's default (student Salesforce/codet5-small, teacher Salesforce/codet5-base, ...), and
+inner paths not given are taken from the published layout. Without it the embedded demo runs (the
+demo archive and models, with the small-model settings of demo/run_defaults.json for every flag not
+given). The data format: docs/DATA_FORMAT.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from assertdistill.archive import DEFAULT_MAX_RECORD_BYTES
 from assertdistill.attention import CHOICES as ATTENTION_CHOICES
 from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
 from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
 from assertdistill.paths import DEMO
 
-BEST_MODEL_METRICS = [f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
-                      for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
+THESIS_STUDENT = "Salesforce/codet5-small"  # the thesis's default models (off the demo)
+THESIS_TEACHER = "Salesforce/codet5-base"
+# The thesis's choices (its numbers: student vs teacher against the str() of a list-valued teacher
+# prediction), then this suite's: student vs teacher with the teacher's lines joined, and strict matches.
+BEST_MODEL_METRICS = ([f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
+                       for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
+                      + [f"avg_{metric}_s_vs_t_corrected" for metric in ("precision", "recall", "f1", "accuracy",
+                                                                            "similarity_avg")]
+                      + ["avg_strict_exact_match_s_vs_gt", "avg_strict_exact_match_s_vs_t"])
 
 
-def apply_demo_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> None:
-    """On the embedded demo, flags the user did not give take the demo's values (demo/run_defaults.json)."""
-    defaults = {action.dest: action.default for action in parser._actions}
-    try:
-        for action in parser._actions:
-            action.default = argparse.SUPPRESS
-        given = vars(parser.parse_args(argv))
-    finally:
-        for action in parser._actions:
-            action.default = defaults[action.dest]
+def demo_defaults() -> dict:
+    """The embedded demo's archive, members and models, and the small-model values of demo/run_defaults.json."""
     with open(DEMO.run_defaults, encoding="utf-8") as stream:
-        demo_defaults = json.load(stream)
-    for name, value in demo_defaults.items():
-        if name not in given and not name.startswith("_"):
-            setattr(args, name, value)
+        run_defaults = {name: value for name, value in json.load(stream).items() if not name.startswith("_")}
+    return {"distillation_data_path": DEMO.archive,
+            "train_outer_zip_internal_path": DEMO.train_inner_zip, "train_inner_zip_jsonl_filename": DEMO.train_jsonl,
+            "val_outer_zip_internal_path": DEMO.val_inner_zip, "val_inner_zip_jsonl_filename": DEMO.val_jsonl,
+            "train_jsonl_is_gzipped": False, "val_jsonl_is_gzipped": False,
+            "teacher_model_name": DEMO.teacher, "student_model_name": DEMO.student, **run_defaults}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data = parser.add_argument_group("data (outer ZIP -> inner ZIP -> JSONL, see DATA_FORMAT in README)")
-    data.add_argument("--distillation_data_path", default=DEMO.archive, help="outer ZIP holding the inner ZIPs")
-    data.add_argument("--train_outer_zip_internal_path", default=DEMO.train_inner_zip,
-                      help="path of the training inner ZIP inside the outer ZIP")
-    data.add_argument("--train_inner_zip_jsonl_filename", default=DEMO.train_jsonl,
-                      help="JSONL member inside the training inner ZIP")
-    data.add_argument("--train_jsonl_is_gzipped", action="store_true", help="the training JSONL is gzip-compressed")
-    data.add_argument("--val_outer_zip_internal_path", default=DEMO.val_inner_zip,
-                      help="path of the validation inner ZIP inside the outer ZIP")
-    data.add_argument("--val_inner_zip_jsonl_filename", default=DEMO.val_jsonl,
-                      help="JSONL member inside the validation inner ZIP")
-    data.add_argument("--val_jsonl_is_gzipped", action="store_true", help="the validation JSONL is gzip-compressed")
+    data = parser.add_argument_group("data (outer ZIP -> inner ZIP -> JSONL; the format: docs/DATA_FORMAT.md)")
+    data.add_argument("--distillation_data_path", default=None,
+                      help="outer ZIP holding the inner ZIPs; without it the embedded demo runs (demo/: its archive "
+                           "and models, and demo/run_defaults.json's values for every flag not given)")
+    data.add_argument("--train_outer_zip_internal_path", default=None,
+                      help="path of the training inner ZIP inside the outer ZIP; when not given, the outer "
+                           "ZIP's only member named <name>/distillation_data_training.jsonl.zip")
+    data.add_argument("--train_inner_zip_jsonl_filename", default=None,
+                      help="JSONL member inside the training inner ZIP; when not given, its only *.jsonl(.gz) member")
+    data.add_argument("--train_jsonl_is_gzipped", action="store_true", default=None,
+                      help="the training JSONL is gzip-compressed; when not given, detected from its first bytes")
+    data.add_argument("--val_outer_zip_internal_path", default=None,
+                      help="path of the validation inner ZIP inside the outer ZIP; when not given, the outer "
+                           "ZIP's only member named <name>/distillation_data_validation.jsonl.zip")
+    data.add_argument("--val_inner_zip_jsonl_filename", default=None,
+                      help="JSONL member inside the validation inner ZIP; when not given, its only *.jsonl(.gz) member")
+    data.add_argument("--val_jsonl_is_gzipped", action="store_true", default=None,
+                      help="the validation JSONL is gzip-compressed; when not given, detected from its first bytes")
     data.add_argument("--focal_content_field_name", default="focal_file",
                       help="record field holding the focal code (focal_method is tried when it is absent)")
     data.add_argument("--shuffle_buffer_size", type=int, default=0,
                       help="records held in a shuffle buffer during training; 0 = file order, as the thesis")
     data.add_argument("--strict_data", action="store_true",
                       help="stop at the first bad record (naming file and line) instead of skipping and counting")
+    data.add_argument("--allow_records_without_teacher", action="store_true",
+                      help="this suite only, for plain fine-tuning at --alpha 0 on archives without teacher output "
+                           "(make_teacher_logits.py --package_only): keep records that lack teacher text or logits "
+                           "instead of skipping them as the thesis does; their teacher text counts as empty, so the "
+                           "vs-teacher metrics mean nothing then")
+    data.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                      help="longest record line read (bytes; real records are at most ~131 MB); a longer line "
+                           "is skipped unread and counted as too_large (a ZIP bomb cannot fill the memory)")
 
     models = parser.add_argument_group("models")
-    models.add_argument("--teacher_model_name", default=DEMO.teacher,
+    models.add_argument("--teacher_model_name", default=THESIS_TEACHER,
                         help="teacher Hugging Face id or local directory; only its config is read (for its size)")
-    models.add_argument("--student_model_name", default=DEMO.student,
+    models.add_argument("--student_model_name", default=THESIS_STUDENT,
                         help="student Hugging Face id or local directory (T5 family)")
     models.add_argument("--tokenizer_name", default=None,
                         help="tokenizer id or directory; default: the student's")
@@ -126,11 +145,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluation.add_argument("--save_best_model", action="store_true",
                             help="save the best epoch's student to output_dir/best_student_model")
     evaluation.add_argument("--best_model_metric", default="avg_f1_s_vs_gt_script1", choices=BEST_MODEL_METRICS,
-                            help="metric that picks the best model (lower is better for avg_loss)")
+                            help="metric that picks the best model (lower is better for avg_loss); the *_script1 "
+                                 "choices are the thesis's numbers, *_s_vs_t_corrected compare with the "
+                                 "teacher's lines joined, strict_exact_match needs an exact item match")
 
     args = parser.parse_args(argv)
-    if args.distillation_data_path == DEMO.archive:
-        apply_demo_defaults(parser, args, argv)
+    if args.distillation_data_path is None:  # the embedded demo: its values for every flag not given
+        parser.set_defaults(**demo_defaults())
+        args = parser.parse_args(argv)
     checks = [
         (0.0 <= args.alpha_kl_loss_weight <= 1.0, "--alpha_kl_loss_weight must be between 0 and 1"),
         (args.temperature > 0, "--temperature must be > 0"),
@@ -142,6 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.num_beams >= 1, "--num_beams must be >= 1"),
         (args.num_dataloader_workers >= 0 and args.shuffle_buffer_size >= 0, "counts must be >= 0"),
         (args.save_steps >= 0 and args.save_total_limit >= 0, "--save_steps and --save_total_limit must be >= 0"),
+        (args.max_record_bytes >= 1, "--max_record_bytes must be >= 1"),
     ]
     for passed, message in checks:
         if not passed:
@@ -153,9 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run one distillation; user errors become one line on stderr and exit code 2."""
     args = parse_args(argv)
     from assertdistill.cli import run_reporting_errors
+    from assertdistill.layout import resolve_data_members
     from assertdistill.run import USER_ERRORS, run_distillation
 
-    return run_reporting_errors(lambda: run_distillation(args), USER_ERRORS)
+    def resolve_and_run() -> dict:
+        for line in resolve_data_members(args):
+            if os.environ.get("RANK", "0") == "0":  # once under torchrun
+                print(line)
+        return run_distillation(args)
+
+    return run_reporting_errors(resolve_and_run, USER_ERRORS)
 
 
 if __name__ == "__main__":

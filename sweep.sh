@@ -30,6 +30,8 @@
 # run.log (appended to) and moves its partial metrics.jsonl aside to metrics.jsonl.failed-<time>;
 # when the failed attempt left checkpoints (extra args `-- --save_steps N`), the retry resumes from
 # the latest one instead (--resume_from_checkpoint latest).
+# A cell that a live script.py is running right now (another sweep, a twice-submitted array task:
+# RUN_DIR/.run.lock is held) is left alone and reported as busy, which counts as a failure.
 set -euo pipefail
 
 usage() {
@@ -209,8 +211,17 @@ for alpha in "${alpha_list[@]}"; do
                 echo "[$k/$total] would run: $(quoted "${cmd[@]}")"
                 continue
             fi
-            echo "[$k/$total] alpha=$alpha temp=$temp seed=$seed -> $run_dir/run.log"
             mkdir -p "$run_dir"
+            lock_status=0  # 75: a live script.py holds the cell's lock (another sweep or array task runs it now)
+            if command -v flock >/dev/null; then
+                flock -n -E 75 "$run_dir/.run.lock" true 2>/dev/null || lock_status=$?
+            fi
+            if ((lock_status == 75)); then
+                failures+=("alpha=$alpha temp=$temp seed=$seed (busy: another run holds $run_dir)")
+                echo "[$k/$total] BUSY alpha=$alpha temp=$temp seed=$seed: another run holds $run_dir; left alone" >&2
+                continue
+            fi
+            echo "[$k/$total] alpha=$alpha temp=$temp seed=$seed -> $run_dir/run.log"
             log=$run_dir/run.log
             printf '=== %s: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$(quoted "${cmd[@]}")" >>"$log"
             if compgen -G "$run_dir/checkpoints/checkpoint-*/state.pt" >/dev/null; then
@@ -219,8 +230,9 @@ for alpha in "${alpha_list[@]}"; do
                 echo "resuming from the latest checkpoint in $run_dir/checkpoints" >>"$log"
             elif [[ -f $run_dir/metrics.jsonl ]]; then  # from an attempt that failed; script.py would append
                 stale=$run_dir/metrics.jsonl.failed-$(date '+%Y%m%d-%H%M%S')
-                mv "$run_dir/metrics.jsonl" "$stale"
-                echo "moved the failed attempt's metrics.jsonl to $stale" >>"$log"
+                if mv "$run_dir/metrics.jsonl" "$stale" 2>/dev/null; then  # a racing sweep may have moved it
+                    echo "moved the failed attempt's metrics.jsonl to $stale" >>"$log"
+                fi
             fi
             status=0
             "${cmd[@]}" >>"$log" 2>&1 || status=$?

@@ -1,13 +1,15 @@
 """Plot distillation metrics against the temperature T, one line per alpha.
 
-Reads every */distillation_summary.json under --results_dir (as written by sweep.sh temp) and writes
-one figure per metric, overview.<fmt>, a heatmap when the runs form an alpha x T grid, training
-curves from metrics.jsonl when present, and summary.csv / summary.md (mean and std over seeds).
+Reads the summaries in --results_dir, flat *.json files (the thesis's layout) and/or
+*/distillation_summary.json (as written by sweep.sh temp), and writes the thesis's four figures, one
+figure per metric, overview.<fmt>, a heatmap when the runs form an alpha x T grid, training curves
+from metrics.jsonl when present, summary.csv / summary.md (mean, std over seeds and a 95% interval per
+cell) and, for runs with predictions.jsonl, comparisons.csv (each cell against the best, record by record).
 """
 
 import sys
 
-from assertdistill.plotting import build_arg_parser, run_graphs
+from assertdistill.graphs import build_arg_parser, run_graphs
 
 SWEPT = "temperature"  # the hyperparameter on the x axis; alpha_graphs.py differs only here
 
@@ -18,7 +20,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    """Write the temperature-sweep graphs and tables; return the exit code (2: no usable summaries)."""
+    """Write the temperature-sweep graphs and tables; return the exit code (2: no usable summaries, bad flag)."""
     return run_graphs(parse_args(argv), SWEPT)
 
 

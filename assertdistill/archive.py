@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
+import lzma
 import os
 import shutil
 import queue
@@ -25,15 +27,32 @@ except ImportError:  # pragma: no cover - depends on the environment
 GZIP_MAGIC = b"\x1f\x8b"
 LOCAL_HEADER_SIZE = 30  # fixed part of a ZIP local file header
 MAX_HEADER_LINE_BYTES = 1 << 20  # a header line is small; record lines carry MBs of hex
+# Longest line held in memory (bytes, line end excluded): the largest real record, 512 x 32100 float32
+# logits as hex, is ~131 MB. A longer line is skipped while streaming (a ZIP bomb, a lost newline).
+DEFAULT_MAX_RECORD_BYTES = 1 << 30
 # Errors a damaged archive raises while its members are being read.
 STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)
 RAW_CHUNK_BYTES = 1 << 21  # compressed bytes read from the file at a time (2 MiB)
 OUT_CHUNK_BYTES = 1 << 23  # most bytes one inflate call may produce (few GIL hand-offs per line)
 _INFLATE_ERRORS = (zlib.error,) + ((_isal_zlib.error,) if _isal_zlib is not None else ())
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+            zipfile.ZIP_LZMA: "lzma"}  # the compression methods read here, each with bounded output
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class DataError(Exception):
     """A problem with the user's data files, reported as one clear line."""
+
+
+@dataclass(frozen=True)
+class OversizeLine:
+    """Stands for a line longer than the bound: skipped while streaming, never held whole; callers count it."""
+
+    size: int  # bytes of the line, line end excluded
+    limit: int  # the bound it broke (--max_record_bytes)
+
+    def __str__(self) -> str:
+        return f"a line of {self.size:,} bytes, longer than --max_record_bytes {self.limit:,}"
 
 
 class _FileWindow(io.RawIOBase):
@@ -51,6 +70,10 @@ class _FileWindow(io.RawIOBase):
 
     def seekable(self) -> bool:
         return True
+
+    @property
+    def length(self) -> int:
+        return self._length
 
     def tell(self) -> int:
         return self._position
@@ -104,42 +127,115 @@ def _open_outer(outer_path: str) -> zipfile.ZipFile:
         raise DataError(f"cannot open {outer_path}: {error}") from error
 
 
+def _checked_info(archive: zipfile.ZipFile, member: str | zipfile.ZipInfo, label: str) -> zipfile.ZipInfo:
+    """A member of an archive, refused in one line when its name is ambiguous, or it is encrypted or unreadable here."""
+    info = member if isinstance(member, zipfile.ZipInfo) else archive.getinfo(member)  # KeyError when absent
+    name = info.filename
+    copies = sum(1 for other in archive.infolist() if other.filename == name)
+    if copies > 1 and not isinstance(member, zipfile.ZipInfo):
+        raise DataError(f"{label} holds {copies} members named '{name}'; which one is meant is ambiguous")
+    if info.flag_bits & 0x1:
+        raise DataError(f"{label}/{name} is encrypted; password-protected members are not supported")
+    if info.compress_type not in _METHODS:
+        raise DataError(f"{label}/{name} uses ZIP compression method {info.compress_type}, which is not "
+                        f"supported (only {', '.join(_METHODS.values())}); re-zip it with deflate")
+    return info
+
+
+def _data_offset(window: _FileWindow, info: zipfile.ZipInfo, label: str) -> int:
+    """Where the member's data starts in the window, after its local header; DataError if that lies."""
+    window.seek(info.header_offset)
+    header = window.read(LOCAL_HEADER_SIZE)
+    if len(header) < LOCAL_HEADER_SIZE or header[:4] != b"PK\x03\x04":
+        raise DataError(f"{label}: corrupt local header for '{info.filename}'")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    offset = info.header_offset + LOCAL_HEADER_SIZE + name_length + extra_length
+    if offset + info.compress_size > window.length:
+        raise DataError(f"{label}: '{info.filename}' declares {info.compress_size:,} compressed bytes, more than "
+                        f"the archive holds (truncated, or its declared size lies)")
+    return offset
+
+
+def outer_member_names(outer_path: str) -> list[str]:
+    """Names of the outer ZIP's members (DataError when it is missing or not a ZIP)."""
+    with _open_outer(outer_path) as outer:
+        return outer.namelist()
+
+
 def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
     """Find the inner ZIP's bytes; stored members are read in place, compressed ones spilled once."""
     with _open_outer(outer_path) as outer:
         try:
-            info = outer.getinfo(inner_zip_path)
+            info = _checked_info(outer, inner_zip_path, outer_path)
         except KeyError:
             raise DataError(
                 f"inner archive '{inner_zip_path}' not found in {outer_path}; "
                 f"it holds {_describe_members(outer.namelist())}"
             ) from None
+        whole = InnerZipLocation(outer_path, 0, os.path.getsize(outer_path))
         if info.compress_type == zipfile.ZIP_STORED:
-            with open(outer_path, "rb") as raw:
-                raw.seek(info.header_offset)
-                header = raw.read(LOCAL_HEADER_SIZE)
-            if len(header) < LOCAL_HEADER_SIZE or header[:4] != b"PK\x03\x04":
-                raise DataError(f"{outer_path}: corrupt local header for '{inner_zip_path}'")
-            name_length, extra_length = struct.unpack("<HH", header[26:30])
-            offset = info.header_offset + LOCAL_HEADER_SIZE + name_length + extra_length
+            with _FileWindow(outer_path, 0, whole.length) as window:
+                offset = _data_offset(window, info, outer_path)
             return InnerZipLocation(outer_path, offset, info.compress_size)
         # A compressed member cannot be seeked cheaply: copy it to disk once, in constant memory.
+        spill_dir = tempfile.gettempdir()
+        free = shutil.disk_usage(spill_dir).free
+        if info.file_size > free:
+            raise DataError(f"{outer_path}: '{inner_zip_path}' is compressed and must be unpacked to {spill_dir}, "
+                            f"which has {free:,} bytes free for its {info.file_size:,} (set TMPDIR elsewhere, "
+                            f"or store the inner ZIP uncompressed)")
         spill = tempfile.NamedTemporaryFile(prefix="inner_zip_", suffix=".zip", delete=False)
         try:
-            with spill, outer.open(info) as member:
+            with spill, open_member(outer, whole, inner_zip_path, outer_path) as member:
                 shutil.copyfileobj(member, spill, length=1 << 20)
-        except (zipfile.BadZipFile, EOFError, OSError) as error:
+        except DataError:
             os.unlink(spill.name)
-            raise DataError(f"{outer_path}: cannot extract '{inner_zip_path}' ({error})") from error
+            raise
+        except STREAM_ERRORS as error:
+            os.unlink(spill.name)
+            raise DataError(f"{outer_path}: cannot extract '{inner_zip_path}' "
+                            f"({type(error).__name__}: {error})") from error
         return InnerZipLocation(spill.name, 0, info.file_size, spilled=True)
 
 
+class _LzmaZipDecompressor:
+    """ZIP's LZMA (method 14): a 4-byte header and the LZMA1 properties, then a raw LZMA1 stream."""
+
+    def __init__(self):
+        self._header = b""
+        self._lzma = None
+
+    @property
+    def eof(self) -> bool:
+        return self._lzma is not None and self._lzma.eof
+
+    @property
+    def needs_input(self) -> bool:
+        return self._lzma is None or self._lzma.needs_input
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._lzma is None:
+            self._header += data
+            if len(self._header) < 4:
+                return b""
+            size = struct.unpack("<H", self._header[2:4])[0]
+            if len(self._header) < 4 + size:
+                return b""
+            properties = self._header[4 : 4 + size]
+            filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, properties)]  # as zipfile does
+            self._lzma = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+            data, self._header = self._header[4 + size :], b""
+        return self._lzma.decompress(data, max_length)
+
+
 class _MemberStream(io.BufferedIOBase):
-    """The uncompressed bytes of a STORED or DEFLATED ZIP member, read straight from its file window.
+    """The uncompressed bytes of a ZIP member (stored, deflate, bzip2, lzma), read straight from its file window.
 
     Does what zipfile's member reader does (inflate, size and CRC-32 checks, the same exception types:
     zlib.error, EOFError, BadZipFile), in 1 MiB reads with ISA-L when installed, and gives lines
     without copying them through a buffer: a 33 MB record line is joined once from the inflated pieces.
+    Unlike zipfile's reader, no call inflates more than OUT_CHUNK_BYTES, whatever the method: a member
+    that inflates 1,000,000x (bzip2 does on one repeated byte) never lands in memory whole.
     """
 
     def __init__(self, window: _FileWindow, info: zipfile.ZipInfo, data_offset: int):
@@ -153,7 +249,10 @@ class _MemberStream(io.BufferedIOBase):
         self._crc = 0
         codec = _isal_zlib or zlib
         self._crc32 = codec.crc32
-        self._inflater = codec.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        self._deflate = info.compress_type == zipfile.ZIP_DEFLATED
+        self._inflater = (codec.decompressobj(-15) if self._deflate
+                          else bz2.BZ2Decompressor() if info.compress_type == zipfile.ZIP_BZIP2
+                          else _LzmaZipDecompressor() if info.compress_type == zipfile.ZIP_LZMA else None)
         self._chunk = b""  # the current uncompressed piece; bytes before _position were consumed
         self._position = 0
         self._ended = False
@@ -178,7 +277,7 @@ class _MemberStream(io.BufferedIOBase):
             if self._inflater is None:
                 piece = self._read_raw() if self._raw_left else b""
                 self._ended = not self._raw_left
-            else:
+            elif self._deflate:
                 data = self._inflater.unconsumed_tail
                 if not data and self._raw_left:
                     data = self._read_raw()
@@ -189,6 +288,14 @@ class _MemberStream(io.BufferedIOBase):
                 self._ended = self._inflater.eof
                 if not piece and not data and not self._ended:
                     raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            else:  # bzip2, lzma: input they could not yet turn into output is kept inside the decompressor
+                data = self._read_raw() if self._inflater.needs_input and self._raw_left else b""
+                try:
+                    piece = self._inflater.decompress(data, OUT_CHUNK_BYTES)
+                except (OSError, EOFError, lzma.LZMAError) as error:  # bz2 says OSError: report it as zipfile does
+                    raise zipfile.BadZipFile(f"{self._name}: {error}") from None
+                # LZMA without an end marker ends with its input; the size and CRC checks below tell
+                self._ended = self._inflater.eof or (not piece and not self._raw_left and self._inflater.needs_input)
             if len(piece) > self._size_left:
                 raise zipfile.BadZipFile(f"{self._name}: more data than the {len(piece)} bytes declared")
             self._size_left -= len(piece)
@@ -255,20 +362,19 @@ class _MemberStream(io.BufferedIOBase):
         return b"" if view is None else bytes(view[: max(size, 1)])
 
 
-def _open_member(inner: zipfile.ZipFile, location: InnerZipLocation, jsonl_name: str) -> BinaryIO:
-    """A stream of the member: the fast reader for plain STORED/DEFLATED members, else zipfile's."""
-    info = inner.getinfo(jsonl_name)  # KeyError when absent
-    if info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) and not info.flag_bits & 0x1:
-        window = _FileWindow(location.path, location.offset, location.length)
-        window.seek(info.header_offset)
-        header = window.read(LOCAL_HEADER_SIZE)
-        if len(header) == LOCAL_HEADER_SIZE and header[:4] == b"PK\x03\x04":
-            name_length, extra_length = struct.unpack("<HH", header[26:30])
-            data_offset = info.header_offset + LOCAL_HEADER_SIZE + name_length + extra_length
-            if data_offset + info.compress_size <= location.length:
-                return _MemberStream(window, info, data_offset)
+def open_member(archive: zipfile.ZipFile, location: InnerZipLocation, member: str | zipfile.ZipInfo,
+                 label: str) -> _MemberStream:
+    """A bounded stream of a member of `archive` (a ZIP at `location`); KeyError when absent, DataError if refused.
+
+    A member named by its ZipInfo is taken as it is, even when other members share its name.
+    """
+    info = _checked_info(archive, member, label)
+    window = _FileWindow(location.path, location.offset, location.length)
+    try:
+        return _MemberStream(window, info, _data_offset(window, info, label))
+    except DataError:
         window.close()
-    return io.BufferedReader(inner.open(info), buffer_size=1 << 20)  # encrypted, other methods, damage
+        raise
 
 
 @contextmanager
@@ -292,7 +398,7 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
     """Yield a binary stream of the JSONL member (gunzipped when asked) of an inner ZIP."""
     with open_inner_zip(location, label) as inner:
         try:
-            member = _open_member(inner, location, jsonl_name)
+            member = open_member(inner, location, jsonl_name, label)
         except KeyError:
             raise DataError(
                 f"'{jsonl_name}' not found in {label}; it holds {_describe_members(inner.namelist())}"
@@ -301,7 +407,7 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
             stream = member
             try:
                 magic = stream.peek(2)[:2]
-            except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # a small member is read whole
+            except STREAM_ERRORS as error:  # a small member is read whole
                 raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt "
                                 f"({type(error).__name__}: {error})") from error
             if gzipped and magic != GZIP_MAGIC and magic:
@@ -317,8 +423,10 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
                 yield stream
 
 
-def join_pieces(pieces: list) -> bytes:
-    """The bytes of a line held as pieces (no copy when it is one whole bytes piece)."""
+def join_pieces(pieces: list | OversizeLine) -> bytes | OversizeLine:
+    """The bytes of a line held as pieces (no copy when it is one whole bytes piece); an OversizeLine as is."""
+    if isinstance(pieces, OversizeLine):
+        return pieces
     if len(pieces) == 1 and isinstance(pieces[0], bytes):
         return pieces[0]
     return b"".join(pieces)
@@ -326,28 +434,71 @@ def join_pieces(pieces: list) -> bytes:
 
 def _is_blank(pieces: list) -> bool:
     """True for a line (as pieces) of whitespace only; a record line (MBs) is not joined to find out."""
-    return not bytes(pieces[0][:64]).strip() and not join_pieces(pieces).strip()
+    return all(not bytes(piece[:64]).strip() and not bytes(piece).strip() for piece in pieces)
+
+
+def _without_bom(pieces: list) -> list:
+    """The pieces of the first line without a leading UTF-8 byte-order mark (an encoding detail, not data)."""
+    if b"".join(bytes(piece[:3]) for piece in pieces[:3])[:3] != UTF8_BOM:
+        return pieces
+    drop, kept = len(UTF8_BOM), []
+    for piece in pieces:
+        take = min(drop, len(piece))
+        drop -= take
+        if take < len(piece):
+            kept.append(piece[take:] if take else piece)
+    return kept or [b""]
+
+
+def _read_line(stream: BinaryIO, limit: int) -> list | OversizeLine:
+    """The next line as pieces (none or b"" at the end); a line over `limit` bytes is read past, never held whole.
+
+    An over-long line of whitespace only comes back as [b" "]: blank, like any other blank line.
+    """
+    read_pieces = getattr(stream, "readline_pieces", None) or (lambda size: [stream.readline(size)])
+    pieces = read_pieces(limit + 1)  # room for the newline
+    length = sum(len(piece) for piece in pieces)
+    if length <= limit or bytes(pieces[-1][-1:]) == b"\n":
+        return pieces
+    blank = _is_blank(pieces)
+    pieces = None  # up to `limit` bytes: let them go before reading on
+    while True:
+        tail = read_pieces(OUT_CHUNK_BYTES)
+        length += sum(len(piece) for piece in tail)
+        ended = not any(len(piece) for piece in tail)
+        blank = blank and (ended or _is_blank(tail))
+        if ended or bytes(tail[-1][-1:]) == b"\n":
+            return [b" "] if blank else OversizeLine(length - (not ended), limit)
 
 
 def iter_jsonl_lines(location: InnerZipLocation, jsonl_name: str, gzipped: bool, label: str,
-                     joined: bool = True) -> Iterator[tuple[int, bytes | list]]:
+                     joined: bool = True, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+                     ) -> Iterator[tuple[int, bytes | list | OversizeLine]]:
     """(line number, raw line) for every non-empty line; damage in the archive becomes a DataError.
 
-    With joined=False each line comes as the list of pieces it is made of (join_pieces gives the
-    bytes), so a reader thread can leave the 33 MB copy to the thread that parses the line.
+    A line longer than max_record_bytes comes as an OversizeLine: it was read past while streaming and
+    never held, so memory stays within the bound on any archive; callers count it. A UTF-8 byte-order
+    mark opening the member is dropped. With joined=False each line comes as the list of pieces it is
+    made of (join_pieces gives the bytes), so a reader thread can leave the 33 MB copy to the thread
+    that parses the line.
     """
     with open_jsonl_member(location, jsonl_name, gzipped, label) as stream:
-        read_pieces = getattr(stream, "readline_pieces", None) if not joined else None
         line_number = 0
         while True:
             try:
-                pieces = read_pieces() if read_pieces is not None else [stream.readline()]
+                pieces = _read_line(stream, max_record_bytes)
             except STREAM_ERRORS as error:
                 raise DataError(f"{label}/{jsonl_name}: archive is truncated or corrupt after "
                                 f"line {line_number} ({type(error).__name__}: {error})") from error
+            if isinstance(pieces, OversizeLine):
+                line_number += 1
+                yield line_number, pieces
+                continue
             if not any(len(piece) for piece in pieces):
                 return
             line_number += 1
+            if line_number == 1:
+                pieces = _without_bom(pieces)
             if not _is_blank(pieces):
                 yield line_number, (join_pieces(pieces) if joined else pieces)
             pieces = None  # a record line is ~33 MB: let it go before the next one is read
@@ -407,14 +558,16 @@ def prefetched(items: Iterator, depth: int = 1) -> Iterator:
         thread.join()
 
 
-def is_header_line(line: bytes) -> dict | None:
+def is_header_line(line: bytes | OversizeLine) -> dict | None:
     """Return the header dict when a (first) line is a {"header": {...}} object, else None."""
+    if isinstance(line, OversizeLine):
+        return None
     stripped = line.strip()
     if len(stripped) > MAX_HEADER_LINE_BYTES or not stripped.startswith(b"{"):
         return None
     try:
         parsed = json.loads(stripped)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not a header; the record parser says what is wrong with it
         return None
     if isinstance(parsed, dict) and "header" in parsed:
         header = parsed["header"]

@@ -1,13 +1,16 @@
-"""Encode and decode the `compressed_logits` records of the distillation data (see DATA_FORMAT.md).
+"""Encode and decode the `compressed_logits` records of the distillation data (docs/DATA_FORMAT.md).
 
-A record holds one teacher logit block of shape [1, T, V] or [T, V], quantized to 4/8 bits
-(one global scale/zero_point: x ~= (q - z) * s) or stored as float16/float32, then wrapped in an
-LZ4 frame and hex-encoded. Decoding can stop after the first `max_positions` positions, which is
-what training needs: targets are 20-80 tokens long but every block is padded to T = 512.
+A record holds one teacher logit array, quantized to 4/8 bits (one global scale/zero_point:
+x ~= (q - z) * s) or stored as float16/float32, then wrapped in an LZ4 frame and hex-encoded. The
+generator writes [1, T, V] (or [T, V]); its codec takes any shape, so any rank decodes: the last
+axis is the vocabulary V, the one before it the positions T ([V] alone is one position), and the
+axes before those are batch rows. Decoding can stop after the first `max_positions` positions, which
+is what training needs: targets are 20-80 tokens long but every block is padded to T = 512.
 
 Keys a decoder needs: format, shape, bits, data_encoded{encoding, data, original_size,
 compressed_size}; scale and zero_point for 4/8 bits; packed (true) for 4 bits. values_per_byte and
-padded are checked when present; the "compression" stats dict is informational and not read.
+padded are checked when present; the "compression" stats dict is informational and not read. The
+hex/LZ4 container of each array is checked and read by hexframes.py.
 
 A second, sparse format (docs/TOPK_FORMAT.md) keeps per position only the k largest logits:
     {"format": "topk", "shape": [1, T, V] or [T, V], "k": k, "index_dtype": "uint16" | "int32",
@@ -22,51 +25,29 @@ with it keeps the softmax mass outside the top k exact at temperature 1. decode_
 dense (T', V) reconstruction as float16 (bits 16; float32, bits 32, when a tail overflows float16).
 """
 
-import binascii
 import math
-import reprlib
 from dataclasses import dataclass
 
 import lz4.frame
 import numpy as np
 import torch
 
+from .hexframes import CodecError, HexBytes  # noqa: F401  (public API: raised by and read by the codec)
+from .hexframes import check_array as _check_array
+from .hexframes import fail as _fail
+from .hexframes import get_key as _get
+from .hexframes import is_int as _is_int
+from .hexframes import read_lz4 as _read_lz4
+from .hexframes import read_plain as _read_plain
+from .hexframes import show as _show
+
 _LEVELS = {4: 15, 8: 255}  # highest code per quantized bit depth
 _VALUE_DTYPES = {4: np.uint8, 8: np.uint8, 16: np.float16, 32: np.float32}
-_HEX_CHUNK = 1 << 18  # hex characters decoded per step (256 KiB -> 128 KiB of frame bytes)
-_MAX_LZ4_RATIO = 256  # an LZ4 frame cannot expand more than ~255x; guards allocations
-_MAX_FRAME_HEADER = 19  # bytes: magic number + the largest frame descriptor
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _ROWS_PER_CHUNK = 64  # positions quantized at a time in compress_logits (bounds float64 temps)
 _TOPK_INDEX_DTYPES = {"uint16": np.uint16, "int32": np.int32}
 _TOPK_ARRAYS = {"values": np.float16, "indices": None, "tail": np.float32}  # None: index_dtype
 _MAX_DENSE_VALUES = 1 << 31  # a top-k dict may declare any V; cap its dense (T', V) decode
-
-
-class CodecError(ValueError):
-    """Raised for any compressed_logits dict that cannot be decoded; message says what is wrong."""
-
-
-class HexBytes:
-    """A hex string still inside the record line's bytes: what the codec reads in place of a str.
-
-    Slicing gives memoryviews that binascii decodes directly, so a 33 MB hex string is never copied
-    into a str when training reads only its first positions (records.loads_record_line(lazy_hex=True)).
-    """
-
-    __slots__ = ("view",)
-
-    def __init__(self, view: memoryview):
-        self.view = view
-
-    def __len__(self) -> int:
-        return len(self.view)
-
-    def __getitem__(self, key: slice) -> memoryview:
-        return self.view[key]
-
-    def __str__(self) -> str:
-        return str(self.view, "ascii")
 
 
 @dataclass
@@ -78,6 +59,7 @@ class QuantizedLogits:
     zero_point: float  # 0.0 for 16/32
     bits: int
     num_positions: int  # T of the stored block, before the max_positions cut
+    rows: int = 1  # batch rows of the stored array (product of the axes before T); values hold the first
 
     def dequantize(self) -> torch.Tensor:
         """Return float32 logits (T', V); for 32 bits the tensor shares memory with `values`."""
@@ -102,10 +84,10 @@ def dequantize_codes(codes: torch.Tensor, scale, zero_point) -> torch.Tensor:
 
 
 def compress_logits(logits, bits: int = 8) -> dict:
-    """Encode float logits (T, V) or (1, T, V) as a compressed_logits dict at 4/8/16/32 bits."""
+    """Encode float logits of any shape, usually (T, V) or (1, T, V), as a compressed_logits dict at 4/8/16/32 bits."""
     if not _is_int(bits) or bits not in _VALUE_DTYPES:
         raise ValueError(f"bits must be 4, 8, 16 or 32, got {bits!r}")
-    array, block = _checked_logits(logits)  # (T, V) or (1, T, V); block: (T, V)
+    array, block = _checked_logits(logits, any_rank=True)  # block: (R * T, V), the array's rows stacked
 
     quant_params = {}
     if bits in _LEVELS:
@@ -150,16 +132,22 @@ def compress_logits(logits, bits: int = 8) -> dict:
     return result
 
 
-def decode_quantized(compressed: dict, max_positions: int | None = None) -> QuantizedLogits:
-    """Decode a compressed_logits dict to codes/raw floats (T', V), reading only T' positions."""
-    return _decode(compressed, max_positions)[0]
+def decode_quantized(compressed: dict, max_positions: int | None = None, all_rows: bool = False) -> QuantizedLogits:
+    """Decode a compressed_logits dict to codes/raw floats (T', V) of its first batch row, reading only T' positions.
+
+    With all_rows, values are every batch row's (R * T', V) (rows is R; decompress_logits' shape restores them).
+    """
+    return _decode(compressed, max_positions, all_rows)[0]
 
 
 def decompress_logits(compressed: dict, max_positions: int | None = None) -> torch.Tensor:
-    """Decode a compressed_logits dict to float32 logits (1, T', V) or (T', V), as stored."""
-    quantized, ndim = _decode(compressed, max_positions)
-    logits = quantized.dequantize()  # (T', V)
-    return logits.unsqueeze(0) if ndim == 3 else logits
+    """Decode a compressed_logits dict to float32 logits of the stored shape, positions (axis -2) cut to max_positions.
+
+    (1, T', V) or (T', V) for what the generator writes; (..., T', V) for any other rank, (V,) for rank 1.
+    """
+    quantized, shape = _decode(compressed, max_positions, all_rows=True)
+    logits = quantized.dequantize()  # (R * T', V)
+    return logits.reshape(shape)
 
 
 @dataclass
@@ -253,14 +241,21 @@ def hex_size(compressed: dict) -> int:
     return sum(len(array["data"]) for array in arrays)
 
 
-def _checked_logits(logits) -> tuple[np.ndarray, np.ndarray]:
-    """The logits as an array (T, V) or (1, T, V), and its (T, V) block; ValueError for bad input."""
+def _checked_logits(logits, any_rank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The logits as an array, and its rows stacked as (R * T, V); ValueError for bad input.
+
+    Without any_rank the array must be (T, V) or (1, T, V) (the top-k format's shapes).
+    """
     array = _float_array(logits)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != 1) or 0 in array.shape:
-        raise ValueError(f"logits must have shape (T, V) or (1, T, V), got {tuple(array.shape)}")
+    if any_rank:
+        fits, allowed = array.ndim >= 1, "at least one axis"
+    else:
+        fits, allowed = array.ndim in (2, 3) and (array.ndim == 2 or array.shape[0] == 1), "shape (T, V) or (1, T, V)"
+    if not fits or 0 in array.shape:
+        raise ValueError(f"logits must have {allowed} and no empty axis, got shape {tuple(array.shape)}")
     if not np.isfinite(array).all():
         raise ValueError("logits contain NaN or Inf")
-    return array, array.reshape(array.shape[-2:])
+    return array, array.reshape(-1, array.shape[-1])
 
 
 def _float_array(logits) -> np.ndarray:
@@ -290,52 +285,40 @@ def _quantize(block: np.ndarray, levels: int) -> tuple[np.ndarray, float, float]
     return codes, scale, zero_point
 
 
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+def _decode(compressed, max_positions, all_rows: bool) -> tuple[QuantizedLogits, tuple[int, ...]]:
+    """The decoded values and the shape decompress_logits returns them in.
 
-
-def _show(value) -> str:
-    return _SHORT_REPR.repr(value)  # bounded, one-line repr of a value taken from the file
-
-
-def _fail(message: str):
-    raise CodecError(f"compressed_logits: {message}")
-
-
-def _get(mapping: dict, key: str, where: str = ""):
-    if key not in mapping:
-        _fail(f"missing key {where + key!r}")
-    return mapping[key]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
+    values: (R * T', V), every batch row, with all_rows; else (T', V) of the first row only, which is a
+    prefix of the data (rows are consecutive blocks of T * V values), so nothing after it is read.
+    """
     _check_max_positions(max_positions)
     if not isinstance(compressed, dict):
         _fail(f"expected a dict, got {type(compressed).__name__}")
     format_name = _get(compressed, "format")
     if isinstance(format_name, str) and format_name == "topk":
-        sparse, ndim = _decode_topk(compressed, max_positions)
+        sparse, shape = _decode_topk(compressed, max_positions)
         dense = sparse.dense()  # (T', V)
-        return QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions), ndim
+        quantized = QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions)
+        return quantized, _output_shape(shape, dense.shape[0])
     if not isinstance(format_name, str) or format_name != "lz4":
         _fail(f"unknown format {_show(format_name)} (expected 'lz4' or 'topk')")
     bits = _get(compressed, "bits")
     if not _is_int(bits) or bits not in _VALUE_DTYPES:
         _fail(f"unknown bits {_show(bits)} (expected 4, 8, 16 or 32)")
     shape = _get(compressed, "shape")
-    num_positions, vocab_size = _check_shape(shape)
-    scale, zero_point = _check_params(compressed, bits, num_positions * vocab_size)
+    rows, num_positions, vocab_size = _check_any_shape(shape)
+    total = rows * num_positions * vocab_size
+    scale, zero_point = _check_params(compressed, bits, total)
 
-    expected_size = _byte_count(bits, num_positions * vocab_size)  # bytes of the whole block
+    expected_size = _byte_count(bits, total)  # bytes of the whole array
     encoding, hex_data = _check_encoded(_get(compressed, "data_encoded"), bits, shape, expected_size)
 
     positions = num_positions if max_positions is None else min(max_positions, num_positions)
-    full = positions == num_positions
-    need = _byte_count(bits, positions * vocab_size)
+    read_rows = rows if all_rows else 1
+    # Several rows cut to T' positions are not a prefix of the data: read them whole, then cut.
+    count = total if read_rows > 1 else positions * vocab_size
+    full = count == total
+    need = _byte_count(bits, count)
     if encoding == "none":
         buffer = _read_plain(hex_data, need)
     else:
@@ -347,11 +330,21 @@ def _decode(compressed, max_positions) -> tuple[QuantizedLogits, int]:
         codes = np.empty(2 * values.size, dtype=np.uint8)
         np.bitwise_and(values, 0x0F, out=codes[0::2])
         np.right_shift(values, 4, out=codes[1::2])
-        values = codes[: positions * vocab_size]
-    values = values.reshape(positions, vocab_size)  # (T', V)
+        values = codes[:count]
+    if read_rows > 1:
+        values = values.reshape(rows, num_positions, vocab_size)[:, :positions]  # (R, T', V)
+    values = values.reshape(-1, vocab_size)  # (R * T', V) or (T', V)
     if bits not in _LEVELS and not np.isfinite(values).all():
         _fail(f"{bits}-bit data contains NaN or Inf")
-    return QuantizedLogits(values, scale, zero_point, int(bits), num_positions), len(shape)
+    quantized = QuantizedLogits(values, scale, zero_point, int(bits), num_positions, rows)
+    return quantized, _output_shape(shape, positions)
+
+
+def _output_shape(shape, positions: int) -> tuple[int, ...]:
+    """The stored shape with its positions axis (-2) cut to `positions`; [V] stays [V]."""
+    if len(shape) == 1:
+        return (int(shape[0]),)
+    return tuple(int(d) for d in shape[:-2]) + (positions, int(shape[-1]))
 
 
 def _check_max_positions(max_positions) -> None:
@@ -359,7 +352,7 @@ def _check_max_positions(max_positions) -> None:
         raise ValueError(f"max_positions must be a positive int or None, got {max_positions!r}")
 
 
-def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, int]:
+def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, list]:
     _check_max_positions(max_positions)
     shape = _get(compressed, "shape")
     num_positions, vocab_size = _check_shape(shape)
@@ -406,17 +399,28 @@ def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, int]:
         _fail(f"topk indices must lie in [0, {vocab_size}), got {int(indices.min())}..{int(indices.max())}")
     if k > 1 and (np.diff(np.sort(indices, axis=1), axis=1) == 0).any():
         _fail("topk indices repeat within a position")
-    return TopkLogits(values, indices, tail, vocab_size, num_positions), len(shape)
+    return TopkLogits(values, indices, tail, vocab_size, num_positions), shape
+
+
+def _check_any_shape(shape) -> tuple[int, int, int]:
+    """(R, T, V) of a published shape: axes before T are batch rows (R is their product); [V] is one position."""
+    if not isinstance(shape, (list, tuple)) or not shape or not all(_is_int(d) and d > 0 for d in shape):
+        _fail(f"shape must be a list of positive ints, got {_show(shape)}")
+    dims = [int(d) for d in shape]
+    if len(dims) == 1:
+        return 1, 1, dims[0]
+    return math.prod(dims[:-2]), dims[-2], dims[-1]
 
 
 def _check_shape(shape) -> tuple[int, int]:
+    """(T, V) of a top-k shape, which is [T, V] or [1, T, V]."""
     if not isinstance(shape, (list, tuple)) or not all(_is_int(d) and d > 0 for d in shape):
         _fail(f"shape must be a list of positive ints, got {_show(shape)}")
     if len(shape) == 3 and shape[0] == 1:
         return int(shape[1]), int(shape[2])
     if len(shape) == 2:
         return int(shape[0]), int(shape[1])
-    _fail(f"shape must be [T, V] or [1, T, V], got {_show(list(shape))}")
+    _fail(f"a top-k shape must be [T, V] or [1, T, V], got {_show(list(shape))}")
 
 
 def _check_encoded(encoded, bits: int, shape, expected_size: int) -> tuple[str, str]:
@@ -426,39 +430,6 @@ def _check_encoded(encoded, bits: int, shape, expected_size: int) -> tuple[str, 
     hint = " (float16 values under bits=32?)" if halved else ""
     return _check_array(encoded, "data_encoded", f"{bits}-bit data", f"{bits}-bit shape {list(shape)}",
                         f"shape {list(shape)}", expected_size, hint)
-
-
-def _check_array(encoded, where: str, data_name: str, size_name: str, shape_name: str,
-                 expected_size: int, hint: str = "") -> tuple[str, str]:
-    """Check one {encoding, data, original_size, compressed_size} dict that must hold expected_size bytes."""
-    if not isinstance(encoded, dict):
-        _fail(f"{where} must be a dict, got {type(encoded).__name__}")
-    encoding = _get(encoded, "encoding", f"{where}.")
-    hex_data = _get(encoded, "data", f"{where}.")
-    if not isinstance(encoding, str) or encoding not in ("lz4", "none"):
-        _fail(f"unknown encoding {_show(encoding)} (expected 'lz4' or 'none')")
-    if not isinstance(hex_data, (str, HexBytes)) or len(hex_data) % 2:
-        what = f"odd length {len(hex_data)}" if isinstance(hex_data, (str, HexBytes)) else type(hex_data).__name__
-        _fail(f"{where}.data must be a hex string of even length, got {what}")
-    stored_size = len(hex_data) // 2
-    original_size = _get(encoded, "original_size", f"{where}.")
-    if not _is_int(original_size) or original_size != expected_size:
-        _fail(f"{where}.original_size is {_show(original_size)} but {size_name} needs {expected_size}{hint}")
-    compressed_size = _get(encoded, "compressed_size", f"{where}.")
-    if not _is_int(compressed_size) or compressed_size != stored_size:
-        _fail(f"{where}.compressed_size is {_show(compressed_size)} "
-              f"but the hex data holds {stored_size} bytes")
-    # Both size checks below run before anything is allocated, so a bad dict cannot ask for 1 TB.
-    if encoding == "none" and stored_size != expected_size:
-        _fail(f"{data_name} holds {stored_size} bytes but {shape_name} needs {expected_size}")
-    if encoding == "lz4":
-        if expected_size > _MAX_LZ4_RATIO * stored_size + 64:
-            _fail(f"an LZ4 frame of {stored_size} bytes cannot hold "
-                  f"the {expected_size} bytes {shape_name} needs")
-        declared = _frame_content_size(hex_data)
-        if declared not in (0, expected_size):  # 0: the writer did not store the size
-            _fail(f"{data_name} holds {declared} bytes but {shape_name} needs {expected_size}")
-    return encoding, hex_data
 
 
 def _check_params(compressed: dict, bits: int, count: int) -> tuple[float, float]:
@@ -498,98 +469,3 @@ def _byte_count(bits: int, count: int) -> int:
     return (count + 1) // 2 if bits == 4 else count * np.dtype(_VALUE_DTYPES[bits]).itemsize
 
 
-def _unhex(hex_chunk: str | memoryview | HexBytes) -> bytes:
-    try:
-        return binascii.a2b_hex(hex_chunk.view if isinstance(hex_chunk, HexBytes) else hex_chunk)
-    except ValueError as error:  # binascii.Error and non-ASCII str are both ValueErrors
-        _fail(f"data_encoded.data is not valid hex ({error})")
-
-
-def _frame_content_size(hex_data: str) -> int:
-    header = _unhex(hex_data[:2 * _MAX_FRAME_HEADER])
-    try:
-        return lz4.frame.get_frame_info(header)["content_size"]
-    except RuntimeError as error:  # python-lz4 reports a bad header as RuntimeError
-        _fail(f"corrupt LZ4 frame header ({error})")
-
-
-def _read_plain(hex_data: str, need: int) -> bytearray:
-    buffer = bytearray(need)
-    view = memoryview(buffer)
-    for start in range(0, 2 * need, _HEX_CHUNK):
-        chunk = _unhex(hex_data[start : min(start + _HEX_CHUNK, 2 * need)])
-        view[start // 2 : start // 2 + len(chunk)] = chunk
-    return buffer
-
-
-def _read_whole_lz4(hex_data: str, need: int) -> bytes | None:
-    """The frame inflated in one call when it is one well-formed frame of exactly `need` bytes, else None.
-
-    Twice as fast as the streaming reader on a whole block; on None that reader runs and names the problem.
-    """
-    frame = _unhex(hex_data)
-    try:
-        content_size = lz4.frame.get_frame_info(frame[:_MAX_FRAME_HEADER])["content_size"]
-    except RuntimeError:
-        return None
-    if content_size != need:  # 0 (not recorded) or a frame of another size: let the streaming reader check
-        return None
-    try:
-        raw = lz4.frame.decompress(frame)
-    except RuntimeError:
-        return None
-    if len(raw) != need or _lz4_frame_length(frame) != len(frame):  # decompress() ignores trailing bytes
-        return None
-    return raw
-
-
-def _lz4_frame_length(frame: bytes) -> int | None:
-    """Bytes of the first LZ4 frame in `frame`, found by walking its block headers (None if cut short)."""
-    flags = frame[4]
-    position = 4 + 2 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1  # magic, FLG, BD, size, dict, HC
-    block_checksum = 4 if flags & 0x10 else 0
-    while position + 4 <= len(frame):
-        block_size = int.from_bytes(frame[position : position + 4], "little")
-        position += 4
-        if block_size == 0:  # the end mark
-            return position + (4 if flags & 0x04 else 0)
-        position += (block_size & 0x7FFFFFFF) + block_checksum
-    return None
-
-
-def _read_lz4(hex_data: str, need: int, full: bool, data_name: str, shape_name: str) -> bytearray | bytes:
-    """Inflate the first `need` bytes; when `full`, also require the frame to end right there."""
-    if full:
-        raw = _read_whole_lz4(hex_data, need)
-        if raw is not None:
-            return raw
-    buffer = bytearray(need)
-    view = memoryview(buffer)
-    decompressor = lz4.frame.LZ4FrameDecompressor()
-    got, position = 0, 0
-    try:
-        while True:
-            if decompressor.needs_input:
-                if decompressor.eof or position >= len(hex_data):
-                    break
-                chunk = _unhex(hex_data[position : position + _HEX_CHUNK])
-                position += _HEX_CHUNK
-            else:
-                chunk = b""
-            piece = decompressor.decompress(chunk, max_length=need - got if got < need else 1)
-            if got + len(piece) > need:
-                _fail(f"{data_name} holds more than the {need} bytes {shape_name} needs")
-            view[got : got + len(piece)] = piece
-            got += len(piece)
-            if (got == need and not full) or decompressor.eof or (not piece and not chunk):
-                break
-    except RuntimeError as error:  # python-lz4 reports every corrupt frame as RuntimeError
-        _fail(f"corrupt LZ4 frame ({error})")
-    if got < need:
-        truncated = "" if decompressor.eof else " (LZ4 frame truncated)"
-        _fail(f"{data_name} holds {got} bytes but {shape_name} needs {need}{truncated}")
-    if full and not decompressor.eof:
-        _fail("truncated LZ4 frame (no end mark)")
-    if full and (decompressor.unused_data or position < len(hex_data)):
-        _fail("unexpected bytes after the end of the LZ4 frame")
-    return buffer

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .archive import DataError, _open_outer, is_header_line
+from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, OversizeLine, _open_outer, is_header_line,
+                      iter_jsonl_lines, open_inner_zip, open_member)
 from .codec import CodecError, compress_logits, compress_topk, decode_quantized, hex_size
-from .archive import iter_jsonl_lines, open_inner_zip
 from .inspect_data import inner_location, jsonl_members
 
 FORMATS = ("topk", "4", "8", "16", "32")  # values of --to
@@ -61,6 +61,7 @@ class MemberStats:
     member: str
     converted: int = 0
     kept: Counter = field(default_factory=Counter)  # reason -> records copied unchanged
+    dropped: Counter = field(default_factory=Counter)  # reason -> records not copied (too_large: never read whole)
     bytes: Counter = field(default_factory=Counter)  # float32 / source_hex / hex / lz4, converted records only
 
     def describe(self) -> str:
@@ -68,6 +69,8 @@ class MemberStats:
         text = f"{self.inner_zip} / {self.member}: {self.converted} records converted"
         if self.kept:
             text += ", kept unchanged: " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.kept.items()))
+        if self.dropped:
+            text += ", dropped: " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.dropped.items()))
         if self.converted:
             before, after = self.bytes["source_hex"], self.bytes["hex"]
             text += f"; logits as hex {_size(before)} -> {_size(after)} ({before / max(after, 1):.1f}x smaller)"
@@ -82,13 +85,14 @@ def _size(count: float) -> str:
 
 
 def _decoded_logits(compressed: dict, max_positions: int | None) -> np.ndarray:
-    """float32 logits (1, T', V) or (T', V) as stored: decompress_logits in NumPy, no torch tensors."""
-    quantized = decode_quantized(compressed, max_positions)
-    logits = quantized.values.astype(np.float32)  # (T', V)
+    """float32 logits in the stored shape (every batch row): decompress_logits in NumPy, no torch tensors."""
+    quantized = decode_quantized(compressed, max_positions, all_rows=True)
+    logits = quantized.values.astype(np.float32)  # (R * T', V)
     if quantized.bits in (4, 8):  # the same float32 arithmetic as codec.dequantize_codes
         logits -= np.float32(quantized.zero_point)
         logits *= np.float32(quantized.scale)
-    return logits[None] if len(compressed["shape"]) == 3 else logits
+    shape = compressed["shape"]  # valid: decoding checked it
+    return logits.reshape(shape[:-2] + [-1, shape[-1]] if len(shape) > 1 else shape)
 
 
 def convert_line(line: bytes, target: Target) -> tuple[bytes, str | None, dict | None]:
@@ -96,7 +100,9 @@ def convert_line(line: bytes, target: Target) -> tuple[bytes, str | None, dict |
     unchanged = line if line.endswith(b"\n") else line + b"\n"
     try:
         entry = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        return unchanged, "too_deeply_nested", None
+    except ValueError:  # UnicodeDecodeError too
         return unchanged, "invalid_json", None
     if not isinstance(entry, dict):
         return unchanged, "not_an_object", None
@@ -138,6 +144,7 @@ def updated_header(header: dict, target: Target, stats: MemberStats, records: in
         "tool": "compress.py convert", "to": target.label, "max_positions": target.max_positions,
         "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "records_converted": stats.converted, "records_kept_unchanged": dict(sorted(stats.kept.items())),
+        "records_dropped": dict(sorted(stats.dropped.items())),
         "previous": previous,
     }
     return header
@@ -151,13 +158,14 @@ class _Job:
     target: Target
     work_dir: str
     progress: bool
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
 def _convert_member(job: _Job, location, label: str, name: str, gzipped: bool,
                     stats: MemberStats) -> tuple[dict | None, str]:
     """Write the converted records to a staging file; return (updated header or None, staging path)."""
     body_path = os.path.join(job.work_dir, "body.jsonl")
-    lines = iter_jsonl_lines(location, name, gzipped, label)
+    lines = iter_jsonl_lines(location, name, gzipped, label, max_record_bytes=job.max_record_bytes)
     header, records = None, 0
     first = next(lines, None)
     if first is not None and (header := is_header_line(first[1])) is None:
@@ -167,6 +175,9 @@ def _convert_member(job: _Job, location, label: str, name: str, gzipped: bool,
                disable=not job.progress, dynamic_ncols=True)
     with open(body_path, "wb") as body, bar:
         for _, line in lines:
+            if isinstance(line, OversizeLine):  # read past, not held: it cannot be copied
+                stats.dropped["too_large"] += 1
+                continue
             new_line, kept_reason, sizes = convert_line(line, job.target)
             body.write(new_line)
             records += 1
@@ -199,11 +210,13 @@ def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return copy
 
 
-def _copy_member(source: zipfile.ZipFile, info: zipfile.ZipInfo, out: zipfile.ZipFile) -> None:
+def _copy_member(source: zipfile.ZipFile, location: InnerZipLocation, label: str, info: zipfile.ZipInfo,
+                 out: zipfile.ZipFile) -> None:
     if info.is_dir():
         out.writestr(_copy_info(info), b"")
         return
-    with source.open(info) as reader, out.open(_copy_info(info), "w", force_zip64=True) as writer:
+    with open_member(source, location, info, label) as reader, \
+            out.open(_copy_info(info), "w", force_zip64=True) as writer:
         shutil.copyfileobj(reader, writer, length=1 << 20)
 
 
@@ -216,7 +229,7 @@ def _convert_inner(job: _Job, inner_name: str, inner_path: str) -> list[MemberSt
         with open_inner_zip(location, label) as inner, zipfile.ZipFile(inner_path, "w") as inner_out:
             for info in inner.infolist():
                 if info.filename not in members:
-                    _copy_member(inner, info, inner_out)
+                    _copy_member(inner, location, label, info, inner_out)
                     continue
                 stats = MemberStats(inner_name, info.filename)
                 gzipped = members[info.filename]
@@ -227,7 +240,8 @@ def _convert_inner(job: _Job, inner_name: str, inner_path: str) -> list[MemberSt
     return results
 
 
-def convert_archive(in_path: str, out_path: str, target: Target, progress: bool = True) -> list[MemberStats]:
+def convert_archive(in_path: str, out_path: str, target: Target, progress: bool = True,
+                    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[MemberStats]:
     """Write a copy of in_path with every record's logits in the target format; return per-member stats."""
     if os.path.abspath(in_path) == os.path.abspath(out_path):
         raise DataError("the output must be a different file than the input")
@@ -236,11 +250,12 @@ def convert_archive(in_path: str, out_path: str, target: Target, progress: bool 
     results = []
     try:
         with _open_outer(in_path) as outer, zipfile.ZipFile(partial, "w") as outer_out:
-            job = _Job(in_path, target, work_dir, progress)
+            job = _Job(in_path, target, work_dir, progress, max_record_bytes)
+            whole = InnerZipLocation(in_path, 0, os.path.getsize(in_path))
             for info in outer.infolist():
                 try:
                     if not info.filename.lower().endswith(".zip"):
-                        _copy_member(outer, info, outer_out)
+                        _copy_member(outer, whole, in_path, info, outer_out)
                         continue
                     inner_path = os.path.join(work_dir, "inner.zip")
                     results += _convert_inner(job, info.filename, inner_path)

@@ -16,9 +16,9 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-# _FileWindow / _open_outer: the package's seekable view of an inner ZIP and its outer-ZIP opener.
-from .archive import (GZIP_MAGIC, STREAM_ERRORS, DataError, InnerZipLocation, _open_outer, is_header_line,
-                      iter_jsonl_lines, locate_inner_zip, open_inner_zip)
+# _open_outer: the package's outer-ZIP opener (one-line errors for a missing or unreadable file).
+from .archive import (DEFAULT_MAX_RECORD_BYTES, GZIP_MAGIC, STREAM_ERRORS, DataError, InnerZipLocation, OversizeLine,
+                      _open_outer, is_header_line, iter_jsonl_lines, locate_inner_zip, open_inner_zip, open_member)
 from .codec import CodecError, decode_quantized, decode_topk
 from .records import RecordError, parse_record
 
@@ -55,7 +55,7 @@ def jsonl_members(location: InnerZipLocation, label: str) -> list[tuple[str, boo
             if ".jsonl" not in name.lower():
                 continue
             try:
-                with inner.open(name) as member:
+                with open_member(inner, location, name, label) as member:  # bounded, unlike zipfile's reader
                     members.append((name, member.read(2) == GZIP_MAGIC))
             except STREAM_ERRORS as error:
                 raise DataError(f"{label}/{name}: cannot read ({type(error).__name__}: {error})") from error
@@ -156,25 +156,27 @@ def logits_summary(compressed: dict) -> tuple[str, list[int], dict]:
         sparse = decode_topk(compressed)  # CodecError when malformed
         name = f"topk k={compressed['k']}"
         arrays = [compressed["data_encoded"][array] for array in ("values", "indices", "tail")]
-        positions, vocab = sparse.num_positions, sparse.vocab_size
+        rows, positions, vocab = 1, sparse.num_positions, sparse.vocab_size
     else:
-        quantized = decode_quantized(compressed)  # CodecError when malformed
-        name = f"{quantized.bits}-bit"
+        quantized = decode_quantized(compressed, all_rows=True)  # CodecError when malformed
+        rows = quantized.rows
+        name = f"{quantized.bits}-bit" + (f" ({rows} batch rows; training reads the first)" if rows > 1 else "")
         arrays = [compressed["data_encoded"]]
-        positions, vocab = quantized.values.shape
+        positions, vocab = quantized.num_positions, quantized.values.shape[1]
     sizes = {"hex_bytes": sum(len(array["data"]) for array in arrays),
              "lz4_bytes": sum(array["compressed_size"] for array in arrays),
              "decoded_bytes": sum(array["original_size"] for array in arrays),
-             "float32_bytes": positions * vocab * 4}
+             "float32_bytes": rows * positions * vocab * 4}
     return name, [positions, vocab], sizes
 
 
 def inspect_member(location: InnerZipLocation, report: MemberReport, label: str, limit: int | None,
-                   progress: bool) -> None:
-    """Fill `report` from the member's lines (at most `limit` records)."""
+                   progress: bool, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    """Fill `report` from the member's lines (at most `limit` records; longer lines than the bound are bad)."""
     bar = tqdm(desc=f"{report.member}", unit="record", leave=False, disable=not progress, dynamic_ncols=True)
+    lines = iter_jsonl_lines(location, report.member, report.gzipped, label, max_record_bytes=max_record_bytes)
     try:
-        for index, (line_number, line) in enumerate(iter_jsonl_lines(location, report.member, report.gzipped, label)):
+        for index, (line_number, line) in enumerate(lines):
             if index == 0:
                 report.header = is_header_line(line)
                 if report.header is not None:
@@ -192,8 +194,8 @@ def inspect_member(location: InnerZipLocation, report: MemberReport, label: str,
         bar.close()
 
 
-def _inspect_record(line_number: int, line: bytes, report: MemberReport) -> None:
-    report.sizes["line_bytes"].add(len(line))
+def _inspect_record(line_number: int, line: bytes | OversizeLine, report: MemberReport) -> None:
+    report.sizes["line_bytes"].add(line.size if isinstance(line, OversizeLine) else len(line))
     try:
         record = parse_record(line, "focal_file", need_logits=True)
         name, (positions, vocab), sizes = logits_summary(record.compressed_logits)
@@ -219,7 +221,7 @@ def _count_bad(report: MemberReport, reason: str, line_number: int, message: str
 
 
 def inspect_archive(outer_path: str, inner_zips: list[str] | None = None, limit: int | None = None,
-                    progress: bool = True) -> list[MemberReport]:
+                    progress: bool = True, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[MemberReport]:
     """A MemberReport for every JSONL member of the chosen inner ZIPs (default: every *.zip member)."""
     reports = []
     for inner_zip in inner_zips or list_inner_zips(outer_path):
@@ -227,7 +229,7 @@ def inspect_archive(outer_path: str, inner_zips: list[str] | None = None, limit:
         with inner_location(outer_path, inner_zip) as location:
             for name, gzipped in jsonl_members(location, label):
                 report = MemberReport(inner_zip, name, gzipped)
-                inspect_member(location, report, label, limit, progress)
+                inspect_member(location, report, label, limit, progress, max_record_bytes)
                 reports.append(report)
     return reports
 

@@ -1,4 +1,4 @@
-"""Mine JUnit test methods from Java source trees into assertion records (see DATA_FORMAT.md).
+"""Mine JUnit test methods from Java source trees into assertion records (see docs/DATA_FORMAT.md).
 
 One record per test method: the method with its assertion statements masked, the assertions, and the
 source of the class under test ("focal" class). Every test method found is either written or counted

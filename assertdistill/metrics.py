@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-CANONICAL_ASSERT_NAMES = "Equals|That|True|False|Null|NotNull|Throws|Same|NotSame|ArrayEquals"
+ASSERT_NAMES = "Equals|That|True|False|Null|NotNull|Throws|Same|NotSame|ArrayEquals"
 _WHITESPACE = re.compile(r"\s+")
 _ASSERT_EQUALS_EXPECTED = re.compile(r"assertEquals\s*\(\s*[^,]+,\s*([^)]+)\s*\)")
-_ASSERT_NAME = re.compile(rf"assert({CANONICAL_ASSERT_NAMES})\b", flags=re.IGNORECASE)
+_ASSERT_NAME = re.compile(rf"assert({ASSERT_NAMES})\b", flags=re.IGNORECASE)
 _SPLIT_ITEMS = re.compile(r";|\n")
 
 # (type name, pattern searched in the lower-cased assertion), first match wins, as the thesis.
@@ -29,6 +29,15 @@ _EQUALS = re.compile(r"\bassertequals\b")
 _THAT = re.compile(r"\bassertthat\b")
 
 SCRIPT1_AVERAGED = ["precision", "recall", "f1", "accuracy", "similarity_avg"]
+# (key suffix, generated text, reference text) of every comparison made per evaluated record. The texts:
+# student output, ground truth, teacher (its lines joined with newlines) and teacher_script1 (str() of
+# the teacher's field, as the thesis's loader made it: "['assertX(..);']" for a list of lines).
+SCRIPT1_COMPARISONS = (("s_vs_t_script1", "student", "teacher_script1"), ("s_vs_gt_script1", "student", "truth"),
+                       ("s_vs_t_corrected", "student", "teacher"), ("t_vs_gt_script1", "teacher", "truth"))
+STRICT_COMPARISONS = (("s_vs_gt", "student", "truth"), ("s_vs_t", "student", "teacher"),
+                      ("t_vs_gt", "teacher", "truth"))
+RECORD_METRICS = ([f"{metric}_{suffix}" for suffix, _, _ in SCRIPT1_COMPARISONS for metric in SCRIPT1_AVERAGED]
+                  + [f"strict_exact_match_{suffix}" for suffix, _, _ in STRICT_COMPARISONS])
 
 
 def split_assertions(block: Any) -> list[str]:
@@ -40,17 +49,14 @@ def split_assertions(block: Any) -> list[str]:
 
 
 def normalize_assertion(assertion: str) -> str:
-    """Thesis normalization: collapse whitespace, mask assertEquals' first argument, canonical case."""
+    """Thesis normalization: collapse whitespace, mask assertEquals' first argument, lowercase an `assert` prefix.
+
+    As in the thesis, the VALUE rewrite runs first and only on `assertEquals` spelled so, and only the
+    `assert` prefix of a known name is lowercased: ASSERTTRUE becomes assertTRUE, not assertTrue.
+    """
     assertion = _WHITESPACE.sub(" ", assertion).strip()
     assertion = _ASSERT_EQUALS_EXPECTED.sub(r"assertEquals(VALUE, \1)", assertion)
-    return _ASSERT_NAME.sub(lambda match: "assert" + _canonical_name(match.group(1)), assertion)
-
-
-def _canonical_name(name: str) -> str:
-    for canonical in CANONICAL_ASSERT_NAMES.split("|"):
-        if canonical.lower() == name.lower():
-            return canonical
-    return name
+    return _ASSERT_NAME.sub(r"assert\1", assertion)
 
 
 def normalize_whitespace(assertion: str) -> str:
@@ -156,3 +162,20 @@ class MetricAccumulator:
                     for name, values in self.values.items()}
         averages[f"avg_strict_exact_match_{self.comparison}"] = float(np.mean(self.strict)) if self.strict else None
         return averages
+
+
+def record_metrics(student: str, truth: str, teacher: str, teacher_script1: str) -> dict[str, float]:
+    """Every per-record metric (RECORD_METRICS, the summary's names without avg_) of one evaluated record."""
+    texts = {"student": student, "truth": truth, "teacher": teacher, "teacher_script1": teacher_script1}
+    values = {}
+    for suffix, generated, reference in SCRIPT1_COMPARISONS:
+        result = evaluate_assertions_script1_style(texts[generated], texts[reference])
+        values.update({f"{metric}_{suffix}": result[f"{metric}_script1"] for metric in SCRIPT1_AVERAGED})
+    for suffix, generated, reference in STRICT_COMPARISONS:
+        values[f"strict_exact_match_{suffix}"] = strict_exact_match(texts[generated], texts[reference])
+    return values
+
+
+def average_record_metrics(rows: list[dict]) -> dict[str, float | None]:
+    """avg_<name>: np.mean of each RECORD_METRICS column over the rows, in order (as the thesis); None without rows."""
+    return {f"avg_{name}": float(np.mean([row[name] for row in rows])) if rows else None for name in RECORD_METRICS}

@@ -1,11 +1,10 @@
-"""Figures and tables of a hyperparameter sweep; shared by alpha_graphs.py and temperature_graphs.py.
+"""This suite's figures of a hyperparameter sweep: one per metric, overview, heatmap, training curves.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot, so no display or global state is used.
 """
 
-import argparse
 import math
-import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from matplotlib.ticker import MaxNLocator
 from assertdistill import results
 from assertdistill.results import Cell, Metric
 
-FORMATS = ("png", "pdf", "svg")
-DEFAULT_HEATMAP_METRIC = "avg_accuracy_s_vs_gt_script1"
 CURVES = (("eval", "avg_accuracy_s_vs_gt_script1", "Eval accuracy vs ground truth"),
           ("train", "loss", "Train loss"))
 LINESTYLES = ("-", "--", ":", "-.")
@@ -30,17 +27,20 @@ LINESTYLES = ("-", "--", ":", "-.")
 class Axis:
     """A hyperparameter as an axis: its name in results.Run, how to label it, how to scale it."""
 
-    name: str
+    name: str  # also the thesis figures' prefix: <name>_vs_loss.png
     symbol: str
     label: str
     log2: bool  # temperatures are usually a doubling grid
+    thesis_label: str  # the thesis figures' axis label and title wording
+    thesis_loss_colour: str
 
 
 AXES = {
-    "alpha": Axis("alpha", "α", "α (weight of the KL loss)", log2=False),
-    "temperature": Axis("temperature", "T", "temperature T", log2=True),
+    "alpha": Axis("alpha", "α", "α (weight of the KL loss)", log2=False,
+                  thesis_label="Alpha (KL Loss Weight)", thesis_loss_colour="green"),
+    "temperature": Axis("temperature", "T", "temperature T", log2=True,
+                        thesis_label="Temperature", thesis_loss_colour="magenta"),
 }
-DEFAULT_DIRS = {"alpha": ("results_alpha", "graphs_alpha"), "temperature": ("results_temp", "graphs_temp")}
 
 
 def other_axis(swept: Axis) -> Axis:
@@ -48,22 +48,7 @@ def other_axis(swept: Axis) -> Axis:
     return AXES["temperature" if swept.name == "alpha" else "alpha"]
 
 
-def build_arg_parser(swept_name: str, description: str) -> argparse.ArgumentParser:
-    """The command line shared by the graph scripts, with defaults for the swept parameter."""
-    results_dir, output_dir = DEFAULT_DIRS[swept_name]
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--results_dir", type=Path, default=Path(results_dir),
-                        help=f"directory searched recursively for */{results.SUMMARY_NAME} (default: {results_dir})")
-    parser.add_argument("--output_dir", type=Path, default=Path(output_dir),
-                        help=f"where figures, summary.csv and summary.md go; created if missing (default: {output_dir})")
-    parser.add_argument("--format", choices=FORMATS, default="png", help="figure file format (default: png)")
-    parser.add_argument("--heatmap_metric", default=DEFAULT_HEATMAP_METRIC,
-                        help="final_evaluation_metrics key shown in the alpha x T heatmap, drawn when the runs "
-                             f"form a grid of >= 2 values each (default: {DEFAULT_HEATMAP_METRIC})")
-    return parser
-
-
-def _new_figure(figsize) -> Figure:
+def new_figure(figsize) -> Figure:
     """A figure on an Agg canvas."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
@@ -86,8 +71,28 @@ def _n_label(counts) -> str:
     return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
 
 
+def error_bars(line: list[Cell], key: str) -> np.ndarray:
+    """(2, len(line)) distances below and above each mean: the cell's interval, else the std over seeds."""
+    bars = []
+    for cell in line:
+        mean, std, _ = cell.stats[key]
+        interval = cell.intervals.get(key)
+        bars.append((mean - interval.low, interval.high - mean) if interval else (std, std))
+    return np.nan_to_num(np.asarray(bars, dtype=float).T)
+
+
+def bar_caption(cells: list[Cell], metric: Metric) -> str:
+    """What the error bars of one metric show, for its legend."""
+    methods = results.interval_methods(cells, keys={metric.key})
+    if methods:
+        return f"bars: {results.CONFIDENCE:.0%} CI, " + "; ".join(results.INTERVAL_METHODS[m] for m in methods)
+    if any(c.n > 1 for c in cells):
+        return "bars: std over seeds (no interval: unbounded metric)"
+    return "no interval: unbounded metric"
+
+
 def plot_metric(ax, cells: list[Cell], metric: Metric, swept: Axis, runs) -> None:
-    """Mean ± std over seeds of one metric vs the swept value, one line per other-parameter value."""
+    """Mean and error bars (bar_caption) of one metric vs the swept value, one line per other-parameter value."""
     other = other_axis(swept)
     for other_value in sorted({c.value(other.name) for c in cells}):
         line = sorted((c for c in cells if c.value(other.name) == other_value and metric.key in c.stats),
@@ -95,8 +100,8 @@ def plot_metric(ax, cells: list[Cell], metric: Metric, swept: Axis, runs) -> Non
         if not line:
             continue
         xs = [c.value(swept.name) for c in line]
-        means, stds, counts = zip(*(c.stats[metric.key] for c in line))
-        ax.errorbar(xs, means, yerr=np.nan_to_num(stds), marker="o", capsize=3,
+        means, _, counts = zip(*(c.stats[metric.key] for c in line))
+        ax.errorbar(xs, means, yerr=error_bars(line, metric.key), marker="o", capsize=3,
                     label=f"{other.symbol}={other_value:g} ({_n_label(counts)})")
     reference = [r.metrics[metric.reference_key] for r in runs if metric.reference_key in r.metrics]
     if reference:
@@ -118,10 +123,10 @@ def save_metric_figures(cells, runs, swept: Axis, out_dir: Path, fmt: str) -> li
     """One figure per metric: `<metric>.<fmt>`."""
     paths = []
     for metric in plotted_metrics(runs):
-        fig = _new_figure((6, 4))
+        fig = new_figure((6, 4))
         ax = fig.add_subplot()
         plot_metric(ax, cells, metric, swept, runs)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", title=textwrap.fill(bar_caption(cells, metric), 50), title_fontsize="x-small")
         paths.append(out_dir / f"{metric.key}.{fmt}")
         fig.savefig(paths[-1])
     return paths
@@ -132,7 +137,7 @@ def save_overview(cells, runs, swept: Axis, path: Path) -> None:
     metrics = plotted_metrics(runs)
     ncols = 4
     nrows = math.ceil(len(metrics) / ncols)
-    fig = _new_figure((4.2 * ncols, 3.2 * nrows + 0.6))
+    fig = new_figure((4.2 * ncols, 3.2 * nrows + 0.6))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     legend = {}
     for ax, metric in zip(axes, metrics):
@@ -142,7 +147,10 @@ def save_overview(cells, runs, swept: Axis, path: Path) -> None:
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6))
-    fig.suptitle(f"Distillation metrics vs {swept.label} (mean ± std over seeds)")
+    methods = "; ".join(results.INTERVAL_METHODS[m] for m in results.interval_methods(cells)) or "none"
+    unbounded = "std over seeds for" if any(c.n > 1 for c in cells) else "none for"
+    fig.suptitle(f"Distillation metrics vs {swept.label}: mean; bars: {results.CONFIDENCE:.0%} CI for scores in "
+                 f"[0, 1] ({methods}), {unbounded} unbounded metrics (no interval)")
     fig.savefig(path)
 
 
@@ -163,7 +171,7 @@ def save_heatmap(cells, metric_key: str, swept: Axis, path: Path) -> None:
             i, j = ys.index(cell.value(other.name)), xs.index(cell.value(swept.name))
             grid[i, j] = cell.stats[metric_key][0]
             text[i, j] = results.format_stat(cell.stats[metric_key], ".3g").replace(" ± ", "\n±")
-    fig = _new_figure((1.2 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
+    fig = new_figure((1.2 * len(xs) + 2.5, 0.9 * len(ys) + 1.8))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis")
     lo, hi = np.nanmin(grid), np.nanmax(grid)
@@ -213,7 +221,7 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
     other_values = sorted({c.value(other.name) for c in cells})
     colour = dict(zip(swept_values, _colours(len(swept_values))))  # colour: swept value
     style = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(other_values)}  # dash: the other one
-    fig = _new_figure((12, 4.5))
+    fig = new_figure((12, 4.5))
     axes = fig.subplots(1, len(CURVES))
     n_runs = 0
     for cell in cells:
@@ -241,53 +249,3 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
     fig.suptitle(f"Training curves, one line per run ({n_runs} runs with {results.EPOCH_LOG_NAME})")
     fig.savefig(path)
     return True
-
-
-def run_graphs(args: argparse.Namespace, swept_name: str, out=None, err=None) -> int:
-    """Load the sweep under args.results_dir and write figures and tables; return the exit code."""
-    out, err = out or sys.stdout, err or sys.stderr
-    swept = AXES[swept_name]
-    try:
-        runs, skipped = results.load_runs(args.results_dir)
-    except results.NoResultsError as e:
-        for path, reason in e.skipped:
-            print(f"skip {path}: {reason}", file=err)
-        print(f"error: {e}", file=err)
-        return 2
-    for path, reason in skipped:
-        print(f"skip {path}: {reason}", file=err)
-    available = results.metric_keys(runs)
-    if args.heatmap_metric not in available:
-        print(f"error: --heatmap_metric {args.heatmap_metric} is in no summary; available: {', '.join(available)}",
-              file=err)
-        return 2
-    cells = results.aggregate(runs)
-    print(f"loaded {len(runs)} runs in {len(cells)} (alpha, T) cells from {args.results_dir}"
-          f" ({len(skipped)} skipped)", file=out)
-    out_dir, fmt = args.output_dir, args.format
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        figures = save_metric_figures(cells, runs, swept, out_dir, fmt)
-        print(f"wrote {len(figures)} metric figures to {out_dir}/: {', '.join(p.name for p in figures)}", file=out)
-        save_overview(cells, runs, swept, out_dir / f"overview.{fmt}")
-        print(f"wrote {out_dir / f'overview.{fmt}'} (all metrics as panels)", file=out)
-        if is_grid(cells):
-            path = out_dir / f"heatmap_{args.heatmap_metric}.{fmt}"
-            save_heatmap(cells, args.heatmap_metric, swept, path)
-            print(f"wrote {path} (alpha x T grid)", file=out)
-        else:
-            print("heatmap: skipped (needs >= 2 alphas and >= 2 temperatures)", file=out)
-        curves = load_curves(runs, err)
-        path = out_dir / f"training_curves.{fmt}"
-        if curves and save_training_curves(cells, curves, swept, path):
-            print(f"wrote {path} ({len(curves)} runs with {results.EPOCH_LOG_NAME})", file=out)
-        else:
-            print(f"training curves: skipped (no run has a usable {results.EPOCH_LOG_NAME})", file=out)
-        results.write_csv(cells, out_dir / "summary.csv")
-        results.write_markdown(cells, out_dir / "summary.md")
-        print(f"wrote {out_dir / 'summary.csv'} and {out_dir / 'summary.md'} (mean and std over seeds per cell)",
-              file=out)
-    except OSError as e:
-        print(f"error: cannot write to {out_dir}: {e}", file=err)
-        return 1
-    return 0

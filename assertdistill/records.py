@@ -1,4 +1,4 @@
-"""Parse one distillation record (DATA_FORMAT.md) and build the thesis's model input from it."""
+"""Parse one distillation record (docs/DATA_FORMAT.md) and build the thesis's model input from it."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .archive import OversizeLine
 from .codec import HexBytes
 
 FOCAL_PREFIX = "FOCAL CODE:\n"
 TEST_PREFIX = "TEST METHOD:\n"
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
+GROUND_TRUTH_FIELDS = ("original_target", "assertions")  # first non-null wins, as in the thesis's loader
+TEACHER_TEXT_FIELDS = ("model_prediction", "predicted_assertions")
 LARGE_STRING_BYTES = 1 << 16  # JSON strings this long (the hex logits) are sliced out, not scanned
 _PLACEHOLDER = "\x00large string {}\x00"  # decoded form; written as \u0000 escapes, never in real data
 
@@ -31,7 +34,8 @@ class Record:
     focal_code: str
     test_method: str
     ground_truth_text: str
-    teacher_text: str | None
+    teacher_text: str  # the teacher's lines joined with newlines (corrected metrics, strict match, t_vs_gt)
+    teacher_text_script1: str  # str() of the teacher's field, as the thesis's loader made it (*_s_vs_t_script1)
     compressed_logits: dict | None
 
 
@@ -64,21 +68,50 @@ class DataStats:
         return text
 
 
-def _text_or_lines(value: Any, field_name: str) -> str:
-    """A string as is, a list of strings joined with newlines; anything else is a type error."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return "\n".join(value)
-    raise RecordError("wrong_field_type", f"'{field_name}' must be a string or a list of strings, "
-                                          f"got {type(value).__name__}")
-
-
 def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
     for name in names:
         if entry.get(name) is not None:
             return name, entry[name]
     return None
+
+
+def ground_truth_of(entry: dict) -> str:
+    """The ground truth as the thesis's loader builds it; RecordError where that loader gives up.
+
+    original_target: a list joined with newlines (items must be strings), anything else str();
+    else assertions: str() of each item joined with newlines (a string is iterated by character).
+    A None value falls through to the next field.
+    """
+    if not any(name in entry for name in GROUND_TRUTH_FIELDS):
+        raise RecordError("missing_ground_truth", "no 'original_target' or 'assertions'")
+    target = entry.get("original_target")
+    if target is not None:
+        if not isinstance(target, list):
+            return str(target)
+        if not all(isinstance(item, str) for item in target):
+            raise RecordError("wrong_field_type", "'original_target' is a list with non-string items")
+        return "\n".join(target)
+    assertions = entry.get("assertions")
+    if assertions is None:
+        raise RecordError("missing_ground_truth", "'original_target' and 'assertions' are null")
+    if not isinstance(assertions, (list, dict, str)):
+        raise RecordError("wrong_field_type", f"'assertions' must be a list, got {type(assertions).__name__}")
+    return "\n".join(str(item) for item in assertions)
+
+
+def teacher_texts_of(entry: dict) -> tuple[str, str]:
+    """(lines joined with newlines, str() as the thesis's loader) of model_prediction, else predicted_assertions.
+
+    A None value falls through to the next field; a list's non-string items are joined as their str().
+    """
+    if not any(name in entry for name in TEACHER_TEXT_FIELDS):
+        raise RecordError("missing_teacher_prediction", "no 'model_prediction' or 'predicted_assertions'")
+    teacher = _first_present(entry, TEACHER_TEXT_FIELDS)
+    if teacher is None:
+        raise RecordError("missing_teacher_prediction", "'model_prediction' and 'predicted_assertions' are null")
+    value = teacher[1]
+    joined = "\n".join(str(item) for item in value) if isinstance(value, list) else str(value)
+    return joined, str(value)
 
 
 def _large_string_spans(line: bytes) -> list[tuple[int, int]] | None:
@@ -156,12 +189,44 @@ def loads_record_line(line: bytes | str, lazy_hex: bool = False):
     return entry
 
 
-def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False) -> Record:
-    """Decode one JSONL line into a Record, or raise RecordError with a reason (lazy_hex: see loads_record_line)."""
+def _reject_lone_surrogates(entry) -> None:
+    """RecordError for a string (key or value) holding a lone surrogate escape ("\\ud800"): not text."""
+    pending = [entry] if isinstance(entry, (dict, list)) else []
+    while pending:
+        container = pending.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in items:
+            for text in (key, value):
+                if isinstance(text, str) and not text.isascii():  # isascii is O(1); hex strings are ASCII
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as error:
+                        surrogate = text[error.start]
+                        raise RecordError("lone_surrogate", f"a string holds the lone surrogate "
+                                                            f"\\u{ord(surrogate):04x}, which is not text") from None
+            if isinstance(value, (dict, list)):
+                pending.append(value)
+
+
+def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False,
+                 require_teacher: bool = True) -> Record:
+    """Decode one JSONL line into a Record, or raise RecordError with a reason (lazy_hex: see loads_record_line).
+
+    require_teacher (the thesis's rule) skips records without teacher text or logits; without it (plain
+    fine-tuning, this suite only) such a record is kept with an empty teacher text, and logits are required
+    only when need_logits.
+    """
+    if isinstance(line, OversizeLine):
+        raise RecordError("too_large", str(line))
     try:
         entry = loads_record_line(line, lazy_hex)
-    except (ValueError, UnicodeDecodeError) as error:
+    except RecursionError:
+        raise RecordError("too_deeply_nested", "JSON nested deeper than the parser's recursion limit") from None
+    except UnicodeDecodeError as error:
+        raise RecordError("invalid_utf8", f"not UTF-8 text ({error})") from None
+    except ValueError as error:
         raise RecordError("invalid_json", f"invalid JSON ({error})") from None
+    _reject_lone_surrogates(entry)
     if not isinstance(entry, dict):
         raise RecordError("not_an_object", f"a record must be a JSON object, got {type(entry).__name__}")
 
@@ -172,16 +237,16 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
         raise RecordError("wrong_field_type", f"'test_method_masked' must be a string, "
                                               f"got {type(test_method).__name__}")
 
-    target = _first_present(entry, ("original_target", "assertions"))
-    if target is None:
-        raise RecordError("missing_ground_truth", "no 'original_target' or 'assertions'")
-    ground_truth_text = _text_or_lines(target[1], target[0])
+    ground_truth = ground_truth_of(entry)
+    try:
+        teacher_text, teacher_text_script1 = teacher_texts_of(entry)
+    except RecordError:
+        if require_teacher:
+            raise
+        teacher_text = teacher_text_script1 = ""
 
-    teacher = _first_present(entry, ("model_prediction", "predicted_assertions"))
-    teacher_text = _text_or_lines(teacher[1], teacher[0]) if teacher else None
-
-    compressed_logits = entry.get("compressed_logits")
-    if need_logits and compressed_logits is None:
+    compressed_logits = entry.get("compressed_logits")  # required even at alpha 0, as by the thesis
+    if compressed_logits is None and (require_teacher or need_logits):
         raise RecordError("missing_compressed_logits", "no 'compressed_logits'")
     if compressed_logits is not None and not isinstance(compressed_logits, dict):
         raise RecordError("wrong_field_type", f"'compressed_logits' must be an object, "
@@ -190,7 +255,7 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
     focal_names = (focal_field,) + tuple(name for name in FOCAL_FALLBACK_FIELDS if name != focal_field)
     focal = _first_present(entry, focal_names)
     focal_code = focal[1] if focal and isinstance(focal[1], str) else ""
-    return Record(focal_code, test_method, ground_truth_text, teacher_text,
+    return Record(focal_code, test_method, ground_truth, teacher_text, teacher_text_script1,
                   compressed_logits if need_logits else None)
 
 

@@ -1,7 +1,9 @@
 """Load distillation summaries and per-epoch logs from a sweep; aggregate metrics over seeds.
 
-A run is one `<run_dir>/distillation_summary.json` as written by script.py (or by the original
-thesis code, which has only the thesis keys). Everything beyond the thesis keys is optional.
+A run is one summary: `<run_dir>/distillation_summary.json` as script.py and sweep.sh write it, or a
+flat `<any name>.json` directly in the results directory, as the thesis kept them
+(results_alpha/alpha0.1.json, ...). Both layouts may be mixed in one directory. Only the thesis keys
+are required; everything else is optional.
 """
 
 import csv
@@ -9,13 +11,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 SUMMARY_NAME = "distillation_summary.json"
+LAYOUTS = f"*.json or */{SUMMARY_NAME}"  # the two layouts load_runs reads, for messages
 EPOCH_LOG_NAME = "metrics.jsonl"
 HYPERPARAMS = ("alpha", "temperature")  # the two swept axes, in cell-key order
 ARG_KEYS = {"alpha": "alpha_kl_loss_weight", "temperature": "temperature", "seed": "seed"}
+
+
+COUNT_KEY = "num_eval_samples"  # records every student metric is averaged over
+TEACHER_COUNT_KEY = "num_eval_samples_with_teacher_prediction"  # ... and those with a teacher prediction
 
 
 @dataclass(frozen=True)
@@ -28,31 +36,54 @@ class Metric:
     fmt: str = ".4f"  # how summary.md prints mean and std
     reference_key: str | None = None
     required: bool = True  # thesis summaries always have it; a run without it is incomplete
+    bounded: bool = False  # a mean of per-record scores in [0, 1]: it gets a confidence interval
+    vs_teacher: bool = False  # averaged only over records with a teacher prediction
+    lower_is_better: bool = False
+    binary: bool = False  # 0 or 1 per record: paired comparisons use McNemar's exact test
+
+    @property
+    def record_key(self) -> str:
+        """Its per-record name in predictions.jsonl: the summary key without the `avg_` prefix."""
+        return self.key.removeprefix("avg_")
+
+    def count(self, metrics: dict[str, float]) -> float | None:
+        """How many records a run's mean of this metric is over, from the summary's counts (None: unknown)."""
+        if self.vs_teacher and TEACHER_COUNT_KEY in metrics:
+            return metrics[TEACHER_COUNT_KEY]
+        return metrics.get(COUNT_KEY)
+
+
+_SCORES = (("accuracy", "Accuracy"), ("f1", "F1"), ("precision", "Precision"), ("recall", "Recall"),
+           ("similarity_avg", "Similarity"))
 
 
 def _pair(name, label):
     """The vs-ground-truth and vs-teacher variants of one text-match metric."""
     return (
         Metric(f"avg_{name}_s_vs_gt_script1", f"{label} vs ground truth",
-               reference_key=f"avg_{name}_t_vs_gt_script1"),
-        Metric(f"avg_{name}_s_vs_t_script1", f"{label} vs teacher"),
+               reference_key=f"avg_{name}_t_vs_gt_script1", bounded=True),
+        Metric(f"avg_{name}_s_vs_t_script1", f"{label} vs teacher", bounded=True, vs_teacher=True),
     )
 
 
-_MATCH = [_pair(n, l) for n, l in (("accuracy", "Accuracy"), ("f1", "F1"), ("precision", "Precision"),
-                                    ("recall", "Recall"), ("similarity_avg", "Similarity"))]
+_MATCH = [_pair(name, label) for name, label in _SCORES]
 METRICS: tuple[Metric, ...] = (
     *(m[0] for m in _MATCH),
     *(m[1] for m in _MATCH),
-    Metric("avg_loss", "Eval loss (total)"),
-    Metric("avg_hard_loss", "Eval hard loss (vs ground truth)"),
-    Metric("avg_soft_loss", "Eval soft loss (KL vs teacher)"),
-    Metric("avg_inference_time_per_sample_ms", "Inference time per sample", unit="ms", fmt=".1f"),
-    Metric("training_duration_seconds", "Training time", unit="s", fmt=".0f"),
+    Metric("avg_loss", "Eval loss (total)", lower_is_better=True),
+    Metric("avg_hard_loss", "Eval hard loss (vs ground truth)", lower_is_better=True),
+    Metric("avg_soft_loss", "Eval soft loss (KL vs teacher)", lower_is_better=True),
+    Metric("avg_inference_time_per_sample_ms", "Inference time per sample", unit="ms", fmt=".1f",
+           lower_is_better=True),
+    Metric("training_duration_seconds", "Training time", unit="s", fmt=".0f", lower_is_better=True),
     Metric("student_share_of_teacher_accuracy", "Student share of teacher accuracy", required=False),
     Metric("avg_strict_exact_match_s_vs_gt", "Strict exact match vs ground truth", required=False,
-           reference_key="avg_strict_exact_match_t_vs_gt"),
-    Metric("avg_strict_exact_match_s_vs_t", "Strict exact match vs teacher", required=False),
+           reference_key="avg_strict_exact_match_t_vs_gt", bounded=True, binary=True),
+    Metric("avg_strict_exact_match_s_vs_t", "Strict exact match vs teacher", required=False, bounded=True,
+           vs_teacher=True, binary=True),
+    # student vs teacher with the teacher's lines joined by newlines, not the thesis's str() of a list
+    *(Metric(f"avg_{name}_s_vs_t_corrected", f"{label} vs teacher (corrected)", required=False, bounded=True,
+             vs_teacher=True) for name, label in _SCORES),
 )
 METRICS_BY_KEY = {m.key: m for m in METRICS}
 SHARE_KEY = "student_share_of_teacher_accuracy"
@@ -87,14 +118,33 @@ class Run:
         return (self.alpha, self.temperature)
 
 
+CONFIDENCE = 0.95  # of every interval and paired comparison
+# How a cell's interval was made: method code -> the words figures and tables use.
+INTERVAL_METHODS = {
+    "records": "bootstrap over records",
+    "seeds+records": "bootstrap over seeds, then records",
+    "bounded": "conservative, from the record count and variance <= p(1-p)",
+    "bounded+seeds": "conservative from the record count, plus the spread over seeds",
+}
+
+
+class Interval(NamedTuple):
+    """A confidence interval of a cell's mean and its method (a key of INTERVAL_METHODS)."""
+
+    low: float
+    high: float
+    method: str
+
+
 @dataclass
 class Cell:
-    """Seeds of one (alpha, temperature) cell aggregated: metric key -> (mean, std, count)."""
+    """Seeds of one (alpha, temperature) cell aggregated: metric key -> (mean, std, count), intervals."""
 
     alpha: float
     temperature: float
     runs: list[Run] = field(default_factory=list)
     stats: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)  # bounded metrics only
 
     @property
     def n(self) -> int:
@@ -124,6 +174,8 @@ def parse_summary(path: Path, data) -> Run:
     """Validate one decoded summary and turn it into a Run; raise SummaryError if unusable."""
     if not isinstance(data, dict):
         raise SummaryError("top level is not a JSON object")
+    if "args" not in data and "final_evaluation_metrics" not in data:
+        raise SummaryError("not a distillation summary (neither 'args' nor 'final_evaluation_metrics')")
     args = data.get("args")
     if not isinstance(args, dict):
         raise SummaryError("missing 'args' object")
@@ -158,13 +210,19 @@ def parse_summary(path: Path, data) -> Run:
     return Run(path, hyper["alpha"], hyper["temperature"], hyper["seed"], metrics)
 
 
+def summary_paths(results_dir: Path) -> list[Path]:
+    """Flat *.json files directly in results_dir and */distillation_summary.json at any depth, sorted."""
+    flat = [path for path in results_dir.glob("*.json") if path.is_file()]
+    return sorted(set(flat) | set(results_dir.rglob(SUMMARY_NAME)))
+
+
 def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """All usable runs under results_dir, and (path, reason) for each summary skipped."""
+    """All usable runs in results_dir (both layouts), and (path, reason) for each JSON file skipped."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoResultsError(f"results directory {results_dir} does not exist")
     runs, skipped, seen = [], [], {}
-    for path in sorted(results_dir.rglob(SUMMARY_NAME)):
+    for path in summary_paths(results_dir):
         try:
             with open(path, encoding="utf-8") as f:
                 run = parse_summary(path, json.load(f))
@@ -173,6 +231,9 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
             continue
         except UnicodeDecodeError as e:
             skipped.append((path, f"not UTF-8 text ({e.reason})"))
+            continue
+        except OSError as e:
+            skipped.append((path, f"cannot be read ({e.strerror or e})"))
             continue
         except SummaryError as e:
             skipped.append((path, str(e)))
@@ -184,8 +245,8 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
         seen[identity] = path
         runs.append(run)
     if not runs:
-        why = f"{len(skipped)} skipped" if skipped else f"no */{SUMMARY_NAME} found"
-        raise NoResultsError(f"no usable {SUMMARY_NAME} under {results_dir} ({why})", skipped)
+        why = f"{len(skipped)} skipped" if skipped else f"no {LAYOUTS} found"
+        raise NoResultsError(f"no usable summary in {results_dir} ({why})", skipped)
     return runs, skipped
 
 
@@ -214,17 +275,30 @@ def metric_keys(runs: list[Run]) -> list[str]:
     return known + sorted(present - set(known))
 
 
+def interval_methods(cells: list[Cell], keys=None) -> list[str]:
+    """The interval methods used by these cells (for `keys` only, when given), in INTERVAL_METHODS order."""
+    used = {interval.method for cell in cells for key, interval in cell.intervals.items()
+            if keys is None or key in keys}
+    return [method for method in INTERVAL_METHODS if method in used]
+
+
 def write_csv(cells: list[Cell], path: Path) -> None:
-    """One row per cell: alpha, temperature, n, then <metric>_mean, <metric>_std."""
+    """One row per cell: alpha, temperature, n, ci_method, then <metric>_{mean,std,ci_low,ci_high}.
+
+    The interval columns are NaN for metrics without an interval (unbounded ones: losses, times).
+    """
     keys = metric_keys([r for c in cells for r in c.runs])
+    columns = ("mean", "std", "ci_low", "ci_high")
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["alpha", "temperature", "n"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")])
+        writer.writerow(["alpha", "temperature", "n", "ci_method"] + [f"{k}_{c}" for k in keys for c in columns])
         for cell in cells:
-            row = [f"{cell.alpha:g}", f"{cell.temperature:g}", cell.n]
+            methods = "; ".join(INTERVAL_METHODS[m] for m in interval_methods([cell]))
+            row = [f"{cell.alpha:g}", f"{cell.temperature:g}", cell.n, methods]
             for key in keys:
                 mean, std, _ = cell.stats.get(key, (math.nan, math.nan, 0))
-                row += [f"{mean:.10g}", f"{std:.10g}"]
+                low, high, _ = cell.intervals.get(key, (math.nan, math.nan, ""))
+                row += [f"{mean:.10g}", f"{std:.10g}", f"{low:.10g}", f"{high:.10g}"]
             writer.writerow(row)
 
 
@@ -241,25 +315,53 @@ def format_stat(stat: tuple[float, float, int] | None, fmt: str) -> str:
     return f"{mean:{fmt}}" if math.isnan(std) else f"{mean:{fmt}} ± {std:{fmt}}"
 
 
-def write_markdown(cells: list[Cell], path: Path) -> None:
-    """A Markdown table of the main metrics (mean ± sample std over seeds) per cell."""
+def format_cell(cell: Cell, metric: Metric) -> str:
+    """'mean ± std [low, high]': the std only with several seeds, the interval only where there is one."""
+    text = format_stat(cell.stats.get(metric.key), metric.fmt)
+    interval = cell.intervals.get(metric.key)
+    return text if interval is None else f"{text} [{interval.low:{metric.fmt}}, {interval.high:{metric.fmt}}]"
+
+
+def interval_note(cells: list[Cell]) -> str:
+    """One sentence: which intervals the tables and figures show, and that unbounded metrics have none."""
+    methods = interval_methods(cells)
+    made = "; ".join(INTERVAL_METHODS[m] for m in methods) if methods else "none could be made"
+    return (f"[low, high]: {CONFIDENCE:.0%} confidence interval of the mean for scores in [0, 1] ({made}). "
+            "Losses, times and the share of the teacher's accuracy are unbounded: no interval is given for them.")
+
+
+def write_markdown(cells: list[Cell], path: Path, sections: list[str] = ()) -> None:
+    """A Markdown table of the main metrics per cell (mean ± std over seeds [interval]), then `sections`."""
     present = set(metric_keys([r for c in cells for r in c.runs]))
     metrics = [METRICS_BY_KEY[k] for k in MARKDOWN_KEYS if k in present]
     header = ["alpha", "T", "n"] + [m.label + (f" ({m.unit})" if m.unit else "") for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in cells:
         row = [f"{cell.alpha:g}", f"{cell.temperature:g}", str(cell.n)]
-        row += [format_stat(cell.stats.get(m.key), m.fmt) for m in metrics]
+        row += [format_cell(cell, m) for m in metrics]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append("Mean ± sample standard deviation over seeds; n = runs per cell.")
+    lines.append("Mean ± sample standard deviation over seeds; n = runs per cell. " + interval_note(cells))
     lines.append("")
     runs = [r for c in cells for r in c.runs]
     for metric in METRICS:
         if metric.reference_key and metric.reference_key in present:
             stat = mean_std([r.metrics[metric.reference_key] for r in runs if metric.reference_key in r.metrics])
             lines.append(f"- Teacher, {metric.label}: {format_stat(stat, metric.fmt)} (n={stat[2]} runs)")
+    for section in sections:
+        lines += ["", section.rstrip("\n")]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def json_lines(stream):
+    """(line number, decoded value, None) or (line number, None, error message) for each non-blank line."""
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line), None
+        except json.JSONDecodeError as e:
+            yield lineno, None, e.msg
 
 
 def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
@@ -270,13 +372,9 @@ def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
     """
     records, problems = [], []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{lineno}: invalid JSON ({e.msg})")
+        for lineno, record, error in json_lines(f):
+            if error is not None:
+                problems.append(f"{path}:{lineno}: invalid JSON ({error})")
                 continue
             if not isinstance(record, dict) or "epoch" not in record:
                 problems.append(f"{path}:{lineno}: not an object with an 'epoch' key")

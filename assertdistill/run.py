@@ -23,12 +23,15 @@ from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, l
 from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
+from .locking import output_dir_lock
 from .loss import DistillationLoss
+from .metrics import RECORD_METRICS
 from .models import (ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb,
                      pick_device, teacher_size_mb)
 from .records import DataStats, InputEncoder
-from .summary import (METRICS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary, environment_info,
-                      to_json_compatible, write_json_atomic, write_text_atomic)
+from .summary import (METRICS_FILENAME, PREDICTIONS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary,
+                      confidence_intervals, environment_info, to_json_compatible, write_json_atomic,
+                      write_predictions, write_text_atomic)
 from .training import EpochCounters, EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
@@ -74,8 +77,9 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool = False)
         raise OutputDirError(f"output dir {output_dir} is not writable")
     if overwrite and not resuming:
         shutil.rmtree(os.path.join(output_dir, CHECKPOINTS_DIRNAME), ignore_errors=True)
-        if os.path.exists(os.path.join(output_dir, METRICS_FILENAME)):
-            os.unlink(os.path.join(output_dir, METRICS_FILENAME))
+        for stale in (METRICS_FILENAME, PREDICTIONS_FILENAME):
+            if os.path.exists(os.path.join(output_dir, stale)):
+                os.unlink(os.path.join(output_dir, stale))
 
 
 def save_model_atomic(model, tokenizer, path: str, extra_files: dict[str, dict]) -> None:
@@ -99,24 +103,33 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "avg_loss" else value > best
 
 
+EVAL_LINES = (  # (label, key suffix of the script1-style metrics, suffix of the strict match or None)
+    ("student vs teacher, thesis   ", "s_vs_t_script1", None),
+    ("student vs teacher, corrected", "s_vs_t_corrected", "s_vs_t"),
+    ("student vs truth             ", "s_vs_gt_script1", "s_vs_gt"),
+    ("teacher vs truth             ", "t_vs_gt_script1", "t_vs_gt"),
+)
+
+
 def _print_eval(prefix: str, results: dict) -> None:
     print(f"{prefix} loss {results['avg_loss']:.4f} (hard {results['avg_hard_loss']:.4f}, "
-          f"soft {results['avg_soft_loss']:.4f})")
-    for name, key in (("student vs teacher", "s_vs_t"), ("student vs truth  ", "s_vs_gt"),
-                      ("teacher vs truth  ", "t_vs_gt")):
-        if results[f"avg_accuracy_{key}_script1"] is None:
-            print(f"  {name}: n/a (no teacher predictions in the data)")
-            continue
-        print(f"  {name}: accuracy {results[f'avg_accuracy_{key}_script1']:.4f}  "
-              f"F1 {results[f'avg_f1_{key}_script1']:.4f}  "
-              f"similarity {results[f'avg_similarity_avg_{key}_script1']:.4f}")
+          f"soft {results['avg_soft_loss']:.4f}) on {results['num_eval_samples']} records")
+    if not results["num_eval_samples"]:
+        return
+    for label, suffix, strict in EVAL_LINES:
+        print(f"  {label}: accuracy {results[f'avg_accuracy_{suffix}']:.4f}  F1 {results[f'avg_f1_{suffix}']:.4f}  "
+              f"similarity {results[f'avg_similarity_avg_{suffix}']:.4f}"
+              + (f"  strict match {results[f'avg_strict_exact_match_{strict}']:.4f}" if strict else ""))
+    print("  (thesis: the teacher's text as the thesis read it, str() of its list of lines; "
+          "corrected: its lines joined)")
 
 
 def run_distillation(args: argparse.Namespace) -> dict:
     """Train, evaluate each epoch, save the student and write the summary; returns the summary."""
     context = init_distributed()
     try:
-        return _run(args, context)
+        with output_dir_lock(args.output_dir, context):  # before prepare_output_dir's checks: no two runs pass them
+            return _run(args, context)
     finally:
         shutdown_distributed(context)
 
@@ -143,7 +156,9 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
             raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
                                   f"resume with the same flags")
         started = time.time() - checkpoint["elapsed_seconds"]
-        print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1}, global step {checkpoint['global_step']})")
+        state = "finished" if checkpoint["epoch_finished"] else "in progress"
+        print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1} {state}, "
+              f"global step {checkpoint['global_step']})")
     print(f"Device: {device}")
 
     tokenizer = load_tokenizer(args.tokenizer_name or args.student_model_name)
@@ -158,16 +173,17 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
     need_logits = args.alpha_kl_loss_weight > 0
     stream_options = dict(encoder=encoder, need_logits=need_logits, focal_field=args.focal_content_field_name,
                           seed=args.seed, strict=args.strict_data, rank=context.rank,
+                          require_teacher=not args.allow_records_without_teacher,
                           world_size=context.world_size)
     train_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,
-                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped),
+                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped, args.max_record_bytes),
         batch_size=args.batch_size, shuffle_buffer_size=args.shuffle_buffer_size,
         max_records=args.max_train_samples, **stream_options)
     val_stream = DistillationStream(
         ArchiveSpec(args.distillation_data_path, args.val_outer_zip_internal_path,
-                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped),
-        batch_size=args.eval_batch_size, max_records=args.max_eval_samples, shard_by_batch=True, **stream_options)
+                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped, args.max_record_bytes),
+        batch_size=args.eval_batch_size, max_records=args.max_eval_samples, **stream_options)
     try:
         return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
                                  train_stream, val_stream, checkpoint, context)
@@ -207,7 +223,7 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
           f"({args.batch_size} x {args.gradient_accumulation_steps} accumulation steps x {context.world_size} "
           f"processes: {args.batch_size * args.gradient_accumulation_steps * context.world_size} records per step)")
 
-    history, best_value, final_results = [], None, {}
+    history, best_value, final_results, final_records = [], None, {}, []
     train_data, eval_data = DataStats(), DataStats()
     start_epoch, resume_counters, rng_after_skip = 0, None, None
     if checkpoint is not None:
@@ -217,6 +233,7 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
         trainer.scaler.load_state_dict(checkpoint["scaler"])
         trainer.global_step = checkpoint["global_step"]
         history, best_value, final_results = checkpoint["history"], checkpoint["best_value"], checkpoint["final_results"]
+        final_records = checkpoint.get("final_records", [])  # absent in checkpoints of older versions
         train_data.merge(DataStats(**checkpoint["train_data"]))
         eval_data.merge(DataStats(**checkpoint["eval_data"]))
         start_epoch = checkpoint["epoch"]
@@ -237,6 +254,7 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
                  "rng": rng_state(), "global_step": trainer.global_step, "epoch": epoch,
                  "epoch_finished": epoch_finished, "counters": vars(trainer.counters).copy(),
                  "history": history, "best_value": best_value, "final_results": final_results,
+                 "final_records": final_records,
                  "train_data": vars(train_data).copy(), "eval_data": vars(eval_data).copy(),
                  "elapsed_seconds": time.time() - started, "args": vars(args).copy()}
         path = save_checkpoint(args.output_dir, state, args.save_total_limit)
@@ -258,15 +276,18 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
               f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
         if epoch == 0:
             train_data = result.data
+        if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
+            raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
+                            f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
         entry = {"epoch": epoch + 1, "global_step": trainer.global_step,
                  "train": {"loss": result.loss, "hard_loss": result.hard_loss, "soft_loss": result.soft_loss,
                            "learning_rate": result.learning_rate, "optimizer_steps": result.optimizer_steps,
                            "skipped_nonfinite_steps": result.skipped_nonfinite_steps}}
         if len(val_stream) > 0:
-            final_results, eval_data = evaluate(student, tokenizer, val_loader, len(val_stream), loss_fn, device,
-                                                args.num_beams, args.student_max_tgt_length, args.precision,
-                                                show_example=context.is_main,
-                                                gather=context.gather if context.enabled else None)
+            evaluation = evaluate(student, tokenizer, val_loader, len(val_stream), loss_fn, device,
+                                  args.num_beams, args.student_max_tgt_length, args.precision,
+                                  show_example=context.is_main, gather=context.gather if context.enabled else None)
+            final_results, eval_data, final_records = evaluation.metrics, evaluation.data, evaluation.records
             _print_eval(f"Epoch {epoch + 1} eval:", final_results)
             print(f"  validation data: {eval_data.describe()}")
             entry["eval"] = final_results
@@ -297,11 +318,16 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
                         "validation_records_in_file": len(val_stream)},
         "teacher_vs_ground_truth_metrics": {key: value for key, value in final_results.items() if "t_vs_gt" in key},
         "best_model_metric_value": best_value,
+        "confidence_intervals": confidence_intervals(final_records, RECORD_METRICS),
         "environment": environment_info(str(device)),
     }
     summary = build_summary(to_json_compatible(vars(args)), final_results, args.epochs, training_seconds,
                             student_size, teacher_size, extras)
     summary_path = os.path.join(args.output_dir, SUMMARY_FILENAME)
+    if final_results and len(final_records) == final_results["num_eval_samples"]:
+        write_predictions(args.output_dir, final_records)
+    elif final_results:
+        print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
     if final_results and final_results["avg_accuracy_t_vs_gt_script1"] is not None:
         share = final_results.get("student_share_of_teacher_accuracy")

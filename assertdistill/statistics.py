@@ -127,8 +127,9 @@ def bounded_mean_ci(mean: float, count: int, confidence: float = DEFAULT_CONFIDE
     """Conservative interval for the mean of `count` scores in [0, 1] known only by their mean.
 
     A score in [0, 1] with mean p has variance at most p (1 - p) (equality for 0/1 scores), so the
-    normal interval p +- z sqrt(p (1 - p) / n) is at least as wide as the one the records would give;
-    clipped to [0, 1].
+    normal interval p +- z sqrt(p (1 - p) / n) is at least as wide as the one the records would give.
+    It is widened to also cover the Wilson score interval, which leans towards 1/2 as the skewed
+    distribution of a mean near 0 or 1 does, and does not shrink to a point at p = 0 or 1; clipped to [0, 1].
     """
     if count < 1:
         raise ValueError("count must be >= 1")
@@ -136,4 +137,9 @@ def bounded_mean_ci(mean: float, count: int, confidence: float = DEFAULT_CONFIDE
         raise ValueError(f"a bounded score's mean must lie in [0, 1], got {mean}")
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     half_width = z * math.sqrt(mean * (1.0 - mean) / count)
-    return max(0.0, mean - half_width), min(1.0, mean + half_width)
+    shrink = 1.0 + z * z / count
+    wilson_centre = (mean + z * z / (2 * count)) / shrink
+    wilson_half_width = z / shrink * math.sqrt(mean * (1.0 - mean) / count + z * z / (4 * count * count))
+    low = min(mean - half_width, wilson_centre - wilson_half_width)
+    high = max(mean + half_width, wilson_centre + wilson_half_width)
+    return max(0.0, low), min(1.0, high)

@@ -15,9 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .archive import DataError, is_header_line
+from .archive import DEFAULT_MAX_RECORD_BYTES, DataError, OversizeLine, is_header_line, iter_jsonl_lines
 from .codec import CodecError, compress_logits, compress_topk, decode_quantized, decompress_logits, hex_size
-from .archive import iter_jsonl_lines
 from .inspect_data import inner_location, jsonl_members, list_inner_zips
 
 BODY_STD = 2.0  # logits: std of the gaussian body of a row
@@ -79,15 +78,16 @@ def synthetic_blocks(records: int, positions: int, vocab: int, seed: int,
         yield teacher_like_logits(positions, vocab, rng, body_std)
 
 
-def archive_blocks(path: str, inner_zip: str | None, positions: int, records: int,
-                   sources: Counter) -> Iterator[np.ndarray]:
+def archive_blocks(path: str, inner_zip: str | None, positions: int, records: int, sources: Counter,
+                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[np.ndarray]:
     """The first `records` decodable blocks (T', V) of an archive's first JSONL member; counts source formats."""
     inner_zip = inner_zip or list_inner_zips(path)[0]
     label = f"{path}:{inner_zip}"
     with inner_location(path, inner_zip) as location:
         name, gzipped = jsonl_members(location, label)[0]
         taken = 0
-        for index, (_, line) in enumerate(iter_jsonl_lines(location, name, gzipped, label)):
+        lines = iter_jsonl_lines(location, name, gzipped, label, max_record_bytes=max_record_bytes)
+        for index, (_, line) in enumerate(lines):
             if taken >= records:
                 return
             if index == 0 and is_header_line(line) is not None:
@@ -107,10 +107,16 @@ def lossy_source_note(sources: Counter) -> str | None:
             "KL is measured against their decoded values")
 
 
-def _decoded_block(line: bytes, positions: int, sources: Counter) -> np.ndarray | None:
+def _decoded_block(line: bytes | OversizeLine, positions: int, sources: Counter) -> np.ndarray | None:
+    if isinstance(line, OversizeLine):
+        sources["too_large"] += 1
+        return None
     try:
         entry = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        sources["too_deeply_nested"] += 1
+        return None
+    except ValueError:  # UnicodeDecodeError too
         sources["invalid_json"] += 1
         return None
     compressed = entry.get("compressed_logits") if isinstance(entry, dict) else None

@@ -1,4 +1,4 @@
-"""Atomic JSON writing, the thesis summary and the per-epoch metrics log."""
+"""Atomic JSON writing, the thesis summary, the per-epoch metrics log and the per-record predictions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
+
 SUMMARY_FILENAME = "distillation_summary.json"
 METRICS_FILENAME = "metrics.jsonl"
+PREDICTIONS_FILENAME = "predictions.jsonl"
 
 
 def to_json_compatible(value: Any) -> Any:
@@ -60,6 +63,26 @@ def append_metrics_line(output_dir: str, entry: dict) -> None:
         with open(path, encoding="utf-8") as stream:
             existing = stream.read()
     write_text_atomic(path, existing + json.dumps(to_json_compatible(entry)) + "\n")
+
+
+def write_predictions(output_dir: str, records: list[dict]) -> str:
+    """Atomically write predictions.jsonl: one JSON object per evaluated record, in file order; returns its path."""
+    path = os.path.join(output_dir, PREDICTIONS_FILENAME)
+    write_text_atomic(path, "".join(json.dumps(to_json_compatible(record)) + "\n" for record in records))
+    return path
+
+
+def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -> dict | None:
+    """Percentile-bootstrap intervals of the means of per-record metrics: {avg_<name>: [low, high]} and the method.
+
+    None without records.
+    """
+    if not records:
+        return None
+    matrix = np.array([[record[name] for name in names] for record in records], dtype=np.float64)  # (N, M)
+    low, high = bootstrap_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
+    return {"method": BOOTSTRAP_METHOD, "confidence": DEFAULT_CONFIDENCE, "resamples": DEFAULT_RESAMPLES, "seed": seed,
+            **{f"avg_{name}": [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
 
 
 def environment_info(device: str) -> dict:

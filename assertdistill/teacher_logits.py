@@ -56,7 +56,11 @@ def read_assertion_dataset(path: str, report: SplitReport, max_assertions: int |
             except ValueError:
                 report.skip("invalid_json")
                 continue
-            if not isinstance(record, dict) or "header" in record:
+            if not isinstance(record, dict):
+                report.skip("not_an_object")
+                continue
+            if "header" in record:  # a distillation file's header line: not a record
+                report.skip("header_line")
                 continue
             assertions = record.get("assertions", record.get("original_target"))
             if isinstance(assertions, str):
@@ -83,8 +87,14 @@ def sample_records(records: list[dict], limit: int | None, seed: int, shuffle: b
     return [records[index] for index in chosen]
 
 
-def _output_record(record: dict, focal_field: str, trim_to: InputEncoder | None = None) -> dict:
+def focal_code_of(record: dict, focal_field: str) -> str:
+    """The record's focal code: the focal_field, else focal_file, else none."""
     focal_code = record.get(focal_field) or record.get("focal_file") or ""
+    return focal_code if isinstance(focal_code, str) else ""
+
+
+def _output_record(record: dict, focal_field: str, trim_to: InputEncoder | None = None) -> dict:
+    focal_code = focal_code_of(record, focal_field)
     if trim_to is not None:
         focal_code = trim_to.focal_prefix(focal_code, record["test_method_masked"])
     output = {"focal_file": focal_code,
@@ -96,13 +106,14 @@ def _output_record(record: dict, focal_field: str, trim_to: InputEncoder | None 
 
 @torch.no_grad()
 def teacher_outputs(model, tokenizer, encoder: InputEncoder, batch: list[dict], bits: int, num_beams: int,
-                    pad_to_max_length: bool, device: torch.device,
-                    topk: int | None = None) -> list[tuple[dict, list[str]]]:
+                    pad_to_max_length: bool, device: torch.device, topk: int | None = None,
+                    focal_field: str = "focal_file") -> list[tuple[dict, list[str]]]:
     """(compressed_logits, predicted lines) per record: logits teacher-forced on the ground truth.
 
+    The teacher's input is built from the record's focal_field (see focal_code_of) and masked test method.
     Logits are stored in the published `bits` format, or as sparse top-`topk` when topk is given.
     """
-    sources = [encoder.encode_source(r.get("focal_file") or "", r["test_method_masked"]) for r in batch]
+    sources = [encoder.encode_source(focal_code_of(r, focal_field), r["test_method_masked"]) for r in batch]
     targets = [encoder.encode_target("\n".join(r["assertions"])) for r in batch]
     source_length = max(map(len, sources))
     target_length = encoder.max_target_length if pad_to_max_length else max(map(len, targets))
@@ -142,7 +153,7 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         for start in range(0, len(records), args.batch_size):
             batch = records[start : start + args.batch_size]
             outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, num_beams,
-                                      args.pad_to_max_length, device, args.topk) \
+                                      args.pad_to_max_length, device, args.topk, args.focal_field) \
                 if model is not None else [None] * len(batch)
             for record, output in zip(batch, outputs):
                 line = _output_record(record, args.focal_field, trim_to)
@@ -161,20 +172,39 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         report.teacher_metrics = truth_vs_teacher.averages()
     header = {"header": {
         "dataset_type": split, "item_count": report.written,
-        "compression": {"bits": args.bits if model is not None and not args.topk else None,
-                        "format": ("topk" if args.topk else "quantized") if model is not None else None,
-                        "topk_k": args.topk,
-                        "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
-                        "compression_ratio": (report.float32_bytes / report.stored_bytes
-                                              if report.stored_bytes else None)},
+        "compression": _compression_header(args, report, with_logits=model is not None),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "teacher_metrics": report.teacher_metrics, "skipped": report.skipped,
-        "args": {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool))},
+        "args": _args_header(args, with_logits=model is not None),
     }}
     with open(path, "w", encoding="utf-8") as output, open(body_path, encoding="utf-8") as body:
         output.write(json.dumps(header) + "\n")
         shutil.copyfileobj(body, output, length=1 << 20)
     os.unlink(body_path)
+
+
+def _compression_header(args, report: SplitReport, with_logits: bool) -> dict:
+    """The header's compression block: the stored format (lz4 at `bits`, or topk with k), sizes, positions."""
+    if not with_logits:
+        return {"format": None, "bits": None, "k": None}
+    topk = args.topk
+    return {"format": "topk" if topk else "lz4", "bits": 16 if topk else args.bits, "k": topk,
+            "format_counts": {"topk" if topk else "lz4": report.written},
+            "positions": (f"max_tgt_length ({args.max_tgt_length}), padded" if args.pad_to_max_length
+                          else "the target's length"),
+            "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
+            "compression_ratio": report.float32_bytes / report.stored_bytes if report.stored_bytes else None}
+
+
+def _args_header(args, with_logits: bool) -> dict:
+    """The command's plain arguments; bits says what the logits are stored as (float16 values for top-k)."""
+    values = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool))}
+    values.pop("topk", None)
+    if not with_logits:
+        values["bits"] = None
+    elif args.topk:  # as compress.py convert --to topk writes it
+        values.update({"bits": 16, "logits_format": "topk", "topk_k": args.topk})
+    return values
 
 
 def package_nested_zip(jsonl_paths: dict[str, str], output_path: str, name: str, gzipped: bool) -> dict:

@@ -15,7 +15,7 @@ from .checkpoint import set_rng_state
 from .dataset import DistillationStream
 from .generation import evaluate_batch
 from .loss import DistillationLoss
-from .metrics import MetricAccumulator
+from .metrics import average_record_metrics, record_metrics
 from .records import DataStats
 
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
@@ -199,17 +199,26 @@ class Trainer:
         return pending_micro_steps
 
 
+@dataclass
+class Evaluation:
+    """One evaluation pass: averaged metrics, data counts, and one row per evaluated record in file order."""
+
+    metrics: dict
+    data: DataStats
+    records: list[dict]  # index, line_number, the four texts and every RECORD_METRICS value
+
+
 @torch.no_grad()
 def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: DistillationLoss,
              device: torch.device, num_beams: int, max_target_length: int, precision: str = "fp32",
-             show_example: bool = True, gather=None) -> tuple[dict, DataStats]:
-    """Eval loss, generation and thesis metrics (student vs teacher, vs ground truth; teacher vs ground truth).
+             show_example: bool = True, gather=None) -> Evaluation:
+    """Eval loss, generation and per-record metrics (student vs teacher and vs ground truth; teacher vs ground truth).
 
     gather(list) -> one list per process, for distributed evaluation: each process scores its own
     batches and the metrics are computed over all of them in batch order, as in one process.
     """
     model.eval()
-    batch_results = []  # (batch index, (total, hard, soft), ms per sample, [(generated, truth, teacher)])
+    batch_results = []  # (batch index, (total, hard, soft), ms per sample, [record row])
     data = DataStats()
     progress = tqdm(total=total_records, desc="Evaluating", unit="sample", dynamic_ncols=True,
                     disable=not show_example)
@@ -222,41 +231,47 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
                                                                           max_target_length, precision)
         batch_size = batch["input_ids"].size(0)
         generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
-        triples = list(zip(generated_texts, batch["ground_truth_texts"], batch["teacher_texts"]))
-        batch_results.append((batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, triples))
+        rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
+                                                   batch["teacher_texts"], batch["teacher_texts_script1"])]
+        batch_results.append((batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows))
         if show_example and len(batch_results) == 1:
-            generated, truth, teacher = triples[0]
-            progress.write(f"\nGT:      {truth[:200]}\n"
-                           f"Teacher: {(teacher if teacher is not None else '<none>')[:200]}\n"
-                           f"Student: {generated[:200]}")
+            row = rows[0]
+            progress.write(f"\nGT:      {row['ground_truth'][:200]}\n"
+                           f"Teacher: {row['teacher_prediction'][:200]}\n"
+                           f"Student: {row['student_prediction'][:200]}\n"
+                           f"  accuracy / similarity vs teacher {row['accuracy_s_vs_t_script1']:.3f} / "
+                           f"{row['similarity_avg_s_vs_t_script1']:.3f} (thesis), "
+                           f"{row['accuracy_s_vs_t_corrected']:.3f} / {row['similarity_avg_s_vs_t_corrected']:.3f} "
+                           f"(corrected); vs truth {row['accuracy_s_vs_gt_script1']:.3f} / "
+                           f"{row['similarity_avg_s_vs_gt_script1']:.3f}")
         progress.update(batch_size)
     progress.close()
     if gather is not None:
         batch_results = [entry for results in gather(batch_results) for entry in results]
     batch_results.sort(key=lambda entry: entry[0])
-    return evaluation_metrics(batch_results), data
+    records = [row for entry in batch_results for row in entry[3]]
+    for index, row in enumerate(records):
+        row["index"] = index
+    return Evaluation(evaluation_metrics(batch_results), data, records)
+
+
+def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str) -> dict:
+    """One evaluated record: where it is, its texts and its per-record metrics (index is set later)."""
+    return {"index": None, "line_number": line_number, "ground_truth": truth, "teacher_prediction": teacher,
+            "teacher_prediction_script1": teacher_script1, "student_prediction": student,
+            **record_metrics(student, truth, teacher, teacher_script1)}
 
 
 def evaluation_metrics(batch_results: list) -> dict:
-    """Average losses (per batch, as the thesis), script1 metrics (per sample) and inference time."""
-    student_vs_teacher = MetricAccumulator("s_vs_t")
-    student_vs_truth = MetricAccumulator("s_vs_gt")
-    teacher_vs_truth = MetricAccumulator("t_vs_gt")
-    for _, _, _, triples in batch_results:
-        for generated, truth, teacher in triples:
-            student_vs_truth.add(generated, truth)
-            if teacher is not None:
-                student_vs_teacher.add(generated, teacher)
-                teacher_vs_truth.add(teacher, truth)
+    """Average losses (per batch, as the thesis), per-record metrics (per record, in order) and inference time."""
+    rows = [row for entry in batch_results for row in entry[3]]
     losses = np.asarray([entry[1] for entry in batch_results]).reshape(-1, 3)
     loss, hard_loss, soft_loss = losses.mean(axis=0) if len(losses) else (0.0, 0.0, 0.0)
     results = {"avg_loss": float(loss), "avg_hard_loss": float(hard_loss), "avg_soft_loss": float(soft_loss)}
-    for accumulator in (student_vs_teacher, student_vs_truth, teacher_vs_truth):
-        results.update(accumulator.averages())
+    results.update(average_record_metrics(rows))
     results["avg_inference_time_per_sample_ms"] = (float(np.mean([entry[2] for entry in batch_results]))
                                                    if batch_results else 0.0)
-    results["num_eval_samples"] = len(student_vs_truth)
-    results["num_eval_samples_with_teacher_prediction"] = len(teacher_vs_truth)
+    results["num_eval_samples"] = len(rows)
     teacher_accuracy = results["avg_accuracy_t_vs_gt_script1"]
     results["student_share_of_teacher_accuracy"] = (
         results["avg_accuracy_s_vs_gt_script1"] / teacher_accuracy if teacher_accuracy else None)

@@ -1,6 +1,6 @@
 """Generate a realistic distillation archive: full-size 8-bit teacher blocks, sources that fill the budget.
 
-Records look like the thesis generator's output (DATA_FORMAT.md): targets of 20-80 tokens (validation
+Records look like the thesis generator's output (docs/DATA_FORMAT.md): targets of 20-80 tokens (validation
 records: 20-60, the lengths real assertion blocks have, which the eval timing generates), teacher
 blocks padded to T = 512 positions over V = 32100, quantized to 8 bits, LZ4-framed and hex-encoded
 (~33 MB of JSON per record), inside a DEFLATE-compressed inner ZIP inside a stored outer ZIP.

@@ -1,13 +1,16 @@
 """script.py end to end, in-process: summary, saved models, user errors."""
 
+import io
 import json
 import os
+import zipfile
 
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import script
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import (flag_list, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
+                  write_archive)
 
 THESIS_METRIC_KEYS = {"avg_loss", "avg_hard_loss", "avg_soft_loss", "avg_inference_time_per_sample_ms",
                       "num_eval_samples"} | {f"avg_{m}_s_vs_{a}_script1" for a in ("t", "gt")
@@ -88,7 +91,7 @@ def test_unknown_teacher_offline_gives_na(workspace, tmp_path):
     ({"--train_outer_zip_internal_path": "codet5/wrong.zip"}, "holds [codet5/distillation_data_training.jsonl.zip"),
     ({"--distillation_data_path": "/nonexistent/data.zip"}, "not found"),
     ({"--student_model_name": "nobody/no-such-model"}, "cannot load"),
-    ({"--train_jsonl_is_gzipped": False}, "gzip"),
+    ({"--train_inner_zip_jsonl_filename": "nope.jsonl"}, "'nope.jsonl' not found"),
 ])
 def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, capsys, override, message):
     _, model_dir, flags = workspace
@@ -114,3 +117,130 @@ def test_invalid_flag_values_are_rejected():
         script.parse_args(["--alpha", "1.5"])
     assert exit_info.value.code == 2
     assert script.parse_args(["--alpha", "0.25"]).alpha_kl_loss_weight == 0.25
+
+
+def summary_of(out):
+    return json.loads((out / "distillation_summary.json").read_text())
+
+
+def test_a_user_archive_without_model_flags_means_the_thesis_models(workspace, tmp_path, capsys):
+    _, _, flags = workspace
+    args = script.parse_args(["--distillation_data_path", flags["--distillation_data_path"]])
+    assert (args.student_model_name, args.teacher_model_name) == ("Salesforce/codet5-small", "Salesforce/codet5-base")
+    assert (args.learning_rate, args.epochs, args.student_max_src_length, args.student_max_tgt_length,
+            args.eval_batch_size, args.num_beams) == (5e-5, 3, 1024, 512, 16, 4)  # not the demo's values
+    code = run(["--distillation_data_path", flags["--distillation_data_path"], "--output_dir", str(tmp_path / "o")])
+    assert code == 2  # offline: the thesis's student cannot be fetched
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "'Salesforce/codet5-small'" in err[-1] and "demo" not in err[-1]
+
+
+def test_inner_paths_and_gzip_are_picked_from_the_published_layout(workspace, tmp_path, capsys):
+    _, model_dir, flags = workspace  # gzipped JSONL members
+    argv = tiny_run_flags(tmp_path, model_dir, {"--distillation_data_path": flags["--distillation_data_path"]})
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("--train_outer_zip_internal_path codet5/distillation_data_training.jsonl.zip",
+                 "--train_inner_zip_jsonl_filename distillation_data_training.jsonl",
+                 "--val_outer_zip_internal_path codet5/distillation_data_validation.jsonl.zip",
+                 "--val_inner_zip_jsonl_filename distillation_data_validation.jsonl"):
+        assert f"Picked {name} " in out
+    assert "Detected --train_jsonl_is_gzipped" in out and "Detected --val_jsonl_is_gzipped" in out
+    assert "item_count" not in out  # the headers' counts are right
+    summary = summary_of(tmp_path / "out")
+    assert summary["args"]["train_outer_zip_internal_path"] == "codet5/distillation_data_training.jsonl.zip"
+    assert summary["args"]["val_jsonl_is_gzipped"] is True
+    assert summary["data_counts"]["training"]["records_used"] == 10
+    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 5
+
+
+def write_members(path, members):
+    """An outer ZIP holding the given {name: bytes} members."""
+    with zipfile.ZipFile(path, "w") as outer:
+        for name, data in members.items():
+            outer.writestr(name, data)
+    return str(path)
+
+
+def inner_zip(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as inner:
+        for name, data in members.items():
+            inner.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("members, override, message", [
+    ({"a/distillation_data_training.jsonl.zip": b"", "b/distillation_data_training.jsonl.zip": b"",
+      "a/distillation_data_validation.jsonl.zip": b""}, {},
+     "cannot pick the training data in {path} (<name>/distillation_data_training.jsonl.zip): 2 fit "
+     "(a/distillation_data_training.jsonl.zip, b/distillation_data_training.jsonl.zip) among "
+     "[a/distillation_data_training.jsonl.zip, b/distillation_data_training.jsonl.zip, "
+     "a/distillation_data_validation.jsonl.zip]; give --train_outer_zip_internal_path"),
+    ({"train.zip": b"", "notes.txt": b""}, {},
+     "cannot pick the training data in {path} (<name>/distillation_data_training.jsonl.zip): none fits among "
+     "[train.zip, notes.txt]; give --train_outer_zip_internal_path"),
+    ({"t.zip": inner_zip({"a.jsonl": b"{}", "b.jsonl.gz": b"", "README": b""})},
+     {"--train_outer_zip_internal_path": "t.zip"},
+     "cannot pick the JSONL member of t.zip (*.jsonl or *.jsonl.gz): 2 fit (a.jsonl, b.jsonl.gz) among "
+     "[a.jsonl, b.jsonl.gz, README]; give --train_inner_zip_jsonl_filename"),
+])
+def test_members_that_cannot_be_picked_are_listed(tmp_path, capsys, members, override, message):
+    path = write_members(tmp_path / "data.zip", members)
+    argv = flag_list({"--distillation_data_path": path, "--output_dir": str(tmp_path / "o"), **override})
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: " + message.format(path=path)]
+
+
+def count_note(flags, split, item_count, records):
+    return (f"Note: {flags['--distillation_data_path']}:codet5/distillation_data_{split}.jsonl.zip/"
+            f"distillation_data_{split}.jsonl: the header's item_count is {item_count} but the file holds "
+            f"{records} records; using {records}")
+
+
+# Headers of the training (10 records) and validation (3 records) files: 0, too small, too large, right.
+@pytest.mark.parametrize("train_count, val_count", [(0, 30), (2, 3)])
+def test_the_record_count_comes_from_the_data_not_the_header(workspace, tmp_path, capsys, train_count, val_count):
+    _, model_dir, _ = workspace
+    vocab = len(tiny_tokenizer())
+    headers = [json.dumps({"header": {"dataset_type": split, "item_count": count}})
+               for split, count in (("training", train_count), ("validation", val_count))]
+    train = records_as_lines([make_record(i, vocab) for i in range(10)])
+    val = records_as_lines([make_record(100 + i, vocab) for i in range(3)])
+    flags = write_archive(str(tmp_path / "d.zip"), [headers[0]] + train, [headers[1]] + val, header=False)
+    argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--epochs": 2, "--learning_rate": 1e-3, "--num_beams": 1})
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    expected = [count_note(flags, "training", train_count, 10)]
+    expected += [count_note(flags, "validation", val_count, 3)] if val_count != 3 else []
+    assert [line for line in out.splitlines() if "item_count" in line] == expected
+    # 10 records at batch 4: 3 optimizer steps per epoch, 6 in all, no warmup (int(0.1 * 6) = 0).
+    assert "Training 2 epochs, 6 optimizer steps" in out
+    history = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["train"]["optimizer_steps"] for entry in history] == [3, 3]
+    assert history[0]["train"]["learning_rate"] == pytest.approx(1e-3 * 3 / 6)  # half-way down the linear decay
+    assert history[1]["train"]["learning_rate"] == 0.0
+    summary = summary_of(tmp_path / "out")
+    assert summary["data_counts"]["training"]["records_used"] == 10
+    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 3
+
+
+def test_dataloader_workers_give_the_same_run_as_none(workspace, tmp_path):
+    _, model_dir, flags = workspace
+    summaries = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--output_dir": str(out), "--eval_batch_size": 2,
+                                                             "--num_dataloader_workers": workers})
+        assert run(argv) == 0
+        summaries.append(summary_of(out))
+    for summary in summaries:
+        summary["final_evaluation_metrics"].pop("avg_inference_time_per_sample_ms")
+        for entry in summary["training_history"]:
+            entry.pop("elapsed_seconds")
+            entry["eval"].pop("avg_inference_time_per_sample_ms")
+    assert summaries[1]["final_evaluation_metrics"]["num_eval_samples"] == 5
+    assert summaries[1]["data_counts"]["training"]["records_used"] == 10
+    for key in ("final_evaluation_metrics", "data_counts", "training_history"):
+        assert summaries[1][key] == summaries[0][key], key

@@ -11,14 +11,15 @@ import pytest
 from torch.utils.data import DataLoader
 
 import compress
-from assertdistill.codec import decode_quantized, decompress_logits
+from assertdistill.codec import compress_logits, decode_quantized, decompress_logits
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.records import DataStats, InputEncoder
 from assertdistill.storage_report import kl_per_position
 from util import make_record, records_as_lines, tiny_tokenizer, write_archive
 
 BROKEN = "{broken"
-NO_LOGITS = json.dumps({"test_method_masked": "x", "original_target": "assertTrue(x);"})
+NO_LOGITS = json.dumps({"test_method_masked": "x", "original_target": "assertTrue(x);",
+                        "model_prediction": "assertTrue(x);"})
 
 
 def vocab():
@@ -210,6 +211,29 @@ def test_convert_reads_deflated_inner_zips_and_uncompressed_jsonl(tmp_path, caps
     new_lines = member_lines(target, flags["--train_outer_zip_internal_path"],
                              flags["--train_inner_zip_jsonl_filename"])
     assert len(new_lines) == 3 and all(json.loads(line)["compressed_logits"]["bits"] == 16 for line in new_lines)
+
+
+def test_convert_and_inspect_keep_every_batch_row(tmp_path, capsys):
+    record = make_record(0, vocab())
+    logits = np.random.default_rng(0).normal(0.0, 2.0, (2, 6, vocab())).astype(np.float32)  # (B=2, T, V)
+    record["compressed_logits"] = compress_logits(logits, bits=8)
+    flags = write_archive(str(tmp_path / "b.zip"), records_as_lines([record]), [])
+    code, out, _ = run(["inspect", flags["--distillation_data_path"], "--no_progress"], capsys)
+    assert code == 0 and "8-bit (2 batch rows; training reads the first) x1" in out
+    names = (flags["--train_outer_zip_internal_path"], flags["--train_inner_zip_jsonl_filename"])
+    for target, kept in (("16", False), ("topk", True)):  # top-k holds one row: the record is kept as it was
+        output = str(tmp_path / f"{target}.zip")
+        extra = ["--k", "4"] if target == "topk" else []
+        code, out, _ = run(["convert", flags["--distillation_data_path"], output, "--to", target, "--no_progress",
+                            *extra], capsys)
+        assert code == 0
+        converted = json.loads(member_lines(output, *names)[1])["compressed_logits"]
+        if kept:
+            assert converted == record["compressed_logits"] and "not_representable 1" in out
+        else:
+            assert converted["shape"] == [2, 6, vocab()] and converted["bits"] == 16
+            expected = decompress_logits(record["compressed_logits"]).numpy().astype(np.float16).astype(np.float32)
+            np.testing.assert_array_equal(decompress_logits(converted).numpy(), expected)
 
 
 def test_convert_refuses_to_overwrite_and_checks_flags(archive, tmp_path, capsys):

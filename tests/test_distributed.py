@@ -14,7 +14,8 @@ from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.loss import DistillationLoss
 from assertdistill.records import InputEncoder
 from assertdistill.training import evaluate, make_loader
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
+                  tiny_tokenizer, write_archive)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -42,6 +43,9 @@ def test_two_process_run_matches_a_single_process_evaluation(tmp_path):
     assert summary["data_counts"]["training"]["records_used"] == 17
     assert summary["data_counts"]["training"]["skipped_by_reason"] == {"invalid_json": 1}
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written once, by rank 0
+    # predictions.jsonl: every validation record once, in file order, averaging to the summary's values.
+    check_predictions_match_summary(out, [make_record(100 + i, vocab)["original_target"] for i in range(7)])
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp_")]
 
     # The saved model evaluated in this one process gives the same metrics.
     torch.set_num_threads(1)
@@ -50,8 +54,8 @@ def test_two_process_run_matches_a_single_process_evaluation(tmp_path):
     stream = DistillationStream(ArchiveSpec(str(tmp_path / "d.zip"), flags["--val_outer_zip_internal_path"],
                                             flags["--val_inner_zip_jsonl_filename"]),
                                 InputEncoder(tokenizer, 64, 32), batch_size=2, need_logits=True)
-    single, _ = evaluate(model, tokenizer, make_loader(stream, 0, False), len(stream), DistillationLoss(2.0, 0.5),
-                         torch.device("cpu"), num_beams=1, max_target_length=32, show_example=False)
+    single = evaluate(model, tokenizer, make_loader(stream, 0, False), len(stream), DistillationLoss(2.0, 0.5),
+                      torch.device("cpu"), num_beams=1, max_target_length=32, show_example=False).metrics
     for key in ("avg_inference_time_per_sample_ms",):
         single.pop(key), metrics.pop(key)
     for key, value in single.items():

@@ -1,9 +1,11 @@
-"""alpha_graphs.py / temperature_graphs.py on generated sweeps: files, aggregated numbers, bad input."""
+"""alpha_graphs.py / temperature_graphs.py on generated sweeps and the thesis's published summaries."""
 
 import contextlib
 import csv
 import io
 import json
+import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -12,10 +14,15 @@ import pytest
 import alpha_graphs
 import temperature_graphs
 from assertdistill import results
+from assertdistill.statistics import bounded_mean_ci
 
 THESIS_METRICS = [m.key for m in results.METRICS if m.required and m.key != "training_duration_seconds"]
+CORRECTED_METRICS = [m.key for m in results.METRICS if m.key.endswith("_corrected")]
 TEACHER_ACCURACY = 0.8
 ALPHAS, TEMPS, SEEDS = (0.0, 0.5, 1.0), (1.0, 4.0), (1, 2, 3)
+FLAT_SEED = 3  # the grid sweep keeps this seed's runs as flat files, the thesis's layout
+THESIS_RESULTS = Path(__file__).resolve().parents[1] / "thesis_results"
+THESIS_FIGURES = ("combined_metrics", "similarity", "loss", "inference_time")
 
 
 def metric_values(alpha, temperature, seed, extras=True) -> dict:
@@ -29,6 +36,7 @@ def metric_values(alpha, temperature, seed, extras=True) -> dict:
         values["avg_strict_exact_match_s_vs_t"] = 0.07 * alpha + 0.002 * seed
         values["avg_strict_exact_match_t_vs_gt"] = 0.5
         values[results.SHARE_KEY] = values["avg_accuracy_s_vs_gt_script1"] / TEACHER_ACCURACY
+        values.update({key: 0.3 + 0.02 * i + 0.1 * alpha + 0.004 * seed for i, key in enumerate(CORRECTED_METRICS)})
     return values
 
 
@@ -60,6 +68,13 @@ def epoch_log(alpha, epochs=2) -> str:
                          "eval": {"avg_accuracy_s_vs_gt_script1": 0.2 * e + alpha}, "elapsed_seconds": e})
              for e in range(1, epochs + 1)]
     return "\n".join(lines + ["{broken"]) + "\n"
+
+
+def write_flat(root: Path, name: str, body) -> Path:
+    """Write <root>/<name> (any file name), a summary kept as a flat file as the thesis did."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(body if isinstance(body, str) else json.dumps(body))
+    return root / name
 
 
 def run_cli(module, argv):
@@ -140,32 +155,42 @@ def test_epoch_log_keeps_the_last_attempt(tmp_path):
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory):
-    """A 3 alpha x 2 T x 3 seed sweep with extras, epoch logs on seed 1, and two broken summaries."""
+    """A 3 alpha x 2 T x 3 seed sweep in both layouts, with extras, epoch logs on seed 1, two broken
+    summaries, a JSON file that is not a summary, and other JSON files that must not be read."""
     root = tmp_path_factory.mktemp("sweep")
     for alpha in ALPHAS:
         for temperature in TEMPS:
             for seed in SEEDS:
-                write_run(root, f"alpha_{alpha}_temp_{temperature}_seed_{seed}", summary(alpha, temperature, seed),
-                          epoch_log(alpha) if seed == 1 else None)
+                if seed == FLAT_SEED:
+                    write_flat(root, f"alpha{alpha} T{temperature}.json", summary(alpha, temperature, seed))
+                else:
+                    write_run(root, f"alpha_{alpha}_temp_{temperature}_seed_{seed}",
+                              summary(alpha, temperature, seed), epoch_log(alpha) if seed == 1 else None)
     for name, body, _ in BAD_SUMMARIES[:2]:
         write_run(root / "broken", name, body)
+    write_flat(root, "notes.json", {"comment": "not a summary"})
+    write_flat(root / "alpha_0.0_temp_1.0_seed_1" / "final_student_model", "config.json", {"d_model": 8})
+    write_flat(root / "nested", "alpha0.3.json", summary(0.3, 1.0, 1))  # flat files count only at the top
     return root
 
 
-@pytest.fixture(scope="module", params=[(alpha_graphs, "temperature"), (temperature_graphs, "alpha")],
-                ids=["alpha_graphs", "temperature_graphs"])
+# (script, the hyperparameter on its x axis)
+SCRIPTS = [(alpha_graphs, "alpha"), (temperature_graphs, "temperature")]
+
+
+@pytest.fixture(scope="module", params=SCRIPTS, ids=["alpha_graphs", "temperature_graphs"])
 def graphs(request, grid_sweep, tmp_path_factory):
-    """Run one graph script on grid_sweep; (output dir, exit code, stdout, stderr)."""
-    module, _ = request.param
+    """Run one graph script on grid_sweep; (output dir, exit code, stdout, stderr, swept name)."""
+    module, swept = request.param
     out_dir = tmp_path_factory.mktemp("graphs")
     code, out, err = run_cli(module, ["--results_dir", grid_sweep, "--output_dir", out_dir])
-    return out_dir, code, out, err
+    return out_dir, code, out, err, swept
 
 
 def test_graph_scripts_write_every_file(graphs):
-    out_dir, code, out, _ = graphs
+    out_dir, code, out, _, swept = graphs
     assert code == 0
-    expected = {f"{m.key}.png" for m in results.METRICS} | {
+    expected = {f"{m.key}.png" for m in results.METRICS} | {f"{swept}_vs_{name}.png" for name in THESIS_FIGURES} | {
         "overview.png", "heatmap_avg_accuracy_s_vs_gt_script1.png", "training_curves.png", "summary.csv",
         "summary.md"}
     assert {p.name for p in out_dir.iterdir()} == expected
@@ -174,12 +199,20 @@ def test_graph_scripts_write_every_file(graphs):
 
 
 def test_broken_summaries_and_epoch_lines_are_reported(graphs, grid_sweep):
-    _, _, out, err = graphs
+    _, _, out, err, _ = graphs
     for name, _, reason in BAD_SUMMARIES[:2]:
         assert f"skip {grid_sweep / 'broken' / name / results.SUMMARY_NAME}: " in err
         assert reason in err
+    skipped_files = [line.split(": ")[0] for line in err.splitlines()
+                     if line.startswith("skip ") and f"{results.EPOCH_LOG_NAME}:" not in line]
+    assert sorted(skipped_files) == sorted(
+        [f"skip {grid_sweep / 'broken' / name / results.SUMMARY_NAME}" for name in ("bad_json", "no_metrics")]
+        + [f"skip {grid_sweep / 'notes.json'}"]), err
+    assert f"skip {grid_sweep / 'notes.json'}: not a distillation summary" in err
+    assert "config.json" not in err and "alpha0.3" not in err
     assert err.count(":3: invalid JSON") == len(ALPHAS) * len(TEMPS)  # the broken last line of each epoch log
-    assert f"loaded {len(ALPHAS) * len(TEMPS) * len(SEEDS)} runs" in out and "(2 skipped)" in out
+    assert f"loaded {len(ALPHAS) * len(TEMPS) * len(SEEDS)} runs" in out
+    assert "(3 skipped; 0 with predictions.jsonl)" in out
 
 
 def test_summary_csv_has_mean_and_std_over_seeds(graphs):
@@ -209,26 +242,70 @@ def test_summary_md_is_a_table_with_teacher_reference(graphs):
     assert "- Teacher, Accuracy vs ground truth: 0.8000 ± 0.0000 (n=18 runs)\n" in text
 
 
-def test_thesis_only_one_dimensional_sweep(tmp_path):
-    results_dir = tmp_path / "thesis"
-    for alpha in (0.25, 0.75):
-        for seed in (1, 2):
-            write_run(results_dir, f"run_{alpha}_{seed}", summary(alpha, 2.0, seed, extras=False))
+# (script, shipped folder of the thesis's flat summaries, swept hyperparameter, its values, figure format)
+THESIS_SWEEPS = [
+    (alpha_graphs, "results_alpha", "alpha", [0.1, 0.2, 0.5, 0.6, 0.7, 0.9], "png"),
+    (temperature_graphs, "results_temp", "temperature", [0.1, 0.5, 1, 1.5, 2, 3, 4], "svg"),
+]
+
+
+@pytest.mark.parametrize("module,folder,swept,values,fmt", THESIS_SWEEPS, ids=["alpha", "temperature"])
+def test_thesis_published_summaries(tmp_path, module, folder, swept, values, fmt):
+    results_dir = THESIS_RESULTS / folder
     out_dir = tmp_path / "graphs"
-    code, out, err = run_cli(alpha_graphs, ["--results_dir", results_dir, "--output_dir", out_dir,
-                                            "--format", "svg"])
+    code, out, err = run_cli(module, ["--results_dir", results_dir, "--output_dir", out_dir, "--format", fmt])
     assert (code, err) == (0, "")
     names = {p.name for p in out_dir.iterdir()}
-    assert names == {f"{m.key}.svg" for m in results.METRICS if m.required} | {
-        "overview.svg", "summary.csv", "summary.md"}
+    assert names == {f"{m.key}.{fmt}" for m in results.METRICS if m.required} | {
+        f"{swept}_vs_{name}.{fmt}" for name in THESIS_FIGURES} | {"overview." + fmt, "summary.csv", "summary.md"}
     assert "heatmap: skipped" in out and "training curves: skipped" in out
-    assert "Teacher" not in (out_dir / "summary.md").read_text()
+    assert "No paired comparison: no run has a predictions.jsonl" in out  # the thesis kept means only
+    text = (out_dir / "summary.md").read_text()
+    assert "Teacher" not in text and "no interval is given for them" in text
+    with open(out_dir / "summary.csv", newline="") as f:
+        rows = {float(row[swept]): row for row in csv.DictReader(f)}
+    assert sorted(rows) == values
+    for path in sorted(results_dir.glob("*.json")):  # every number of every thesis file is in the CSV
+        thesis = json.loads(path.read_text())
+        row = rows[float(thesis["args"][results.ARG_KEYS[swept]])]
+        assert (float(row["alpha"]), float(row["temperature"]), row["n"]) == (
+            thesis["args"]["alpha_kl_loss_weight"], thesis["args"]["temperature"], "1")
+        expected = {**thesis["final_evaluation_metrics"],
+                    "training_duration_seconds": thesis["training_duration_seconds"]}
+        for key, value in expected.items():
+            assert float(row[f"{key}_mean"]) == pytest.approx(value, rel=1e-9), (path.name, key)
+            metric = results.METRICS_BY_KEY.get(key)
+            interval = [float(row[f"{key}_ci_{side}"]) for side in ("low", "high")]
+            if metric is not None and metric.bounded:  # conservative, from the 1000 records alone
+                assert interval == pytest.approx(bounded_mean_ci(value, 1000), rel=1e-9), key
+            else:  # loss, time: no interval is invented
+                assert all(map(math.isnan, interval)), key
+        assert row["ci_method"] == results.INTERVAL_METHODS["bounded"]
+    committed = THESIS_RESULTS / f"graphs_{folder.split('_')[1]}" / "summary.csv"
+    assert (out_dir / "summary.csv").read_text() == committed.read_text(), "regenerate thesis_results (README)"
+
+
+def test_thesis_files_mixed_with_sweep_runs_and_generated_flat_files(tmp_path):
+    shutil.copytree(THESIS_RESULTS / "results_alpha", tmp_path, dirs_exist_ok=True)
+    write_flat(tmp_path, "my run.json", summary(0.3, 1.0, 42, extras=False))
+    write_run(tmp_path, "alpha_0.4_seed_42", summary(0.4, 1.0, 42))
+    write_flat(tmp_path, "sweep_config.json", {"alphas": [0.1, 0.2]})
+    runs, skipped = results.load_runs(tmp_path)
+    assert [(r.path.name, r.alpha, r.temperature, r.seed) for r in runs] == [
+        ("alpha0.1.json", 0.1, 1.0, 42), ("alpha0.2.json", 0.2, 1.0, 42), ("alpha0.5.json", 0.5, 1.0, 42),
+        ("alpha0.6.json", 0.6, 1.0, 42), ("alpha0.7.json", 0.7, 1.0, 42), ("alpha0.9.json", 0.9, 1.0, 42),
+        (results.SUMMARY_NAME, 0.4, 1.0, 42), ("my run.json", 0.3, 1.0, 42)]
+    assert [(p.name, reason.split(" (")[0]) for p, reason in skipped] == [
+        ("sweep_config.json", "not a distillation summary")]
+    thesis = json.loads((tmp_path / "alpha0.6.json").read_text())["final_evaluation_metrics"]
+    assert runs[3].metrics == {k: float(v) for k, v in thesis.items()} | {
+        "training_duration_seconds": 11867.13}
 
 
 # (description, how to build results_dir under tmp_path, expected message on stderr)
 NO_RESULTS = [
     ("missing dir", lambda root: root / "nope", "does not exist"),
-    ("empty dir", lambda root: root, "no */distillation_summary.json found"),
+    ("empty dir", lambda root: root, "no *.json or */distillation_summary.json found"),
     ("all malformed", lambda root: write_run(root, "x", "{oops").parent, "(1 skipped)"),
 ]
 
@@ -236,10 +313,10 @@ NO_RESULTS = [
 @pytest.mark.parametrize("module", [alpha_graphs, temperature_graphs], ids=["alpha", "temperature"])
 @pytest.mark.parametrize("case,make_dir,message", NO_RESULTS, ids=[c[0] for c in NO_RESULTS])
 def test_no_usable_summaries_exit_2(tmp_path, module, case, make_dir, message):
-    out_dir = tmp_path / "graphs"
-    code, _, err = run_cli(module, ["--results_dir", make_dir(tmp_path), "--output_dir", out_dir])
+    out_dir, results_dir = tmp_path / "graphs", make_dir(tmp_path)
+    code, _, err = run_cli(module, ["--results_dir", results_dir, "--output_dir", out_dir])
     assert code == 2
-    assert err.splitlines()[-1].startswith("error: no usable distillation_summary.json") or "does not exist" in err
+    assert err.splitlines()[-1].startswith(f"error: no usable summary in {results_dir}") or "does not exist" in err
     assert message in err and "Traceback" not in err
     assert not out_dir.exists()
 
@@ -248,4 +325,5 @@ def test_unknown_heatmap_metric_exit_2(tmp_path):
     write_run(tmp_path, "r", summary(0.5, 2.0, 1))
     code, _, err = run_cli(temperature_graphs, ["--results_dir", tmp_path, "--output_dir", tmp_path / "g",
                                                 "--heatmap_metric", "avg_typo"])
-    assert code == 2 and "--heatmap_metric avg_typo is in no summary" in err
+    assert code == 2 and err.splitlines() == [f"error: --main_metric avg_typo is in no summary; available: "
+                                              f"{', '.join(results.metric_keys(results.load_runs(tmp_path)[0]))}"]

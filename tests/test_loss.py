@@ -86,7 +86,7 @@ def test_trimmed_batch_loss_equals_fully_padded_thesis_loss():
         compressed = compress_logits(logits, bits=8)
         full_teacher.append(decode_quantized(compressed).dequantize())  # (16, V) what the thesis decodes
         samples.append(Sample(list(rng.integers(5, vocab, source_length)), list(rng.integers(5, vocab, target_length)),
-                              decode_quantized(compressed, max_positions=target_length), "gt", "t", index))
+                              decode_quantized(compressed, max_positions=target_length), "gt", "t", "['t']", index))
     batch = collate(samples, tokenizer.pad_token_id)
     loss_fn = DistillationLoss(2.0, 0.7)
     with torch.no_grad():

@@ -4,7 +4,8 @@ from difflib import SequenceMatcher
 
 import pytest
 
-from assertdistill.metrics import MetricAccumulator, normalize_assertion, strict_exact_match, split_assertions
+from assertdistill.metrics import (RECORD_METRICS, MetricAccumulator, average_record_metrics, normalize_assertion,
+                                   record_metrics, split_assertions, strict_exact_match)
 from script import evaluate_assertions_script1_style
 
 # (generated block, reference block, exact matches, precision, recall, f1, accuracy)
@@ -15,7 +16,16 @@ CASES = [
     ("assertTrue(a);\nassertFalse(b);", "assertTrue(a);", 1, 0.5, 1.0, 2 / 3, 0.5),
     ("assertTrue(a)", "assertTrue(a);", 1, 1.0, 1.0, 1.0, 1.0),  # re-terminated with ';'
     ("assertNull(  a  );", "assertNull( a );", 1, 1.0, 1.0, 1.0, 1.0),  # whitespace normalized
-    ("ASSERTTRUE(a);", "assertTrue(a);", 1, 1.0, 1.0, 1.0, 1.0),  # canonical case
+    # The thesis lowercases only an `assert` prefix and keeps the rest of the name as typed.
+    ("ASSERTTRUE(a);", "assertTrue(a);", 0, 0.0, 0.0, 0.0, 0.0),
+    ("ASSERTTRUE(a);", "assertTRUE(a);", 1, 1.0, 1.0, 1.0, 1.0),
+    ("AssertNotNull(a);", "assertNotNull(a);", 1, 1.0, 1.0, 1.0, 1.0),
+    ("assertnotnull(a);", "assertNotNull(a);", 0, 0.0, 0.0, 0.0, 0.0),
+    # The VALUE rewrite runs first and only on assertEquals spelled so.
+    ("assertequals(1, x);", "assertequals(2, x);", 0, 0.0, 0.0, 0.0, 0.0),
+    ("ASSERTEQUALS(1, x);", "assertEquals(2, x);", 0, 0.0, 0.0, 0.0, 0.0),
+    ("assertEquals(1,x);", "assertEquals( 2 ,x);", 1, 1.0, 1.0, 1.0, 1.0),
+    ("assertEquals(1, x );", "assertEquals(1, x);", 0, 0.0, 0.0, 0.0, 0.0),  # the space before ')' is kept
     ("assertTrue(a); assertTrue(b);", "assertTrue(a);\nassertTrue(b);", 2, 1.0, 1.0, 1.0, 1.0),  # split on ';'
     ("", "assertTrue(a);", 0, 0.0, 0.0, 0.0, 0.0),
     ("assertTrue(a);", "", 0, 0.0, 0.0, 0.0, 0.0),
@@ -53,9 +63,48 @@ def test_non_string_blocks_are_empty():
     assert split_assertions(None) == [] and split_assertions(["a"]) == []
 
 
-def test_normalization_steps():
-    assert normalize_assertion("assertEquals( 5 ,  foo.bar() );") == "assertEquals(VALUE, foo.bar() );"
-    assert normalize_assertion("assertnotnull(x);") == "assertNotNull(x);"
+@pytest.mark.parametrize("raw, normalized", [
+    ("assertEquals( 5 ,  foo.bar() );", "assertEquals(VALUE, foo.bar() );"),
+    ("assertnotnull(x);", "assertnotnull(x);"),  # the name's case kept: "assert" + "notnull"
+    ("ASSERTTRUE(x);", "assertTRUE(x);"),
+    ("ASSERTEQUALS(1, x);", "assertEQUALS(1, x);"),  # no VALUE: the rewrite only knows assertEquals
+    ("assertTrueish(x);", "assertTrueish(x);"),  # not a known name (\b)
+    ("  assertThat(a)\t.isEqualTo( b ) ;", "assertThat(a) .isEqualTo( b ) ;"),
+])
+def test_normalization_steps(raw, normalized):
+    assert normalize_assertion(raw) == normalized
+
+
+def test_blocks_split_on_newlines_and_similarity_compares_normalized_items():
+    result = evaluate_assertions_script1_style("assertEquals(1,   x)\nassertTrue(a)", "assertEquals(2, x);")
+    assert result["generated_count_script1"] == 2 and result["reference_count_script1"] == 1
+    # Normalized, the first item equals the reference ("assertEquals(VALUE, x);"): similarity 1, not the
+    # difflib ratio of the raw items; the second item's best ratio is against that normalized reference.
+    second = SequenceMatcher(None, "assertTrue(a);", "assertEquals(VALUE, x);").ratio()
+    assert result["similarity_scores_list_script1"] == [1.0, second]
+    assert SequenceMatcher(None, "assertEquals(1,   x);", "assertEquals(2, x);").ratio() < 1.0
+
+
+def test_list_valued_teacher_prediction_scores_as_the_thesis_read_it():
+    student = "assertEquals(expected, actual);"
+    values = record_metrics(student, "assertTrue(ok);", teacher="assertEquals(expected, actual);",
+                            teacher_script1=str(["assertEquals(expected, actual);"]))
+    assert values["accuracy_s_vs_t_script1"] == 0.0  # compared with "['assertEquals(expected, actual);']"
+    assert values["similarity_avg_s_vs_t_script1"] == pytest.approx(0.966, abs=5e-4)
+    assert values["accuracy_s_vs_t_corrected"] == values["similarity_avg_s_vs_t_corrected"] == 1.0
+    assert values["strict_exact_match_s_vs_t"] == 1.0
+    assert values["accuracy_s_vs_gt_script1"] == values["accuracy_t_vs_gt_script1"] == 0.0
+    assert list(values) == RECORD_METRICS
+
+
+def test_record_metric_averages_are_means_in_order():
+    rows = [record_metrics(student, "assertTrue(a);", "assertTrue(a);", "['assertTrue(a);']")
+            for student in ("assertTrue(a);", "assertTrue(b);", "assertTrue(a);")]
+    averages = average_record_metrics(rows)
+    assert set(averages) == {f"avg_{name}" for name in RECORD_METRICS}
+    assert averages["avg_accuracy_s_vs_gt_script1"] == averages["avg_accuracy_s_vs_t_corrected"] == 2 / 3
+    assert averages["avg_accuracy_s_vs_t_script1"] == 0.0 and averages["avg_accuracy_t_vs_gt_script1"] == 1.0
+    assert all(value is None for value in average_record_metrics([]).values())
 
 
 def test_strict_exact_match_does_not_mask_values():

@@ -266,7 +266,7 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     for index, (source, target) in enumerate([(20, 5), (9, 8)]):
         compressed = compress_logits(rng.normal(size=(1, 12, vocab)).astype(np.float32), bits=8)
         samples.append(Sample(list(rng.integers(5, vocab, source)), list(rng.integers(5, vocab, target)),
-                              decode_quantized(compressed, max_positions=target), "gt", "t", index))
+                              decode_quantized(compressed, max_positions=target), "gt", "t", "['t']", index))
     batch = collate(samples, tokenizer.pad_token_id)
     model = tiny_t5(tokenizer).eval()
     loss_fn = DistillationLoss(2.0, 0.7)

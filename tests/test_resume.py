@@ -1,4 +1,5 @@
-"""Checkpoints: a run killed with SIGKILL mid-epoch and resumed ends like the uninterrupted run."""
+"""Checkpoints: a run killed with SIGKILL (mid-epoch, at an epoch end, after training) and resumed ends like the
+uninterrupted run."""
 
 import json
 import os
@@ -15,21 +16,37 @@ from assertdistill.checkpoint import checkpoints_in, resolve_checkpoint
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Runs script.py, but SIGKILLs itself once the optimizer reaches step KILL_AT_STEP (after the
-# checkpoint at an earlier step was written): a crash in the middle of an epoch, mid-way through work.
+# Runs script.py, but SIGKILLs itself at a given point: "step:N" once the optimizer reaches step N (after
+# the checkpoints of earlier steps were written), "final_save" when the finished run starts saving its
+# final model (after the last epoch-end checkpoint, before the summary).
 KILLING_RUNNER = """
 import os, signal, sys
 sys.path[:0] = [{root!r}]
-from assertdistill import training
-step = training.Trainer._optimizer_step
-def killing_step(self):
-    step(self)
-    if self.global_step == {kill_at}:
-        os.kill(os.getpid(), signal.SIGKILL)
-training.Trainer._optimizer_step = killing_step
+from assertdistill import run, training
+kill = {kill!r}
+if kill.startswith("step:"):
+    step = training.Trainer._optimizer_step
+    def killing_step(self):
+        step(self)
+        if self.global_step == int(kill[5:]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    training.Trainer._optimizer_step = killing_step
+else:
+    run.save_model_atomic = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
 import script
 sys.exit(script.main(sys.argv[1:]))
 """
+COMMON = {"--epochs": 2, "--batch_size": 4, "--learning_rate": 3e-3, "--num_beams": 1}
+# 22 records, batch 4: 6 optimizer steps per epoch, a checkpoint every 2 steps and at each epoch end.
+# Each chain: the points where successive runs are killed, each with the checkpoints it leaves
+# (--save_total_limit 2) and where the next run resumes.
+KILL_CHAINS = {
+    "mid_epoch": [("step:9", [6, 8], "epoch 2 in progress, global step 8")],
+    "epoch_end_then_after_training": [
+        ("step:7", [4, 6], "epoch 1 finished, global step 6"),  # epoch 2 starts afresh, and that run is
+        ("final_save", [10, 12], "epoch 2 finished, global step 12"),  # killed after the last epoch: reports only
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +59,17 @@ def setup(tmp_path_factory):
     return root, model_dir, flags
 
 
-def run_script(argv, kill_at=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
-    code = (KILLING_RUNNER.format(root=ROOT, kill_at=kill_at) if kill_at
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    root, model_dir, flags = setup
+    assert run_script(tiny_run_flags(root, model_dir, flags, **COMMON, **{"--output_dir": str(root / "plain")})) \
+        .returncode == 0
+    return final_state(str(root / "plain"))
+
+
+def run_script(argv, kill=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1"}
+    code = (KILLING_RUNNER.format(root=ROOT, kill=kill) if kill
             else f"import sys; sys.path.insert(0, {ROOT!r}); import script; sys.exit(script.main(sys.argv[1:]))")
     return subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, timeout=300)
 
@@ -58,34 +83,37 @@ def final_state(output_dir):
     for entry in history:
         entry.get("eval", {}).pop("avg_inference_time_per_sample_ms", None)
     weights = load_file(os.path.join(output_dir, "final_student_model", "model.safetensors"))
-    return metrics, history, weights
+    predictions = open(os.path.join(output_dir, "predictions.jsonl")).read()
+    return metrics, history, weights, predictions, summary["confidence_intervals"]
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(setup, tmp_path):
+@pytest.mark.parametrize("chain", KILL_CHAINS.values(), ids=KILL_CHAINS.keys())
+def test_killed_and_resumed_run_equals_uninterrupted_run(setup, uninterrupted, tmp_path, capsys, chain):
     _, model_dir, flags = setup
-    common = {"--epochs": 2, "--batch_size": 4, "--learning_rate": 3e-3, "--num_beams": 1}
-    plain = tiny_run_flags(tmp_path, model_dir, flags, **common, **{"--output_dir": str(tmp_path / "plain")})
-    assert run_script(plain).returncode == 0
-
     out = str(tmp_path / "killed")
-    argv = tiny_run_flags(tmp_path, model_dir, flags, **common, **{"--output_dir": out, "--save_steps": 2})
-    killed = run_script(argv, kill_at=9)  # 6 steps per epoch: checkpoint-8 lies in epoch 2, killed at step 9
-    assert killed.returncode == -signal.SIGKILL
-    assert [step for step, _ in checkpoints_in(out)] == [6, 8]  # --save_total_limit 2
-    assert not os.path.exists(os.path.join(out, "distillation_summary.json"))
+    argv = tiny_run_flags(tmp_path, model_dir, flags, **COMMON, **{"--output_dir": out, "--save_steps": 2})
+    resume, resumed_at = [], None
+    for kill, checkpoints_left, next_resume in chain:
+        killed = run_script(argv + resume, kill=kill)
+        assert killed.returncode == -signal.SIGKILL
+        assert not resume or f"({resumed_at})" in killed.stdout
+        assert [step for step, _ in checkpoints_in(out)] == checkpoints_left
+        assert not os.path.exists(os.path.join(out, "distillation_summary.json"))
+        resume, resumed_at = ["--resume_from_checkpoint", "latest"], next_resume
 
-    refused = run_script(argv)  # checkpoints present: never silently start over
-    assert refused.returncode == 2 and "--resume_from_checkpoint" in refused.stderr
+    assert script.main(argv) == 2  # checkpoints present: never silently start over (refused before any work)
+    assert "--resume_from_checkpoint" in capsys.readouterr().err
 
-    resumed = run_script(argv + ["--resume_from_checkpoint", "latest"])
+    resumed = run_script(argv + resume)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming from" in resumed.stdout and "global step 8" in resumed.stdout
+    assert "Resuming from" in resumed.stdout and f"({resumed_at})" in resumed.stdout
 
-    plain_metrics, plain_history, plain_weights = final_state(str(tmp_path / "plain"))
-    metrics, history, weights = final_state(out)
+    plain_metrics, plain_history, plain_weights, plain_predictions, plain_intervals = uninterrupted
+    metrics, history, weights, predictions, intervals = final_state(out)
     assert metrics == plain_metrics
     assert history == plain_history
     assert all(torch.allclose(weights[name], plain_weights[name]) for name in plain_weights)
+    assert predictions == plain_predictions and intervals == plain_intervals
     lines = open(os.path.join(out, "metrics.jsonl")).read().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 

@@ -58,6 +58,8 @@ def test_archive_layout_header_and_records(generated):
     assert header["dataset_type"] == "training" and header["item_count"] == 7 == len(records)
     assert header["skipped"] == {"invalid_json": 1} and header["compression"]["compression_ratio"] > 1
     assert header["args"]["bits"] == 8 and "created_at" in header
+    assert (header["compression"]["format"], header["compression"]["bits"]) == ("lz4", 8)
+    assert header["compression"]["positions"] == "the target's length"
     record = records[1]
     assert record["original_target"] == "assertTrue(stack.isEmpty());\nassertNull(x);"
     assert isinstance(record["predicted_assertions"], list) and record["repo"] == "demo"
@@ -116,7 +118,9 @@ def test_topk_max_assertions_and_trimmed_focal(generated, tmp_path):
     header, records = lines[0]["header"], lines[1:]
     # Every other line of the fixture has two assertions: 4 of 7 kept, 3 skipped and counted.
     assert len(records) == 4 and header["skipped"] == {"invalid_json": 1, "more_than_1_assertions": 3}
-    assert header["compression"]["format"] == "topk" and header["compression"]["topk_k"] == 5
+    compression = header["compression"]
+    assert (compression["format"], compression["k"], compression["format_counts"]) == ("topk", 5, {"topk": 4})
+    assert (header["args"]["bits"], header["args"]["logits_format"], header["args"]["topk_k"]) == (16, "topk", 5)
     encoder = InputEncoder(tiny_tokenizer(), 128, 24)
     assert all(record["focal_file"] for record in records)
     for record in records:
@@ -136,6 +140,38 @@ def test_missing_input_file_is_one_line_error(tmp_path, capsys):
             "--output", str(tmp_path / "o.zip")]
     assert make_teacher_logits.main(argv) == 2
     assert capsys.readouterr().err.startswith("error: cannot read assertion dataset")
+
+
+def test_the_teacher_reads_the_focal_field_given(generated, tmp_path):
+    root, teacher, _ = generated
+    path = tmp_path / "focal_method.jsonl"
+    with open(path, "w") as stream:
+        stream.write(json.dumps({"header": {"item_count": 2}}) + "\n[1, 2]\n")  # both skipped and counted
+        for index in range(2):  # the focal code under focal_method; a decoy under focal_file
+            stream.write(json.dumps({"focal_method": JAVA_SNIPPETS[1], "focal_file": JAVA_SNIPPETS[0],
+                                     "test_method_masked": JAVA_SNIPPETS[2],
+                                     "assertions": ASSERTION_LINES[index]}) + "\n")
+    archive = str(tmp_path / "f.zip")
+    argv = ["--train_file", str(path), "--val_file", str(path), "--output", archive, "--teacher_model_name", teacher,
+            "--max_src_length", "256", "--max_tgt_length", "24", "--num_beams", "1", "--focal_field", "focal_method",
+            "--bits", "32"]
+    assert make_teacher_logits.main(argv) == 0
+    lines = read_jsonl(archive, "codet5/distillation_data_training.jsonl.zip", "distillation_data_training.jsonl")
+    header, record = lines[0]["header"], lines[1]
+    assert header["item_count"] == 2 and header["skipped"] == {"header_line": 1, "not_an_object": 1}
+    assert record["focal_file"] == JAVA_SNIPPETS[1]
+    encoder = InputEncoder(tiny_tokenizer(), 256, 24)
+    assert encoder.source_text(JAVA_SNIPPETS[1], JAVA_SNIPPETS[2]) != encoder.source_text(JAVA_SNIPPETS[0],
+                                                                                          JAVA_SNIPPETS[2])
+    target = encoder.encode_target(record["original_target"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(teacher).eval()
+    stored = decompress_logits(record["compressed_logits"])  # float32: exact up to the batch's padding
+    for focal, matches in ((JAVA_SNIPPETS[1], True), (JAVA_SNIPPETS[0], False)):
+        source = torch.tensor([encoder.encode_source(focal, JAVA_SNIPPETS[2])])
+        batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": torch.tensor([target])}
+        with torch.no_grad():
+            expected = student_logits_for(model, batch)
+        assert torch.allclose(stored, expected, atol=1e-4) == matches
 
 
 def test_demo_defaults_apply_only_to_flags_not_given(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from assertdistill.codec import compress_logits
+from assertdistill.metrics import RECORD_METRICS
 from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
 
 JAVA_SNIPPETS = [
@@ -124,3 +125,27 @@ def tiny_run_flags(tmp_path, model_dir: str, archive_flags: dict, **overrides) -
              "--student_max_tgt_length": 32, "--learning_rate": 1e-3}
     flags.update(overrides)
     return flag_list(flags)
+
+
+def read_predictions(output_dir) -> list[dict]:
+    """The rows of output_dir/predictions.jsonl."""
+    return [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+def check_predictions_match_summary(output_dir, expected_truths):
+    """predictions.jsonl holds the evaluated records in file order and its column means are the summary's."""
+    summary = json.loads((output_dir / "distillation_summary.json").read_text())
+    metrics, rows = summary["final_evaluation_metrics"], read_predictions(output_dir)
+    assert [row["ground_truth"] for row in rows] == expected_truths
+    assert [row["index"] for row in rows] == list(range(len(rows))) == list(range(metrics["num_eval_samples"]))
+    lines = [row["line_number"] for row in rows]
+    assert all(earlier < later for earlier, later in zip(lines, lines[1:]))  # file order, no record twice
+    for name in RECORD_METRICS:
+        assert float(np.mean([row[name] for row in rows])) == metrics[f"avg_{name}"], name
+    intervals = summary["confidence_intervals"]
+    assert intervals["method"] == "percentile bootstrap over records" and intervals["resamples"] >= 1000
+    assert intervals["confidence"] == 0.95
+    for name in RECORD_METRICS:
+        low, high = intervals[f"avg_{name}"]
+        assert low <= metrics[f"avg_{name}"] <= high, name
+    return rows

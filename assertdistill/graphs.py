@@ -1,0 +1,106 @@
+"""The command line of alpha_graphs.py and temperature_graphs.py: load a sweep, write figures and tables."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from assertdistill import comparisons, intervals, plotting, results
+from assertdistill.thesis_figures import save_thesis_figures
+
+FORMATS = ("png", "pdf", "svg")
+DEFAULT_MAIN_METRIC = "avg_accuracy_s_vs_gt_script1"
+DEFAULT_DIRS = {"alpha": ("results_alpha", "graphs_alpha"), "temperature": ("results_temp", "graphs_temp")}
+
+
+def build_arg_parser(swept_name: str, description: str) -> argparse.ArgumentParser:
+    """The command line shared by the graph scripts, with defaults for the swept parameter."""
+    results_dir, output_dir = DEFAULT_DIRS[swept_name]
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--results_dir", type=Path, default=Path(results_dir),
+                        help=f"directory holding the runs' summaries: flat *.json files directly in it (the thesis's "
+                             f"layout) and/or */{results.SUMMARY_NAME} below it (sweep.sh's); default: {results_dir}")
+    parser.add_argument("--output_dir", type=Path, default=Path(output_dir),
+                        help="where figures, summary.csv, summary.md and comparisons.csv go; created if missing "
+                             f"(default: {output_dir})")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="figure file format (default: png)")
+    parser.add_argument("--main_metric", "--heatmap_metric", dest="main_metric", default=DEFAULT_MAIN_METRIC,
+                        help="final_evaluation_metrics key shown in the alpha x T heatmap (drawn when the runs form "
+                             "a grid of >= 2 values each) and whose best cell is the default reference of the paired "
+                             f"comparisons (default: {DEFAULT_MAIN_METRIC})")
+    parser.add_argument("--reference", default=None,
+                        help="the cell every other is compared with, e.g. alpha=0.0 or alpha=0.5,temperature=2 "
+                             "(default: the cell with the best mean of --main_metric)")
+    return parser
+
+
+def run_graphs(args: argparse.Namespace, swept_name: str, out=None, err=None) -> int:
+    """Load the sweep in args.results_dir and write figures and tables; return the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+    swept = plotting.AXES[swept_name]
+    try:
+        runs, skipped = results.load_runs(args.results_dir)
+    except results.NoResultsError as e:
+        for path, reason in e.skipped:
+            print(f"skip {path}: {reason}", file=err)
+        print(f"error: {e}", file=err)
+        return 2
+    for path, reason in skipped:
+        print(f"skip {path}: {reason}", file=err)
+    available = results.metric_keys(runs)
+    if args.main_metric not in available:
+        print(f"error: --main_metric {args.main_metric} is in no summary; available: {', '.join(available)}",
+              file=err)
+        return 2
+    main = results.METRICS_BY_KEY.get(args.main_metric, results.Metric(args.main_metric, args.main_metric))
+    cells = results.aggregate(runs)
+    predictions = intervals.load_all_predictions(runs, err)
+    try:
+        paired = comparisons.compare_cells(cells, predictions, main, args.reference)
+    except comparisons.ReferenceSpecError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    intervals.attach_intervals(cells, predictions)
+    print(f"loaded {len(runs)} runs in {len(cells)} (alpha, T) cells from {args.results_dir}"
+          f" ({len(skipped)} skipped; {len(predictions)} with {intervals.PREDICTIONS_NAME})", file=out)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        write_outputs(args, swept, runs, cells, paired, out, err)
+    except OSError as e:
+        print(f"error: cannot write to {args.output_dir}: {e}", file=err)
+        return 1
+    return 0
+
+
+def write_outputs(args, swept, runs, cells, paired, out, err) -> None:
+    """Every figure and table into args.output_dir, one line each on `out`."""
+    out_dir, fmt = args.output_dir, args.format
+    figures = plotting.save_metric_figures(cells, runs, swept, out_dir, fmt)
+    print(f"wrote {len(figures)} metric figures to {out_dir}/: {', '.join(p.name for p in figures)}", file=out)
+    thesis = save_thesis_figures(cells, swept, out_dir, fmt)
+    print(f"wrote the thesis's {len(thesis)} figures: {', '.join(p.name for p in thesis)}", file=out)
+    plotting.save_overview(cells, runs, swept, out_dir / f"overview.{fmt}")
+    print(f"wrote {out_dir / f'overview.{fmt}'} (all metrics as panels)", file=out)
+    if plotting.is_grid(cells):
+        path = out_dir / f"heatmap_{args.main_metric}.{fmt}"
+        plotting.save_heatmap(cells, args.main_metric, swept, path)
+        print(f"wrote {path} (alpha x T grid)", file=out)
+    else:
+        print("heatmap: skipped (needs >= 2 alphas and >= 2 temperatures)", file=out)
+    curves = plotting.load_curves(runs, err)
+    path = out_dir / f"training_curves.{fmt}"
+    if curves and plotting.save_training_curves(cells, curves, swept, path):
+        print(f"wrote {path} ({len(curves)} runs with {results.EPOCH_LOG_NAME})", file=out)
+    else:
+        print(f"training curves: skipped (no run has a usable {results.EPOCH_LOG_NAME})", file=out)
+    print(results.interval_note(cells), file=out)
+    if paired.rows:
+        comparisons.write_csv(paired, out_dir / "comparisons.csv")
+        print(f"wrote {out_dir / 'comparisons.csv'} ({len(paired.rows)} paired comparisons with "
+              f"{comparisons.cell_name(paired.reference)})", file=out)
+    for line in paired.refused:
+        print(line, file=out)
+    print(paired.verdict, file=out)
+    results.write_csv(cells, out_dir / "summary.csv")
+    results.write_markdown(cells, out_dir / "summary.md", [comparisons.markdown_section(paired)])
+    print(f"wrote {out_dir / 'summary.csv'} and {out_dir / 'summary.md'} (mean, std over seeds and interval per "
+          "cell)", file=out)

@@ -1,0 +1,119 @@
+"""The thesis's four figures of a sweep, under the thesis's names: <swept>_vs_combined_metrics,
+<swept>_vs_similarity, <swept>_vs_loss and <swept>_vs_inference_time.
+
+The same series, titles, labels, colours and markers as the thesis's graph scripts; added are error
+bars (the cells' intervals, see plotting.bar_caption) and one series per value of the other
+hyperparameter when a sweep holds several. Like the thesis's, the x axis is linear.
+"""
+
+import textwrap
+from pathlib import Path
+
+from assertdistill import results
+from assertdistill.plotting import Axis, bar_caption, error_bars, new_figure, other_axis
+
+# The combined figure: (metric root, label, colour); vs ground truth solid, vs teacher dashed.
+COMBINED = (("accuracy", "Accuracy", "blue"), ("f1", "F1-Score", "orange"),
+            ("precision", "Precision", "green"), ("recall", "Recall", "red"))
+VERSUS = (("gt", "GT", "o", "-"), ("t", "Teacher", "x", "--"))  # (key part, label, marker, linestyle)
+SIMILARITY = (("gt", "Student vs. Ground Truth (GT)", "o", "-"), ("t", "Student vs. Teacher", "x", "--"))
+# The single-line figures: (metric key, file name, title, y label, series label, colour; None: the axis's)
+SINGLE = (("avg_loss", "loss", "Average Student Loss", "Average Loss", "Overall Student Loss", None),
+          ("avg_inference_time_per_sample_ms", "inference_time", "Average Inference Time",
+           "Avg. Inference Time (ms/sample)", "Inference Time", "purple"))
+NAMES = ("combined_metrics", "similarity", "loss", "inference_time")
+
+
+def _series(cells, swept: Axis, key: str):
+    """[(label suffix, cells along the swept axis)] of one metric: one per value of the other parameter."""
+    other = other_axis(swept)
+    other_values = sorted({c.value(other.name) for c in cells})
+    series = []
+    for other_value in other_values:
+        line = sorted((c for c in cells if c.value(other.name) == other_value and key in c.stats),
+                      key=lambda c: c.value(swept.name))
+        if line:
+            series.append((f", {other.symbol}={other_value:g}" if len(other_values) > 1 else "", line))
+    return series
+
+
+def _draw(ax, swept: Axis, line, key: str, shift: float = 0.0, **style) -> list[float]:
+    """Means and error bars of one series, its bars moved `shift` along x; returns the bar ends."""
+    xs = [c.value(swept.name) for c in line]
+    means = [c.stats[key][0] for c in line]
+    bars = error_bars(line, key)
+    ax.plot(xs, means, **style)
+    if bars.any():  # beside the point, so that the bars of neighbouring series stay apart
+        ax.errorbar([x + shift for x in xs], means, yerr=bars, fmt="none", capsize=2, elinewidth=0.8,
+                    alpha=0.6, color=ax.lines[-1].get_color())
+    return [m - b for m, b in zip(means, bars[0])] + [m + b for m, b in zip(means, bars[1])]
+
+
+def _shifts(cells, swept: Axis, count: int) -> list[float]:
+    """x offsets for the bars of `count` series: spread over a third of the closest swept values' gap."""
+    xs = sorted({c.value(swept.name) for c in cells})
+    gap = min((b - a for a, b in zip(xs, xs[1:])), default=1.0)
+    step = gap / 3 / max(count - 1, 1)
+    return [(i - (count - 1) / 2) * step for i in range(count)]
+
+
+def _axes(fig, swept: Axis, cells, title: str, ylabel: str):
+    """One axes with the thesis's title, labels, ticks on every swept value and dashed grid."""
+    ax = fig.add_subplot()
+    ax.set_title(f"Effect of {swept.thesis_label} on {title}")
+    ax.set_xlabel(swept.thesis_label)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(sorted({c.value(swept.name) for c in cells}))
+    ax.grid(True, linestyle="--", alpha=0.7)
+    return ax
+
+
+def _caption(cells, keys) -> str:
+    """The bar captions of the metrics drawn in one figure, each once."""
+    captions = [bar_caption(cells, results.METRICS_BY_KEY[key]) for key in keys]
+    return "; ".join(dict.fromkeys(captions))
+
+
+def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Path]:
+    """Write the four figures (those with anything to draw) as <swept>_vs_<name>.<fmt>; return their paths."""
+    paths = []
+
+    def save(fig, ax, name, keys, **legend):
+        if ax.lines:
+            ax.legend(title=textwrap.fill(_caption(cells, keys), 45), title_fontsize="small", **legend)
+            paths.append(out_dir / f"{swept.name}_vs_{name}.{fmt}")
+            fig.savefig(paths[-1])
+
+    fig = new_figure((12, 8))
+    ax = _axes(fig, swept, cells, "Key Assertion Metrics", "Metric Value")
+    ends, keys = [], []
+    drawn = [(root, label, colour, versus, suffix, line) for root, label, colour in COMBINED for versus in VERSUS
+             for suffix, line in _series(cells, swept, f"avg_{root}_s_vs_{versus[0]}_script1")]
+    for shift, (root, label, colour, versus, suffix, line) in zip(_shifts(cells, swept, len(drawn)), drawn):
+        versus_key, versus_label, marker, linestyle = versus
+        keys.append(f"avg_{root}_s_vs_{versus_key}_script1")
+        ends += _draw(ax, swept, line, keys[-1], shift, marker=marker, linestyle=linestyle, color=colour,
+                      label=f"{label} ({versus_label}{suffix})")
+    if ends:  # the thesis's y range: the data plus 10% padding, inside [0, 1]
+        padding = (max(ends) - min(ends)) * 0.10 or 0.05
+        ax.set_ylim(max(0.0, min(ends) - padding), min(1.0, max(ends) + padding))
+    save(fig, ax, "combined_metrics", keys, bbox_to_anchor=(1.05, 1), loc="upper left")
+
+    fig = new_figure((10, 6))
+    ax = _axes(fig, swept, cells, "Average Assertion Similarity", "Average Similarity")
+    keys = [f"avg_similarity_avg_s_vs_{versus}_script1" for versus, *_ in SIMILARITY]
+    drawn = [(key, style, suffix, line) for key, style in zip(keys, SIMILARITY)
+             for suffix, line in _series(cells, swept, key)]
+    for shift, (key, (_, label, marker, linestyle), suffix, line) in zip(_shifts(cells, swept, len(drawn)), drawn):
+        _draw(ax, swept, line, key, shift, marker=marker, linestyle=linestyle, label=label + suffix)
+    save(fig, ax, "similarity", keys)
+
+    for key, name, title, ylabel, label, colour in SINGLE:
+        fig = new_figure((10, 6))
+        ax = _axes(fig, swept, cells, title, ylabel)
+        series = _series(cells, swept, key)
+        for shift, (suffix, line) in zip(_shifts(cells, swept, len(series)), series):
+            _draw(ax, swept, line, key, shift, marker="s", linestyle="-.", label=label + suffix,
+                  color=(colour or swept.thesis_loss_colour) if len(series) == 1 else None)
+        save(fig, ax, name, [key])
+    return paths

@@ -1,0 +1,253 @@
+"""Intervals of cell means and paired comparisons, on sweeps generated with per-record scores."""
+
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import alpha_graphs
+from assertdistill import comparisons, intervals, results, statistics
+
+N_RECORDS = 400
+WITHOUT_TEACHER = (5, 17)  # records with no teacher prediction: their vs-teacher scores are null
+BOUNDED = list(intervals.BOUNDED.values())
+MAIN = results.METRICS_BY_KEY["avg_accuracy_s_vs_gt_script1"]
+
+
+def per_record_scores(quality: float, seed: int, n: int = N_RECORDS) -> dict[str, np.ndarray]:
+    """Per-record scores of every bounded metric (key: summary key), fractional ones around `quality`."""
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for metric in BOUNDED:
+        values = (rng.random(n) < quality).astype(float) if metric.binary else rng.beta(8 * quality,
+                                                                                      8 * (1 - quality), n)
+        if metric.vs_teacher:
+            values[list(WITHOUT_TEACHER)] = np.nan
+        scores[metric.key] = values
+    return scores
+
+
+def truths(n: int = N_RECORDS, changed: int | None = None) -> list[str]:
+    """The validation records' ground truths; `changed` makes one of them different."""
+    return [f"assertEquals({i}, f({i}));" + (" // other" if i == changed else "") for i in range(n)]
+
+
+def write_run(root: Path, alpha: float, seed: int, scores: dict, ground_truths: list[str],
+              predictions: bool = True, temperature: float = 2.0) -> Path:
+    """A run directory with a summary whose means are those of `scores`, and its predictions.jsonl."""
+    run_dir = root / f"alpha_{alpha}_temp_{temperature}_seed_{seed}"
+    run_dir.mkdir(parents=True)
+    n = len(ground_truths)
+    means = {key: float(np.nanmean(values)) for key, values in scores.items()}
+    summary = {"args": {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed},
+               "training_duration_seconds": 100.0 + seed,
+               "final_evaluation_metrics": {
+                   **means, "avg_loss": 1.0 + alpha, "avg_hard_loss": 1.0, "avg_soft_loss": alpha,
+                   "avg_inference_time_per_sample_ms": 20.0 + seed, "num_eval_samples": n,
+                   "num_eval_samples_with_teacher_prediction": n - len(WITHOUT_TEACHER)}}
+    (run_dir / results.SUMMARY_NAME).write_text(json.dumps(summary))
+    if predictions:
+        lines = []
+        for i, truth in enumerate(ground_truths):
+            record = {"index": i, "ground_truth": truth, "teacher_prediction": truth, "student_prediction": "x"}
+            for key, values in scores.items():
+                record[key.removeprefix("avg_")] = None if np.isnan(values[i]) else float(values[i])
+            lines.append(json.dumps(record))
+        (run_dir / intervals.PREDICTIONS_NAME).write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+def load(root: Path):
+    """(cells with intervals, per-record scores by summary path, stderr) of a results directory."""
+    runs, _ = results.load_runs(root)
+    cells = results.aggregate(runs)
+    err = io.StringIO()
+    predictions = intervals.load_all_predictions(runs, err)
+    intervals.attach_intervals(cells, predictions)
+    return cells, predictions, err.getvalue()
+
+
+def test_bootstrap_intervals_come_from_the_records(tmp_path):
+    one = per_record_scores(0.4, seed=1)
+    two = [per_record_scores(0.6, seed=s) for s in (2, 3)]
+    write_run(tmp_path, 0.0, 1, one, truths())
+    for seed, scores in zip((2, 3), two):
+        write_run(tmp_path, 0.5, seed, scores, truths())
+    cells, predictions, err = load(tmp_path)
+    assert err == "" and len(predictions) == 3
+    key = MAIN.key
+    assert [interval.method for interval in (cells[0].intervals[key], cells[1].intervals[key])] == [
+        "records", "seeds+records"]
+    assert cells[0].intervals[key][:2] == pytest.approx(statistics.bootstrap_mean_ci(one[key]), rel=1e-12)
+    assert cells[1].intervals[key][:2] == pytest.approx(
+        statistics.seeds_then_records_ci([s[key] for s in two]), rel=1e-12)
+    teacher_key = "avg_f1_s_vs_t_script1"  # records without a teacher prediction are left out
+    kept = ~np.isnan(one[teacher_key])
+    assert kept.sum() == N_RECORDS - len(WITHOUT_TEACHER)
+    assert cells[0].intervals[teacher_key][:2] == pytest.approx(statistics.bootstrap_mean_ci(one[teacher_key][kept]))
+    assert "avg_loss" not in cells[0].intervals and "avg_inference_time_per_sample_ms" not in cells[0].intervals
+
+
+@pytest.mark.parametrize("quality", [0.05, 0.3, 0.5, 0.8])
+def test_conservative_interval_contains_the_bootstrap_one(tmp_path, quality):
+    scores = per_record_scores(quality, seed=7)
+    write_run(tmp_path / "with", 0.5, 7, scores, truths())
+    write_run(tmp_path / "without", 0.5, 7, scores, truths(), predictions=False)
+    (bootstrapped,), _, _ = load(tmp_path / "with")
+    (conservative,), _, _ = load(tmp_path / "without")
+    for metric in BOUNDED:
+        boot, bound = bootstrapped.intervals[metric.key], conservative.intervals[metric.key]
+        assert (boot.method, bound.method) == ("records", "bounded")
+        if metric.binary:  # 0/1 scores reach the variance bound: the two intervals agree
+            assert bound.high - bound.low == pytest.approx(boot.high - boot.low, rel=0.15), metric.key
+        else:
+            assert bound.low < boot.low and boot.high < bound.high, (metric.key, boot, bound)
+    mean = conservative.stats[MAIN.key][0]
+    assert conservative.intervals[MAIN.key][:2] == pytest.approx(statistics.bounded_mean_ci(mean, N_RECORDS))
+    teacher = conservative.intervals["avg_accuracy_s_vs_t_script1"]  # n = records with a teacher prediction
+    assert teacher[:2] == pytest.approx(statistics.bounded_mean_ci(
+        conservative.stats["avg_accuracy_s_vs_t_script1"][0], N_RECORDS - len(WITHOUT_TEACHER)))
+
+
+def test_conservative_interval_with_seeds_adds_the_seed_spread(tmp_path):
+    for seed, quality in ((1, 0.3), (2, 0.4)):
+        write_run(tmp_path, 0.5, seed, per_record_scores(quality, seed), truths(), predictions=False)
+    (cell,), _, _ = load(tmp_path)
+    mean, std, n = cell.stats[MAIN.key]
+    low, high = statistics.bounded_mean_ci(mean, N_RECORDS)
+    seed_half = 1.959963984540054 * std / np.sqrt(n)
+    assert cell.intervals[MAIN.key].method == "bounded+seeds"
+    assert cell.intervals[MAIN.key][:2] == pytest.approx(
+        (mean - np.hypot(mean - low, seed_half), mean + np.hypot(high - mean, seed_half)))
+
+
+def _rewrite(path: Path, change):
+    """Apply `change` to the list of predictions.jsonl lines."""
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(change(lines)) + "\n")
+
+
+def _set(lines, index, key, value):
+    record = json.loads(lines[index])
+    record[key] = value
+    lines[index] = json.dumps(record)
+    return lines
+
+
+# (id, change to the lines of predictions.jsonl, reason printed): each makes the run fall back.
+BAD_PREDICTIONS = [
+    ("mean_differs", lambda lines: _set(lines, 0, "accuracy_s_vs_gt_script1", 1.0 if
+                                        json.loads(lines[0])["accuracy_s_vs_gt_script1"] < 0.5 else 0.0),
+     "mean of accuracy_s_vs_gt_script1 is"),
+    ("fewer_records", lambda lines: lines[:-1], "399 records, the summary evaluated 400"),
+    ("out_of_order", lambda lines: [lines[1], lines[0]] + lines[2:], "line 1: not the object with index 0"),
+    ("broken_json", lambda lines: lines[:3] + ["{oops"] + lines[3:], "line 4: invalid JSON"),
+    ("not_a_score", lambda lines: _set(lines, 2, "f1_s_vs_gt_script1", 1.5), "line 3: f1_s_vs_gt_script1 is not a"),
+]
+
+
+@pytest.mark.parametrize("change,reason", [c[1:] for c in BAD_PREDICTIONS], ids=[c[0] for c in BAD_PREDICTIONS])
+def test_unusable_predictions_fall_back_to_the_conservative_interval(tmp_path, change, reason):
+    run_dir = write_run(tmp_path, 0.5, 1, per_record_scores(0.4, 1), truths())
+    _rewrite(run_dir / intervals.PREDICTIONS_NAME, change)
+    (cell,), predictions, err = load(tmp_path)
+    assert predictions == {}
+    assert err.startswith(f"skip {run_dir / intervals.PREDICTIONS_NAME}: ") and reason in err, err
+    assert len(err.splitlines()) == 1 and cell.intervals[MAIN.key].method == "bounded"
+
+
+@pytest.fixture
+def paired_sweep(tmp_path):
+    """alpha 0 and 0.1 identical, alpha 0.5 clearly worse, alpha 0.9 on another validation set, alpha 1
+    with one changed record, alpha 0.7 without predictions.jsonl; one seed each."""
+    good = per_record_scores(0.5, seed=1)
+    write_run(tmp_path, 0.0, 1, good, truths())
+    write_run(tmp_path, 0.1, 1, good, truths())
+    write_run(tmp_path, 0.5, 1, per_record_scores(0.3, seed=2), truths())
+    write_run(tmp_path, 0.7, 1, per_record_scores(0.5, seed=3), truths(), predictions=False)
+    write_run(tmp_path, 0.9, 1, per_record_scores(0.4, seed=4, n=300), truths(300))
+    write_run(tmp_path, 1.0, 1, per_record_scores(0.4, seed=5), truths(changed=3))
+    return tmp_path, good
+
+
+def test_paired_comparisons_with_the_best_cell(paired_sweep):
+    root, good = paired_sweep
+    cells, predictions, _ = load(root)
+    result = comparisons.compare_cells(cells, predictions, MAIN)
+    assert comparisons.cell_name(result.reference) == "alpha=0, T=2"  # the best mean; ties: the first
+    rows = {(row.cell.alpha, row.metric.key): row for row in result.rows}
+    assert {alpha for alpha, _ in rows} == {0.1, 0.5}
+    same, worse = rows[0.1, MAIN.key], rows[0.5, MAIN.key]
+    assert (same.difference, same.p_value, same.significant) == (0.0, 1.0, False)
+    worse_scores = per_record_scores(0.3, seed=2)
+    assert (worse.difference, worse.ci_low, worse.ci_high, worse.p_value) == pytest.approx(
+        statistics.paired_bootstrap(worse_scores[MAIN.key], good[MAIN.key]), rel=1e-12)
+    assert worse.difference < -0.1 and worse.significant and worse.test == "paired bootstrap"
+    strict = rows[0.5, "avg_strict_exact_match_s_vs_gt"]
+    assert strict.test == "McNemar exact"
+    assert strict.p_value == statistics.mcnemar_exact(
+        worse_scores["avg_strict_exact_match_s_vs_gt"] == 1.0,
+        good["avg_strict_exact_match_s_vs_gt"] == 1.0)
+    assert result.refused == ["alpha=0.7, T=2: not compared, no predictions.jsonl for every run",
+                              "alpha=0.9, T=2: not compared, its 300 records are not the reference's 400",
+                              "alpha=1, T=2: not compared, its record 3 differs from the reference's "
+                              "(another validation file?)"]
+    assert result.verdict.startswith("Not distinguishable from the best (alpha=0, T=2, Accuracy vs ground truth ")
+    assert result.verdict.endswith("paired over 400 records: alpha=0.1, T=2. Distinguishable: alpha=0.5, T=2.")
+
+
+def test_reference_option(paired_sweep):
+    root, _ = paired_sweep
+    cells, predictions, _ = load(root)
+    result = comparisons.compare_cells(cells, predictions, MAIN, "alpha=0.5,T=2")
+    assert comparisons.cell_name(result.reference) == "alpha=0.5, T=2"
+    assert {row.cell.alpha for row in result.rows} == {0.0, 0.1}
+    assert result.verdict.startswith("Not distinguishable from the reference (alpha=0.5, T=2")
+    with pytest.raises(comparisons.ReferenceSpecError, match="alpha=0.33 matches 0 cells"):
+        comparisons.compare_cells(cells, predictions, MAIN, "alpha=0.33")
+    with pytest.raises(comparisons.ReferenceSpecError, match="expected alpha=<value>"):
+        comparisons.compare_cells(cells, predictions, MAIN, "beta=1")
+
+
+def run_cli(argv):
+    """alpha_graphs.main in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = alpha_graphs.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_graph_script_writes_intervals_and_comparisons(paired_sweep, tmp_path_factory):
+    root, _ = paired_sweep
+    out_dir = tmp_path_factory.mktemp("graphs")
+    code, out, err = run_cli(["--results_dir", root, "--output_dir", out_dir])
+    assert (code, err) == (0, "")
+    with open(out_dir / "comparisons.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == comparisons.CSV_COLUMNS
+    assert {(r["alpha"], r["reference_alpha"]) for r in rows} == {("0.1", "0"), ("0.5", "0")}
+    assert {r["metric"] for r in rows} == set(intervals.BOUNDED)
+    main_rows = {r["alpha"]: r for r in rows if r["metric"] == MAIN.key}
+    assert (main_rows["0.1"]["significant"], main_rows["0.5"]["significant"]) == ("false", "true")
+    with open(out_dir / "summary.csv", newline="") as f:
+        summary = {r["alpha"]: r for r in csv.DictReader(f)}
+    assert summary["0"]["ci_method"] == "bootstrap over records"
+    assert summary["0.7"]["ci_method"].startswith("conservative")
+    low, high = (float(summary["0"][f"{MAIN.key}_ci_{side}"]) for side in ("low", "high"))
+    assert low < float(summary["0"][f"{MAIN.key}_mean"]) < high
+    assert summary["0"]["avg_loss_ci_low"] == "nan"  # unbounded: no interval
+    text = (out_dir / "summary.md").read_text()
+    assert "## Paired comparisons with alpha=0, T=2" in text and "no interval is given for them" in text
+    assert "- alpha=0.9, T=2: not compared, its 300 records are not the reference's 400" in text
+    assert "Distinguishable: alpha=0.5, T=2." in out
+
+
+def test_bad_reference_exits_2(paired_sweep, tmp_path):
+    root, _ = paired_sweep
+    code, _, err = run_cli(["--results_dir", root, "--output_dir", tmp_path / "g", "--reference", "alpha=x"])
+    assert code == 2 and err == "error: --reference 'alpha=x': 'x' is not a number\n"
+    assert not (tmp_path / "g").exists()

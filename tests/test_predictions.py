@@ -1,0 +1,45 @@
+"""predictions.jsonl (one row per evaluated record, in file order) and the summary's confidence intervals."""
+
+import numpy as np
+import pytest
+
+import script
+from assertdistill.metrics import RECORD_METRICS
+from assertdistill.summary import confidence_intervals
+from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
+                  tiny_tokenizer, write_archive)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(str(tmp_path_factory.mktemp("predictions") / "model"))
+
+
+def test_predictions_are_in_file_order_and_average_to_the_summary(model_dir, tmp_path):
+    vocab = len(tiny_tokenizer())
+    val_records = [make_record(200 + i, vocab) for i in range(9)]
+    val_records[4].pop("predicted_assertions")  # skipped (thesis rule): not a row
+    val = records_as_lines(val_records)
+    val.insert(2, "{broken")
+    flags = write_archive(str(tmp_path / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(6)]), val)
+    argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--eval_batch_size": 2, "--num_dataloader_workers": 2,
+                                                         "--num_beams": 1})
+    assert script.main(argv) == 0
+    expected = [record["original_target"] for index, record in enumerate(val_records) if index != 4]
+    rows = check_predictions_match_summary(tmp_path / "out", expected)
+    assert rows[0]["teacher_prediction"] == "assertEquals(200, calculator.add(200, 0));"
+    assert rows[0]["teacher_prediction_script1"] == "['assertEquals(200, calculator.add(200, 0));']"
+    assert set(rows[0]) == {"index", "line_number", "ground_truth", "teacher_prediction",
+                            "teacher_prediction_script1", "student_prediction", *RECORD_METRICS}
+
+
+def test_confidence_intervals_are_bootstrap_percentiles_of_the_mean():
+    rows = [{"accuracy": float(index % 4 == 0), "similarity": 0.5} for index in range(400)]
+    intervals = confidence_intervals(rows, ["accuracy", "similarity"])
+    assert intervals["avg_similarity"] == [0.5, 0.5]  # a constant column has no spread
+    low, high = intervals["avg_accuracy"]
+    half_width = 1.96 * np.sqrt(0.25 * 0.75 / 400)  # normal approximation of the mean's 95% interval
+    assert low == pytest.approx(0.25 - half_width, abs=0.01) and high == pytest.approx(0.25 + half_width, abs=0.01)
+    assert confidence_intervals(rows, ["accuracy"]) == {key: value for key, value in intervals.items()
+                                                        if key != "avg_similarity"}  # fixed seed
+    assert confidence_intervals([], ["accuracy"]) is None
