@@ -43,8 +43,8 @@ class Plan:
 PLANS = {
     "tiny-only": Plan(["tiny"], records=4, batch_size=2, steps=1, val_records=2, eval_batch_size=2, blocks=1,
                       vocab_size=2048, positions=128, max_source=256),  # a smoke test, not a measurement
-    "short": Plan(["tiny", "codet5-small"], records=16, batch_size=4, steps=2, val_records=8, eval_batch_size=4),
-    "default": Plan(["tiny", "codet5-small"], records=40, batch_size=8, steps=3, val_records=16, eval_batch_size=8,
+    "short": Plan(["tiny", "codet5-small"], records=16, batch_size=4, steps=2, val_records=8, eval_batch_size=8),
+    "default": Plan(["tiny", "codet5-small"], records=40, batch_size=8, steps=3, val_records=16, eval_batch_size=16,
                     compile_shapes=("codet5-small",)),
 }
 GPU_SHAPES = ["codet5-small", "codet5-base"]  # what --device cuda trains and evaluates
