@@ -1,16 +1,21 @@
-"""Evaluation-time generation: the same token ids as model.generate on the same batch, with less work.
+"""Evaluation-time generation: model.generate's token ids on the same batch, with less work.
 
 What model.generate repeats or copies that evaluation does not need (docs/PERFORMANCE.md):
 - the encoder: evaluate() already runs it for the eval loss; here it runs once per batch and both the
   loss and generation use its output;
 - cross-attention keys and values: generate projects the encoder output of every beam (num_beams
-  identical copies per record); here each record's are projected once and copied to its beams;
+  identical copies per record); here each record's are projected once;
 - the beam reorder: after every step beam search index_selects the whole cache, the cross-attention
   keys and values included (batch x beams x heads x source x d_kv floats per layer, the largest
   tensors of a decoding step), although beam search only permutes the beams of a record, whose
-  cross-attention entries are identical. Here only the self-attention cache is reordered.
-Everything else is transformers' own generate (its beam search, stopping rules and generation
-config), so the ids are the ones model.generate returns on the same batch.
+  cross-attention entries are identical. Here only the self-attention cache is reordered;
+- with the suite's attention (attention.ATTENTION_NAME, CPU) the keys and values stay one copy per
+  record and each decoding step's cross-attention reads them once for all the record's beams
+  (attention.beam_folded_attention). Its sums run in another order than generate's per-beam kernel
+  (differences of ~1e-7 relative in the attention output); the ids were equal to generate's in every
+  test and benchmark record. With other attention implementations the copies are per beam and the
+  ids are bit for bit generate's.
+Everything else is transformers' own generate (its beam search, stopping rules and generation config).
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Base
 
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int, max_length: int,
              encoder_outputs: BaseModelOutput | None = None, **generate_kwargs) -> torch.Tensor:
-    """model.generate(input_ids, attention_mask, max_length, num_beams, early_stopping=num_beams > 1), faster.
+    """model.generate(input_ids, attention_mask, max_length, num_beams, early_stopping=num_beams > 1)'s ids, faster.
 
     encoder_outputs: the batch's encoder output when already computed (it is not modified).
     generate_kwargs go to model.generate (e.g. a logits_processor). Returns (B, L) token ids.
