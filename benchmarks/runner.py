@@ -180,6 +180,7 @@ def format_table(results: dict) -> str:
             ratio=False)
         flops = train["suite"]["model_flops_per_s"]
         lines.append(f"  suite model FLOP/s {flops / 1e9:.1f} G = MFU {flops / peak:.1%} of the matmul peak")
+        lines.extend(_work_lines(train, peak))
         compiled = results.get(f"train_{shape}_suite_compiled")
         if compiled:
             lines.append(f"  suite with --compile (torch.compile): {compiled['samples_per_s']:.3f} samples/s "
@@ -245,6 +246,19 @@ def _bf16_lines(results: dict, shape: str) -> list[str]:
                      f"{result['peak_device_mb']:.0f} MB, same text as the float32 thesis for {same}/{total} "
                      f"records (bf16 rounding may change a few)")
     return lines
+
+
+def _work_lines(train: dict, peak: float) -> list[str]:
+    """Where the training speedup comes from: less computed work (padding) x busier arithmetic units."""
+    if "executed_flops_per_sample" not in train["thesis"]:  # results of an older bench
+        return []
+    per_sample = {name: train[name]["executed_flops_per_sample"] for name in train}
+    busy = {name: per_sample[name] * train[name]["samples_per_s"] / peak for name in train}  # batch loading included
+    return [f"  computed work per sample (padding included): thesis {per_sample['thesis'] / 1e9:.0f} GFLOP, suite "
+            f"{per_sample['suite'] / 1e9:.0f} GFLOP ({_ratio(per_sample['thesis'], per_sample['suite'])} less); "
+            f"computed FLOP/s (batch loading included): thesis {busy['thesis']:.1%}, suite {busy['suite']:.1%} of the "
+            f"matmul peak "
+            f"({_ratio(busy['suite'], busy['thesis'])}); speedup = the product"]
 
 
 def figures(results: dict) -> dict:

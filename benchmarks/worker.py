@@ -146,17 +146,24 @@ def task_train(args, tokenizer) -> dict:
             continue  # warm-up: first-touch allocations, optimizer state
         step_seconds.append(seconds)
         end_to_end.append(time.perf_counter() - started)
-        if args.pipeline == "suite":
-            flops.append(training_flops(model, batch["attention_mask"].sum(1).tolist(),
-                                        (batch["labels"] != -100).sum(1).tolist()))
+        flops.append(_real_and_executed_flops(model, batch))
     batches.close()
     result = {"losses": losses, "step_seconds": step_seconds, "end_to_end_seconds": end_to_end,
               "samples_per_s": args.batch_size * len(end_to_end) / sum(end_to_end),
               "peak_rss_mb": peak_rss_mb(), "peak_device_mb": peak_memory_mb(device),
               "warm_up_seconds": warm_up_seconds, "num_parameters": sum(p.numel() for p in model.parameters())}
-    if flops:
-        result["model_flops_per_s"] = sum(flops) / sum(step_seconds)
+    result["model_flops_per_s"] = sum(real for real, _ in flops) / sum(step_seconds)
+    result["executed_flops_per_sample"] = sum(executed for _, executed in flops) / (args.batch_size * len(flops))
     return result
+
+
+def _real_and_executed_flops(model, batch: dict) -> tuple[float, float]:
+    """Model FLOPs of a step on its real tokens, and on the padded shapes the step actually computes."""
+    batch_size, source_length = batch["input_ids"].shape  # (B, S)
+    target_length = batch["labels"].size(1)  # (B, L)
+    real = training_flops(model, batch["attention_mask"].sum(1).tolist(), (batch["labels"] != -100).sum(1).tolist())
+    executed = training_flops(model, [source_length] * batch_size, [target_length] * batch_size)
+    return real, executed
 
 
 def task_eval(args, tokenizer) -> dict:

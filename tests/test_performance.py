@@ -215,6 +215,9 @@ def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch
         thesis, suite = (results[f"eval_tiny_{name}"][beams] for name in ("thesis", "suite"))
         assert thesis["records"] == suite["records"] == 3
         assert np.allclose(thesis["losses"], suite["losses"], rtol=1e-4)
+    train = {name: results[f"train_tiny_{name}"] for name in ("thesis", "suite")}
+    assert train["thesis"]["executed_flops_per_sample"] > train["suite"]["executed_flops_per_sample"]  # padding
+    assert any("computed work per sample" in line for line in lines)
     assert not [name for name in os.listdir(tmp_path) if name.startswith("assertdistill_bench_")]  # cleaned up
 
 
