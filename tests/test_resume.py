@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import script
+from assertdistill import schema
 from assertdistill.checkpoint import checkpoints_in, resolve_checkpoint
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
@@ -22,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLING_RUNNER = """
 import os, signal, sys
 sys.path[:0] = [{root!r}]
-from assertdistill import run, schema, training
+from assertdistill import run, training
 kill = {kill!r}
 if kill.startswith("step:"):
     step = training.Trainer._optimizer_step
@@ -77,11 +78,11 @@ def run_script(argv, kill=None) -> subprocess.CompletedProcess:
 def final_state(output_dir):
     summary = json.loads(open(os.path.join(output_dir, schema.SUMMARY_FILENAME)).read())
     metrics = dict(summary[schema.FINAL_EVALUATION_METRICS])
-    metrics.pop("avg_inference_time_per_sample_ms")
-    history = [{key: value for key, value in entry.items() if key != "elapsed_seconds"}
+    metrics.pop(schema.AVG_INFERENCE_TIME_PER_SAMPLE_MS)
+    history = [{key: value for key, value in entry.items() if key != schema.HISTORY_ELAPSED_SECONDS}
                for entry in summary[schema.TRAINING_HISTORY]]
     for entry in history:
-        entry.get("eval", {}).pop("avg_inference_time_per_sample_ms", None)
+        entry.get(schema.HISTORY_EVAL, {}).pop(schema.AVG_INFERENCE_TIME_PER_SAMPLE_MS, None)
     weights = load_file(os.path.join(output_dir, schema.FINAL_MODEL_DIRNAME, "model.safetensors"))
     predictions = open(os.path.join(output_dir, schema.PREDICTIONS_FILENAME)).read()
     return metrics, history, weights, predictions, summary[schema.CONFIDENCE_INTERVALS]
