@@ -18,6 +18,7 @@ import torch
 from assertdistill.archive import DataError
 from assertdistill.models import ModelLoadError, load_tokenizer, pick_device, from_pretrained_local_first
 from assertdistill.records import InputEncoder
+from assertdistill.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
 from assertdistill.teacher_logits import (SPLITS, SplitReport, package_nested_zip, read_assertion_dataset,
                                           sample_records, write_split_jsonl)
 
@@ -116,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f", logits {report.stored_bytes / max(report.written, 1) / 1024:.1f} KiB/record as hex "
                  f"({ratio:.1f}x smaller than float32)" if report.stored_bytes else ""))
         if report.teacher_metrics:
-            print(f"  teacher vs ground truth: accuracy {report.teacher_metrics['avg_accuracy_t_vs_gt_script1']:.4f}, "
-                  f"similarity {report.teacher_metrics['avg_similarity_avg_t_vs_gt_script1']:.4f}")
+            accuracy = report.teacher_metrics[metric_key(ACCURACY, T_VS_GT_SCRIPT1)]
+            similarity = report.teacher_metrics[metric_key(SIMILARITY_AVG, T_VS_GT_SCRIPT1)]
+            print(f"  teacher vs ground truth: accuracy {accuracy:.4f}, similarity {similarity:.4f}")
     print(f"Wrote {args.output} ({os.path.getsize(args.output) / 1e6:.1f} MB):")
     for split, member in members.items():
         flag = "train" if split == "training" else "val"

@@ -20,16 +20,10 @@ from assertdistill.attention import CHOICES as ATTENTION_CHOICES
 from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
 from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
 from assertdistill.paths import DEMO
+from assertdistill.schema import BEST_MODEL_METRICS, DEFAULT_BEST_MODEL_METRIC
 
 THESIS_STUDENT = "Salesforce/codet5-small"  # the thesis's default models (off the demo)
 THESIS_TEACHER = "Salesforce/codet5-base"
-# The thesis's choices (its numbers: student vs teacher against the str() of a list-valued teacher
-# prediction), then this suite's: student vs teacher with the teacher's lines joined, and strict matches.
-BEST_MODEL_METRICS = ([f"avg_{metric}_s_vs_{against}_script1" for against in ("t", "gt")
-                       for metric in ("f1", "accuracy", "similarity_avg")] + ["avg_loss"]
-                      + [f"avg_{metric}_s_vs_t_corrected" for metric in ("precision", "recall", "f1", "accuracy",
-                                                                            "similarity_avg")]
-                      + ["avg_strict_exact_match_s_vs_gt", "avg_strict_exact_match_s_vs_t"])
 
 
 def demo_defaults() -> dict:
@@ -144,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evaluation.add_argument("--num_beams", type=int, default=4, help="beam width for generation")
     evaluation.add_argument("--save_best_model", action="store_true",
                             help="save the best epoch's student to output_dir/best_student_model")
-    evaluation.add_argument("--best_model_metric", default="avg_f1_s_vs_gt_script1", choices=BEST_MODEL_METRICS,
+    evaluation.add_argument("--best_model_metric", default=DEFAULT_BEST_MODEL_METRIC, choices=BEST_MODEL_METRICS,
                             help="metric that picks the best model (lower is better for avg_loss); the *_script1 "
                                  "choices are the thesis's numbers, *_s_vs_t_corrected compare with the "
                                  "teacher's lines joined, strict_exact_match needs an exact item match")

@@ -10,7 +10,8 @@ import shutil
 import numpy as np
 import torch
 
-CHECKPOINTS_DIRNAME = "checkpoints"
+from .schema import CHECKPOINTS_DIRNAME
+
 STATE_FILENAME = "state.pt"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 

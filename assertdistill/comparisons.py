@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from assertdistill import statistics
-from assertdistill.intervals import BOUNDED, PREDICTIONS_NAME, RecordScores, cell_records
+from assertdistill.intervals import BOUNDED, RecordScores, cell_records
 from assertdistill.results import CONFIDENCE, Cell, Metric
+from assertdistill.schema import COMPARISONS_FILENAME, PREDICTIONS_FILENAME
 
 CSV_COLUMNS = ("alpha", "temperature", "metric", "reference_alpha", "reference_temperature", "difference",
                "ci_low", "ci_high", "p_value", "significant", "test")
@@ -136,18 +137,18 @@ def compare_cells(cells: list[Cell], predictions: dict, main: Metric, spec: str 
     elif candidates:
         reference = select_reference(cells, main, None, candidates)
     else:
-        return PairedComparisons(None, main, [], [], f"No paired comparison: no run has a {PREDICTIONS_NAME} "
+        return PairedComparisons(None, main, [], [], f"No paired comparison: no run has a {PREDICTIONS_FILENAME} "
                                  "(the summaries hold only means; per-record scores are needed to pair cells).")
     reference_records = pairable[id(reference)]
     if reference_records is None:
         return PairedComparisons(reference, main, [], [], f"No paired comparison: the reference "
-                                 f"{cell_name(reference)} has no {PREDICTIONS_NAME} for every run.")
+                                 f"{cell_name(reference)} has no {PREDICTIONS_FILENAME} for every run.")
     rows, refused = [], []
     for cell in cells:
         if cell is reference:
             continue
         records = pairable[id(cell)]
-        why = f"no {PREDICTIONS_NAME} for every run" if records is None else _why_not_paired(
+        why = f"no {PREDICTIONS_FILENAME} for every run" if records is None else _why_not_paired(
             records, reference_records)
         if why is not None:
             refused.append(f"{cell_name(cell)}: not compared, {why}")
@@ -165,7 +166,7 @@ def verdict(result: PairedComparisons, chosen: bool) -> str:
     """One line: which cells are not distinguishable from the reference in the main metric."""
     main, reference = result.main, result.reference
     if main.key not in BOUNDED:
-        return f"No verdict: {main.label} has no per-record scores (comparisons.csv holds the scores in [0, 1])."
+        return f"No verdict: {main.label} has no per-record scores ({COMPARISONS_FILENAME} holds the scores in [0, 1])."
     rows = [row for row in result.rows if row.metric.key == main.key]
     what = "the reference" if chosen else "the best"
     if not rows:
@@ -205,6 +206,6 @@ def markdown_section(result: PairedComparisons) -> str:
                   f"{'yes' if row.significant else 'no'} | {row.test} |" for row in main_rows]
         lines += ["", "Difference = cell - reference, on per-record scores averaged over each cell's seeds; "
                   "paired percentile bootstrap over the records (McNemar's exact test for the strict exact match "
-                  "of single runs); no correction for multiple comparisons. Every metric: comparisons.csv."]
+                  f"of single runs); no correction for multiple comparisons. Every metric: {COMPARISONS_FILENAME}."]
     lines += [f"- {line}" for line in result.refused]
     return "\n".join(lines) + "\n"

@@ -15,9 +15,10 @@ from statistics import NormalDist
 import numpy as np
 
 from assertdistill import statistics
-from assertdistill.results import CONFIDENCE, METRICS, SUMMARY_NAME, Cell, Interval, Metric, Run, json_lines
+from assertdistill.results import CONFIDENCE, METRICS, Cell, Interval, Metric, Run, json_lines
+from assertdistill.schema import (NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, ROW_GROUND_TRUTH, ROW_INDEX, SUMMARY_FILENAME,
+                                  unaveraged)
 
-PREDICTIONS_NAME = "predictions.jsonl"
 MEAN_TOLERANCE = 1e-6  # |mean of the per-record column - the summary's avg_| allowed (JSON float rounding)
 BOUNDED = {m.key: m for m in METRICS if m.bounded}  # the metrics that get intervals and comparisons
 
@@ -44,8 +45,8 @@ def load_predictions(run: Run) -> RecordScores | None:
     Raises PredictionsError when the file is unreadable, out of order, or its column means disagree
     with the summary (then it belongs to another evaluation and must not be used).
     """
-    path = run.path.parent / PREDICTIONS_NAME
-    if run.path.name != SUMMARY_NAME or not path.is_file():
+    path = run.path.parent / PREDICTIONS_FILENAME
+    if run.path.name != SUMMARY_FILENAME or not path.is_file():
         return None  # a flat summary (the thesis's layout) has no per-run directory
     truths, columns = [], {key: [] for key in BOUNDED}
     try:
@@ -53,11 +54,11 @@ def load_predictions(run: Run) -> RecordScores | None:
             for lineno, record, error in json_lines(f):
                 if error is not None:
                     raise PredictionsError(f"line {lineno}: invalid JSON ({error})")
-                if not isinstance(record, dict) or record.get("index") != len(truths):
-                    raise PredictionsError(f"line {lineno}: not the object with index {len(truths)}")
-                truths.append(str(record.get("ground_truth")))
+                if not isinstance(record, dict) or record.get(ROW_INDEX) != len(truths):
+                    raise PredictionsError(f"line {lineno}: not the object with {ROW_INDEX} {len(truths)}")
+                truths.append(str(record.get(ROW_GROUND_TRUTH)))
                 for key, values in columns.items():
-                    values.append(_score(record.get(key.removeprefix("avg_")), lineno, key))
+                    values.append(_score(record.get(BOUNDED[key].record_key), lineno, key))
     except (OSError, UnicodeDecodeError) as e:
         raise PredictionsError(f"cannot be read ({e})") from e
     if not truths:
@@ -72,18 +73,18 @@ def _score(value, lineno: int, key: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise PredictionsError(f"line {lineno}: {key.removeprefix('avg_')} is not a score in [0, 1]: {value!r}")
+        raise PredictionsError(f"line {lineno}: {unaveraged(key)} is not a score in [0, 1]: {value!r}")
     return float(value)
 
 
 def _check_against_summary(run: Run, count: int, scores: dict[str, np.ndarray]) -> None:
     """Raise PredictionsError unless the records' count and column means are the summary's."""
-    expected = run.metrics.get("num_eval_samples")
+    expected = run.metrics.get(NUM_EVAL_SAMPLES)
     if expected is not None and expected != count:
         raise PredictionsError(f"{count} records, the summary evaluated {expected:g}")
     for key, values in scores.items():
         if key in run.metrics and abs(float(np.nanmean(values)) - run.metrics[key]) > MEAN_TOLERANCE:
-            raise PredictionsError(f"mean of {key.removeprefix('avg_')} is {np.nanmean(values):.6g}, "
+            raise PredictionsError(f"mean of {unaveraged(key)} is {np.nanmean(values):.6g}, "
                                    f"the summary says {run.metrics[key]:.6g}")
 
 
@@ -94,7 +95,7 @@ def load_all_predictions(runs: list[Run], err) -> dict[Path, RecordScores]:
         try:
             scores = load_predictions(run)
         except PredictionsError as e:
-            print(f"skip {run.path.parent / PREDICTIONS_NAME}: {e}; its cell gets the conservative interval",
+            print(f"skip {run.path.parent / PREDICTIONS_FILENAME}: {e}; its cell gets the conservative interval",
                   file=err)
             continue
         if scores is not None:

@@ -10,14 +10,16 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
+from .schema import LOCK_FILENAME
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock; runs go unlocked there
     fcntl = None
 
-# Hidden, and never taken for output: a dir holding only the lock holds no finished run (sweep.sh and
-# prepare_output_dir look for distillation_summary.json and checkpoints/), and --overwrite_output_dir keeps it.
-LOCK_FILENAME = ".run.lock"
+# LOCK_FILENAME is hidden, and never taken for output: a dir holding only the lock holds no finished run
+# (sweep.sh and prepare_output_dir look for distillation_summary.json and checkpoints/), and
+# --overwrite_output_dir keeps it.
 # flock errors of filesystems that cannot lock (Lustre without -o flock, NFS without lockd): run unlocked.
 _CANNOT_LOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 

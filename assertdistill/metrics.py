@@ -8,6 +8,10 @@ from typing import Any
 
 import numpy as np
 
+# RECORD_METRICS and the comparisons are defined in schema; imported here too, where they are computed.
+from .schema import (RECORD_METRICS, SCRIPT1_AVERAGED, SCRIPT1_COMPARISONS, STRICT_COMPARISONS,  # noqa: F401
+                     avg, metric_key, record_key, script1, script1_result_key, strict_key)
+
 ASSERT_NAMES = "Equals|That|True|False|Null|NotNull|Throws|Same|NotSame|ArrayEquals"
 _WHITESPACE = re.compile(r"\s+")
 _ASSERT_EQUALS_EXPECTED = re.compile(r"assertEquals\s*\(\s*[^,]+,\s*([^)]+)\s*\)")
@@ -27,17 +31,6 @@ _TYPE_RULES = [
 ]
 _EQUALS = re.compile(r"\bassertequals\b")
 _THAT = re.compile(r"\bassertthat\b")
-
-SCRIPT1_AVERAGED = ["precision", "recall", "f1", "accuracy", "similarity_avg"]
-# (key suffix, generated text, reference text) of every comparison made per evaluated record. The texts:
-# student output, ground truth, teacher (its lines joined with newlines) and teacher_script1 (str() of
-# the teacher's field, as the thesis's loader made it: "['assertX(..);']" for a list of lines).
-SCRIPT1_COMPARISONS = (("s_vs_t_script1", "student", "teacher_script1"), ("s_vs_gt_script1", "student", "truth"),
-                       ("s_vs_t_corrected", "student", "teacher"), ("t_vs_gt_script1", "teacher", "truth"))
-STRICT_COMPARISONS = (("s_vs_gt", "student", "truth"), ("s_vs_t", "student", "teacher"),
-                      ("t_vs_gt", "teacher", "truth"))
-RECORD_METRICS = ([f"{metric}_{suffix}" for suffix, _, _ in SCRIPT1_COMPARISONS for metric in SCRIPT1_AVERAGED]
-                  + [f"strict_exact_match_{suffix}" for suffix, _, _ in STRICT_COMPARISONS])
 
 
 def split_assertions(block: Any) -> list[str]:
@@ -119,15 +112,12 @@ def evaluate_assertions_script1_style(generated_assertions_block: Any, reference
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         accuracy = exact_matches / max(len(generated), len(reference))
         similarity_avg = sum(similarity_scores) / len(similarity_scores) if similarity_scores else 0.0
+    averaged = dict(zip(SCRIPT1_AVERAGED, (precision, recall, f1, accuracy, similarity_avg)))
     return {
         "exact_matches_script1": exact_matches,
         "generated_count_script1": len(generated),
         "reference_count_script1": len(reference),
-        "precision_script1": precision,
-        "recall_script1": recall,
-        "f1_script1": f1,
-        "accuracy_script1": accuracy,
-        "similarity_avg_script1": similarity_avg,
+        **{script1_result_key(name): value for name, value in averaged.items()},
         "gen_type_counts_script1": _type_counts(generated_raw),
         "ref_type_counts_script1": _type_counts(reference_raw),
         "similarity_scores_list_script1": similarity_scores,
@@ -146,7 +136,7 @@ class MetricAccumulator:
         """Score one pair and keep its numbers; returns the per-sample metric dict."""
         result = evaluate_assertions_script1_style(generated, reference)
         for name in SCRIPT1_AVERAGED:
-            self.values[name].append(result[f"{name}_script1"])
+            self.values[name].append(result[script1_result_key(name)])
         self.strict.append(strict_exact_match(generated, reference))
         return result
 
@@ -158,9 +148,9 @@ class MetricAccumulator:
 
         Each is None when no pair was scored (e.g. no record carries the teacher's prediction).
         """
-        averages = {f"avg_{name}_{self.comparison}_script1": float(np.mean(values)) if values else None
+        averages = {metric_key(name, script1(self.comparison)): float(np.mean(values)) if values else None
                     for name, values in self.values.items()}
-        averages[f"avg_strict_exact_match_{self.comparison}"] = float(np.mean(self.strict)) if self.strict else None
+        averages[avg(strict_key(self.comparison))] = float(np.mean(self.strict)) if self.strict else None
         return averages
 
 
@@ -170,12 +160,12 @@ def record_metrics(student: str, truth: str, teacher: str, teacher_script1: str)
     values = {}
     for suffix, generated, reference in SCRIPT1_COMPARISONS:
         result = evaluate_assertions_script1_style(texts[generated], texts[reference])
-        values.update({f"{metric}_{suffix}": result[f"{metric}_script1"] for metric in SCRIPT1_AVERAGED})
-    for suffix, generated, reference in STRICT_COMPARISONS:
-        values[f"strict_exact_match_{suffix}"] = strict_exact_match(texts[generated], texts[reference])
+        values.update({record_key(metric, suffix): result[script1_result_key(metric)] for metric in SCRIPT1_AVERAGED})
+    for pair, generated, reference in STRICT_COMPARISONS:
+        values[strict_key(pair)] = strict_exact_match(texts[generated], texts[reference])
     return values
 
 
 def average_record_metrics(rows: list[dict]) -> dict[str, float | None]:
     """avg_<name>: np.mean of each RECORD_METRICS column over the rows, in order (as the thesis); None without rows."""
-    return {f"avg_{name}": float(np.mean([row[name] for row in rows])) if rows else None for name in RECORD_METRICS}
+    return {avg(name): float(np.mean([row[name] for row in rows])) if rows else None for name in RECORD_METRICS}

@@ -17,9 +17,11 @@ from matplotlib.ticker import MaxNLocator
 
 from assertdistill import results
 from assertdistill.results import Cell, Metric
+from assertdistill.schema import (ACCURACY, HISTORY_EVAL, HISTORY_TRAIN, METRICS_FILENAME, S_VS_GT_SCRIPT1, TRAIN_LOSS,
+                                  figure_filename, metric_key)
 
-CURVES = (("eval", "avg_accuracy_s_vs_gt_script1", "Eval accuracy vs ground truth"),
-          ("train", "loss", "Train loss"))
+CURVES = ((HISTORY_EVAL, metric_key(ACCURACY, S_VS_GT_SCRIPT1), "Eval accuracy vs ground truth"),
+          (HISTORY_TRAIN, TRAIN_LOSS, "Train loss"))
 LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -127,7 +129,7 @@ def save_metric_figures(cells, runs, swept: Axis, out_dir: Path, fmt: str) -> li
         ax = fig.add_subplot()
         plot_metric(ax, cells, metric, swept, runs)
         ax.legend(fontsize="small", title=textwrap.fill(bar_caption(cells, metric), 50), title_fontsize="x-small")
-        paths.append(out_dir / f"{metric.key}.{fmt}")
+        paths.append(out_dir / figure_filename(metric.key, fmt))
         fig.savefig(paths[-1])
     return paths
 
@@ -192,7 +194,7 @@ def load_curves(runs, err) -> dict[Path, list[dict]]:
     """run path -> per-epoch records from its metrics.jsonl; problems reported to `err`."""
     curves = {}
     for run in runs:
-        log = run.path.parent / results.EPOCH_LOG_NAME
+        log = run.path.parent / METRICS_FILENAME
         if not log.is_file():
             continue
         try:
@@ -246,6 +248,6 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
         handles += [Line2D([], [], color="0.3", linestyle=style[v], label=f"{other.symbol}={v:g}")
                     for v in other_values]
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
-    fig.suptitle(f"Training curves, one line per run ({n_runs} runs with {results.EPOCH_LOG_NAME})")
+    fig.suptitle(f"Training curves, one line per run ({n_runs} runs with {METRICS_FILENAME})")
     fig.savefig(path)
     return True

@@ -15,15 +15,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-SUMMARY_NAME = "distillation_summary.json"
-LAYOUTS = f"*.json or */{SUMMARY_NAME}"  # the two layouts load_runs reads, for messages
-EPOCH_LOG_NAME = "metrics.jsonl"
+from assertdistill.schema import (ACCURACY, ARG_ALPHA, ARG_SEED, ARG_TEMPERATURE, ARGS, AVG_HARD_LOSS,
+                                  AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, AVG_SOFT_LOSS, F1,
+                                  FINAL_EVALUATION_METRICS, HISTORY_EPOCH, NUM_EVAL_SAMPLES,
+                                  NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION, PRECISION, RECALL, S_VS_GT, S_VS_GT_SCRIPT1,
+                                  S_VS_T, S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG,
+                                  STUDENT_SHARE_OF_TEACHER_ACCURACY, SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1,
+                                  TRAINING_DURATION_SECONDS, avg, metric_key, strict_key, unaveraged)
+
+LAYOUTS = f"*.json or */{SUMMARY_FILENAME}"  # the two layouts load_runs reads, for messages
 HYPERPARAMS = ("alpha", "temperature")  # the two swept axes, in cell-key order
-ARG_KEYS = {"alpha": "alpha_kl_loss_weight", "temperature": "temperature", "seed": "seed"}
-
-
-COUNT_KEY = "num_eval_samples"  # records every student metric is averaged over
-TEACHER_COUNT_KEY = "num_eval_samples_with_teacher_prediction"  # ... and those with a teacher prediction
+ARG_KEYS = {"alpha": ARG_ALPHA, "temperature": ARG_TEMPERATURE, "seed": ARG_SEED}  # Run attribute -> args entry
 
 
 @dataclass(frozen=True)
@@ -44,25 +46,25 @@ class Metric:
     @property
     def record_key(self) -> str:
         """Its per-record name in predictions.jsonl: the summary key without the `avg_` prefix."""
-        return self.key.removeprefix("avg_")
+        return unaveraged(self.key)
 
     def count(self, metrics: dict[str, float]) -> float | None:
         """How many records a run's mean of this metric is over, from the summary's counts (None: unknown)."""
-        if self.vs_teacher and TEACHER_COUNT_KEY in metrics:
-            return metrics[TEACHER_COUNT_KEY]
-        return metrics.get(COUNT_KEY)
+        if self.vs_teacher and NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION in metrics:
+            return metrics[NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION]
+        return metrics.get(NUM_EVAL_SAMPLES)
 
 
-_SCORES = (("accuracy", "Accuracy"), ("f1", "F1"), ("precision", "Precision"), ("recall", "Recall"),
-           ("similarity_avg", "Similarity"))
+_SCORES = ((ACCURACY, "Accuracy"), (F1, "F1"), (PRECISION, "Precision"), (RECALL, "Recall"),
+           (SIMILARITY_AVG, "Similarity"))
 
 
 def _pair(name, label):
     """The vs-ground-truth and vs-teacher variants of one text-match metric."""
     return (
-        Metric(f"avg_{name}_s_vs_gt_script1", f"{label} vs ground truth",
-               reference_key=f"avg_{name}_t_vs_gt_script1", bounded=True),
-        Metric(f"avg_{name}_s_vs_t_script1", f"{label} vs teacher", bounded=True, vs_teacher=True),
+        Metric(metric_key(name, S_VS_GT_SCRIPT1), f"{label} vs ground truth",
+               reference_key=metric_key(name, T_VS_GT_SCRIPT1), bounded=True),
+        Metric(metric_key(name, S_VS_T_SCRIPT1), f"{label} vs teacher", bounded=True, vs_teacher=True),
     )
 
 
@@ -70,24 +72,23 @@ _MATCH = [_pair(name, label) for name, label in _SCORES]
 METRICS: tuple[Metric, ...] = (
     *(m[0] for m in _MATCH),
     *(m[1] for m in _MATCH),
-    Metric("avg_loss", "Eval loss (total)", lower_is_better=True),
-    Metric("avg_hard_loss", "Eval hard loss (vs ground truth)", lower_is_better=True),
-    Metric("avg_soft_loss", "Eval soft loss (KL vs teacher)", lower_is_better=True),
-    Metric("avg_inference_time_per_sample_ms", "Inference time per sample", unit="ms", fmt=".1f",
+    Metric(AVG_LOSS, "Eval loss (total)", lower_is_better=True),
+    Metric(AVG_HARD_LOSS, "Eval hard loss (vs ground truth)", lower_is_better=True),
+    Metric(AVG_SOFT_LOSS, "Eval soft loss (KL vs teacher)", lower_is_better=True),
+    Metric(AVG_INFERENCE_TIME_PER_SAMPLE_MS, "Inference time per sample", unit="ms", fmt=".1f",
            lower_is_better=True),
-    Metric("training_duration_seconds", "Training time", unit="s", fmt=".0f", lower_is_better=True),
-    Metric("student_share_of_teacher_accuracy", "Student share of teacher accuracy", required=False),
-    Metric("avg_strict_exact_match_s_vs_gt", "Strict exact match vs ground truth", required=False,
-           reference_key="avg_strict_exact_match_t_vs_gt", bounded=True, binary=True),
-    Metric("avg_strict_exact_match_s_vs_t", "Strict exact match vs teacher", required=False, bounded=True,
+    Metric(TRAINING_DURATION_SECONDS, "Training time", unit="s", fmt=".0f", lower_is_better=True),
+    Metric(STUDENT_SHARE_OF_TEACHER_ACCURACY, "Student share of teacher accuracy", required=False),
+    Metric(avg(strict_key(S_VS_GT)), "Strict exact match vs ground truth", required=False,
+           reference_key=avg(strict_key(T_VS_GT)), bounded=True, binary=True),
+    Metric(avg(strict_key(S_VS_T)), "Strict exact match vs teacher", required=False, bounded=True,
            vs_teacher=True, binary=True),
     # student vs teacher with the teacher's lines joined by newlines, not the thesis's str() of a list
-    *(Metric(f"avg_{name}_s_vs_t_corrected", f"{label} vs teacher (corrected)", required=False, bounded=True,
+    *(Metric(metric_key(name, S_VS_T_CORRECTED), f"{label} vs teacher (corrected)", required=False, bounded=True,
              vs_teacher=True) for name, label in _SCORES),
 )
 METRICS_BY_KEY = {m.key: m for m in METRICS}
-SHARE_KEY = "student_share_of_teacher_accuracy"
-TOP_LEVEL_KEYS = ("training_duration_seconds",)  # metrics stored beside, not inside, the eval dict
+TOP_LEVEL_KEYS = (TRAINING_DURATION_SECONDS,)  # metrics stored beside, not inside, the eval dict
 
 
 class SummaryError(ValueError):
@@ -174,26 +175,26 @@ def parse_summary(path: Path, data) -> Run:
     """Validate one decoded summary and turn it into a Run; raise SummaryError if unusable."""
     if not isinstance(data, dict):
         raise SummaryError("top level is not a JSON object")
-    if "args" not in data and "final_evaluation_metrics" not in data:
-        raise SummaryError("not a distillation summary (neither 'args' nor 'final_evaluation_metrics')")
-    args = data.get("args")
+    if ARGS not in data and FINAL_EVALUATION_METRICS not in data:
+        raise SummaryError(f"not a distillation summary (neither '{ARGS}' nor '{FINAL_EVALUATION_METRICS}')")
+    args = data.get(ARGS)
     if not isinstance(args, dict):
-        raise SummaryError("missing 'args' object")
+        raise SummaryError(f"missing '{ARGS}' object")
     hyper = {}
     for name, arg_key in ARG_KEYS.items():
         if arg_key not in args:
-            raise SummaryError(f"missing args.{arg_key}")
-        hyper[name] = as_number(args[arg_key], f"args.{arg_key}")
+            raise SummaryError(f"missing {ARGS}.{arg_key}")
+        hyper[name] = as_number(args[arg_key], f"{ARGS}.{arg_key}")
         if not math.isfinite(hyper[name]):
-            raise SummaryError(f"args.{arg_key} is not finite: {args[arg_key]!r}")
-    eval_metrics = data.get("final_evaluation_metrics")
+            raise SummaryError(f"{ARGS}.{arg_key} is not finite: {args[arg_key]!r}")
+    eval_metrics = data.get(FINAL_EVALUATION_METRICS)
     if not isinstance(eval_metrics, dict):
-        raise SummaryError("missing 'final_evaluation_metrics' object")
+        raise SummaryError(f"missing '{FINAL_EVALUATION_METRICS}' object")
     metrics = {}
     for key, value in eval_metrics.items():
         known = METRICS_BY_KEY.get(key)
         try:
-            metrics[key] = as_number(value, f"final_evaluation_metrics.{key}")
+            metrics[key] = as_number(value, f"{FINAL_EVALUATION_METRICS}.{key}")
         except SummaryError:
             if known is not None and known.required:
                 raise
@@ -204,16 +205,16 @@ def parse_summary(path: Path, data) -> Run:
     missing = [m.key for m in METRICS if m.required and m.key not in metrics]
     if missing:
         raise SummaryError(f"incomplete, missing {', '.join(missing)}")
-    teacher_acc = metrics.get("avg_accuracy_t_vs_gt_script1")
-    if SHARE_KEY not in metrics and teacher_acc:  # absent, or 0 (no share of nothing)
-        metrics[SHARE_KEY] = metrics["avg_accuracy_s_vs_gt_script1"] / teacher_acc
+    teacher_acc = metrics.get(metric_key(ACCURACY, T_VS_GT_SCRIPT1))
+    if STUDENT_SHARE_OF_TEACHER_ACCURACY not in metrics and teacher_acc:  # absent, or 0 (no share of nothing)
+        metrics[STUDENT_SHARE_OF_TEACHER_ACCURACY] = metrics[metric_key(ACCURACY, S_VS_GT_SCRIPT1)] / teacher_acc
     return Run(path, hyper["alpha"], hyper["temperature"], hyper["seed"], metrics)
 
 
 def summary_paths(results_dir: Path) -> list[Path]:
     """Flat *.json files directly in results_dir and */distillation_summary.json at any depth, sorted."""
     flat = [path for path in results_dir.glob("*.json") if path.is_file()]
-    return sorted(set(flat) | set(results_dir.rglob(SUMMARY_NAME)))
+    return sorted(set(flat) | set(results_dir.rglob(SUMMARY_FILENAME)))
 
 
 def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
@@ -302,9 +303,10 @@ def write_csv(cells: list[Cell], path: Path) -> None:
             writer.writerow(row)
 
 
-MARKDOWN_KEYS = ("avg_accuracy_s_vs_gt_script1", "avg_f1_s_vs_gt_script1", "avg_similarity_avg_s_vs_gt_script1",
-                 "avg_accuracy_s_vs_t_script1", "avg_f1_s_vs_t_script1", SHARE_KEY, "avg_loss",
-                 "avg_inference_time_per_sample_ms", "training_duration_seconds")
+MARKDOWN_KEYS = (metric_key(ACCURACY, S_VS_GT_SCRIPT1), metric_key(F1, S_VS_GT_SCRIPT1),
+                 metric_key(SIMILARITY_AVG, S_VS_GT_SCRIPT1), metric_key(ACCURACY, S_VS_T_SCRIPT1),
+                 metric_key(F1, S_VS_T_SCRIPT1), STUDENT_SHARE_OF_TEACHER_ACCURACY, AVG_LOSS,
+                 AVG_INFERENCE_TIME_PER_SAMPLE_MS, TRAINING_DURATION_SECONDS)
 
 
 def format_stat(stat: tuple[float, float, int] | None, fmt: str) -> str:
@@ -376,11 +378,11 @@ def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
             if error is not None:
                 problems.append(f"{path}:{lineno}: invalid JSON ({error})")
                 continue
-            if not isinstance(record, dict) or "epoch" not in record:
-                problems.append(f"{path}:{lineno}: not an object with an 'epoch' key")
+            if not isinstance(record, dict) or HISTORY_EPOCH not in record:
+                problems.append(f"{path}:{lineno}: not an object with an '{HISTORY_EPOCH}' key")
                 continue
             records.append(record)
-    epochs = [record["epoch"] for record in records]
+    epochs = [record[HISTORY_EPOCH] for record in records]
     restarts = [i for i in range(1, len(epochs)) if _earlier_or_same(epochs[i], epochs[i - 1])]
     return records[restarts[-1] if restarts else 0:], problems
 
@@ -388,7 +390,7 @@ def load_epoch_log(path: Path) -> tuple[list[dict], list[str]]:
 def _earlier_or_same(epoch, previous) -> bool:
     """True when `epoch` does not come after `previous` (non-numeric epochs never restart a log)."""
     try:
-        return as_number(epoch, "epoch") <= as_number(previous, "epoch")
+        return as_number(epoch, HISTORY_EPOCH) <= as_number(previous, HISTORY_EPOCH)
     except SummaryError:
         return False
 
@@ -398,7 +400,7 @@ def epoch_series(records: list[dict], section: str, key: str) -> tuple[list[floa
     epochs, values = [], []
     for record in records:
         try:
-            epoch = as_number(record["epoch"], "epoch")
+            epoch = as_number(record[HISTORY_EPOCH], HISTORY_EPOCH)
             value = as_number((record.get(section) or {})[key], f"{section}.{key}")
         except (KeyError, TypeError, SummaryError):
             continue

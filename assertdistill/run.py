@@ -25,13 +25,21 @@ from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .locking import output_dir_lock
 from .loss import DistillationLoss
-from .metrics import RECORD_METRICS
 from .models import (ModelLoadError, configure_training_kernels, load_student, load_tokenizer, model_size_mb,
                      pick_device, teacher_size_mb)
 from .records import DataStats, InputEncoder
-from .summary import (METRICS_FILENAME, PREDICTIONS_FILENAME, SUMMARY_FILENAME, append_metrics_line, build_summary,
-                      confidence_intervals, environment_info, to_json_compatible, write_json_atomic,
-                      write_predictions, write_text_atomic)
+from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
+                     CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING, DATA_COUNTS_VALIDATION, ENVIRONMENT,
+                     EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
+                     HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
+                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, RECORD_METRICS, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T,
+                     S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY,
+                     SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TEACHER_VS_GROUND_TRUTH_METRICS, TRAIN_HARD_LOSS,
+                     TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
+                     TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, TRAINING_HISTORY,
+                     TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE, avg, metric_key, strict_key)
+from .summary import (append_metrics_line, build_summary, confidence_intervals, environment_info, to_json_compatible,
+                      write_json_atomic, write_predictions, write_text_atomic)
 from .training import EpochCounters, EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
@@ -100,26 +108,26 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     """Lower is better for avg_loss, higher for every other metric."""
     if best is None:
         return True
-    return value < best if metric == "avg_loss" else value > best
+    return value < best if metric in LOWER_IS_BETTER else value > best
 
 
 EVAL_LINES = (  # (label, key suffix of the script1-style metrics, suffix of the strict match or None)
-    ("student vs teacher, thesis   ", "s_vs_t_script1", None),
-    ("student vs teacher, corrected", "s_vs_t_corrected", "s_vs_t"),
-    ("student vs truth             ", "s_vs_gt_script1", "s_vs_gt"),
-    ("teacher vs truth             ", "t_vs_gt_script1", "t_vs_gt"),
+    ("student vs teacher, thesis   ", S_VS_T_SCRIPT1, None),
+    ("student vs teacher, corrected", S_VS_T_CORRECTED, S_VS_T),
+    ("student vs truth             ", S_VS_GT_SCRIPT1, S_VS_GT),
+    ("teacher vs truth             ", T_VS_GT_SCRIPT1, T_VS_GT),
 )
 
 
 def _print_eval(prefix: str, results: dict) -> None:
-    print(f"{prefix} loss {results['avg_loss']:.4f} (hard {results['avg_hard_loss']:.4f}, "
-          f"soft {results['avg_soft_loss']:.4f}) on {results['num_eval_samples']} records")
-    if not results["num_eval_samples"]:
+    print(f"{prefix} loss {results[AVG_LOSS]:.4f} (hard {results[AVG_HARD_LOSS]:.4f}, "
+          f"soft {results[AVG_SOFT_LOSS]:.4f}) on {results[NUM_EVAL_SAMPLES]} records")
+    if not results[NUM_EVAL_SAMPLES]:
         return
     for label, suffix, strict in EVAL_LINES:
-        print(f"  {label}: accuracy {results[f'avg_accuracy_{suffix}']:.4f}  F1 {results[f'avg_f1_{suffix}']:.4f}  "
-              f"similarity {results[f'avg_similarity_avg_{suffix}']:.4f}"
-              + (f"  strict match {results[f'avg_strict_exact_match_{strict}']:.4f}" if strict else ""))
+        print(f"  {label}: accuracy {results[metric_key(ACCURACY, suffix)]:.4f}  "
+              f"F1 {results[metric_key(F1, suffix)]:.4f}  similarity {results[metric_key(SIMILARITY_AVG, suffix)]:.4f}"
+              + (f"  strict match {results[avg(strict_key(strict))]:.4f}" if strict else ""))
     print("  (thesis: the teacher's text as the thesis read it, str() of its list of lines; "
           "corrected: its lines joined)")
 
@@ -279,10 +287,11 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
         if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
             raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
                             f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
-        entry = {"epoch": epoch + 1, "global_step": trainer.global_step,
-                 "train": {"loss": result.loss, "hard_loss": result.hard_loss, "soft_loss": result.soft_loss,
-                           "learning_rate": result.learning_rate, "optimizer_steps": result.optimizer_steps,
-                           "skipped_nonfinite_steps": result.skipped_nonfinite_steps}}
+        entry = {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: trainer.global_step,
+                 HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
+                                 TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
+                                 TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
+                                 TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
         if len(val_stream) > 0:
             evaluation = evaluate(student, tokenizer, val_loader, len(val_stream), loss_fn, device,
                                   args.num_beams, args.student_max_tgt_length, args.precision,
@@ -290,15 +299,15 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
             final_results, eval_data, final_records = evaluation.metrics, evaluation.data, evaluation.records
             _print_eval(f"Epoch {epoch + 1} eval:", final_results)
             print(f"  validation data: {eval_data.describe()}")
-            entry["eval"] = final_results
+            entry[HISTORY_EVAL] = final_results
             value = final_results.get(args.best_model_metric)
             if (args.save_best_model and context.is_main and value is not None
                     and is_better(args.best_model_metric, value, best_value)):
                 best_value = value
-                print(f"  new best {args.best_model_metric} = {value:.4f}: saving best_student_model/")
-                save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "best_student_model"),
-                                  {"eval_results_best.json": final_results, "training_args_best.json": vars(args)})
-        entry["elapsed_seconds"] = round(time.time() - started, 2)
+                print(f"  new best {args.best_model_metric} = {value:.4f}: saving {BEST_MODEL_DIRNAME}/")
+                save_model_atomic(student, tokenizer, os.path.join(args.output_dir, BEST_MODEL_DIRNAME),
+                                  {EVAL_RESULTS_BEST_FILENAME: final_results, TRAINING_ARGS_BEST_FILENAME: vars(args)})
+        entry[HISTORY_ELAPSED_SECONDS] = round(time.time() - started, 2)
         if context.is_main:
             append_metrics_line(args.output_dir, entry)
         history.append(entry)
@@ -309,30 +318,29 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
     if not context.is_main:
         context.barrier()  # wait until the main process has written everything
         return {}
-    save_model_atomic(student, tokenizer, os.path.join(args.output_dir, "final_student_model"),
-                      {"training_args_final.json": vars(args)})
+    save_model_atomic(student, tokenizer, os.path.join(args.output_dir, FINAL_MODEL_DIRNAME),
+                      {TRAINING_ARGS_FINAL_FILENAME: vars(args)})
     extras = {
-        "training_history": history,
-        "data_counts": {"training": train_data.as_dict(), "validation": eval_data.as_dict(),
-                        "training_records_in_file": len(train_stream),
-                        "validation_records_in_file": len(val_stream)},
-        "teacher_vs_ground_truth_metrics": {key: value for key, value in final_results.items() if "t_vs_gt" in key},
-        "best_model_metric_value": best_value,
-        "confidence_intervals": confidence_intervals(final_records, RECORD_METRICS),
-        "environment": environment_info(str(device)),
+        TRAINING_HISTORY: history,
+        DATA_COUNTS: {DATA_COUNTS_TRAINING: train_data.as_dict(), DATA_COUNTS_VALIDATION: eval_data.as_dict(),
+                      TRAINING_RECORDS_IN_FILE: len(train_stream), VALIDATION_RECORDS_IN_FILE: len(val_stream)},
+        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
+        BEST_MODEL_METRIC_VALUE: best_value,
+        CONFIDENCE_INTERVALS: confidence_intervals(final_records, RECORD_METRICS),
+        ENVIRONMENT: environment_info(str(device)),
     }
     summary = build_summary(to_json_compatible(vars(args)), final_results, args.epochs, training_seconds,
                             student_size, teacher_size, extras)
     summary_path = os.path.join(args.output_dir, SUMMARY_FILENAME)
-    if final_results and len(final_records) == final_results["num_eval_samples"]:
+    if final_results and len(final_records) == final_results[NUM_EVAL_SAMPLES]:
         write_predictions(args.output_dir, final_records)
     elif final_results:
         print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
-    if final_results and final_results["avg_accuracy_t_vs_gt_script1"] is not None:
-        share = final_results.get("student_share_of_teacher_accuracy")
-        print(f"Final: student accuracy vs truth {final_results['avg_accuracy_s_vs_gt_script1']:.4f}, "
-              f"teacher {final_results['avg_accuracy_t_vs_gt_script1']:.4f}"
+    if final_results and final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)] is not None:
+        share = final_results.get(STUDENT_SHARE_OF_TEACHER_ACCURACY)
+        print(f"Final: student accuracy vs truth {final_results[metric_key(ACCURACY, S_VS_GT_SCRIPT1)]:.4f}, "
+              f"teacher {final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)]:.4f}"
               + (f" (student reaches {share:.1%} of the teacher)" if share is not None else ""))
     print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
     context.barrier()

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from .schema import (ARGS, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED, COMPRESSION_RATIO_MODEL_SIZE,
+                     EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
+                     STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME, TEACHER_MODEL_SIZE_MB,
+                     TRAINING_DURATION_SECONDS, avg)
+from .schema import SUMMARY_FILENAME  # noqa: F401  (also importable from here, as before)
 from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
-
-SUMMARY_FILENAME = "distillation_summary.json"
-METRICS_FILENAME = "metrics.jsonl"
-PREDICTIONS_FILENAME = "predictions.jsonl"
 
 
 def to_json_compatible(value: Any) -> Any:
@@ -81,8 +82,8 @@ def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -
         return None
     matrix = np.array([[record[name] for name in names] for record in records], dtype=np.float64)  # (N, M)
     low, high = bootstrap_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
-    return {"method": BOOTSTRAP_METHOD, "confidence": DEFAULT_CONFIDENCE, "resamples": DEFAULT_RESAMPLES, "seed": seed,
-            **{f"avg_{name}": [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
+    return {CI_METHOD: BOOTSTRAP_METHOD, CI_CONFIDENCE: DEFAULT_CONFIDENCE, CI_RESAMPLES: DEFAULT_RESAMPLES,
+            CI_SEED: seed, **{avg(name): [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
 
 
 def environment_info(device: str) -> dict:
@@ -100,16 +101,16 @@ def build_summary(args_dict: dict, final_metrics: dict, epochs_trained: int, tra
     """The thesis's summary keys, then what this suite adds (history, data counts, environment)."""
     has_teacher_size = teacher_size_mb is not None and teacher_size_mb > 0
     summary = {
-        "args": args_dict,
-        "epochs_trained": epochs_trained,
-        "training_duration_seconds": round(training_seconds, 2),
-        "student_model_name": args_dict.get("student_model_name"),
-        "student_model_size_mb": round(student_size_mb, 2),
-        "teacher_model_name": args_dict.get("teacher_model_name"),
-        "teacher_model_size_mb": round(teacher_size_mb, 2) if has_teacher_size else "N/A",
-        "compression_ratio_model_size": (round(student_size_mb / teacher_size_mb, 4)
-                                         if has_teacher_size and student_size_mb > 0 else "N/A"),
-        "final_evaluation_metrics": final_metrics,
+        ARGS: args_dict,
+        EPOCHS_TRAINED: epochs_trained,
+        TRAINING_DURATION_SECONDS: round(training_seconds, 2),
+        STUDENT_MODEL_NAME: args_dict.get(STUDENT_MODEL_NAME),  # the flag of the same name
+        STUDENT_MODEL_SIZE_MB: round(student_size_mb, 2),
+        TEACHER_MODEL_NAME: args_dict.get(TEACHER_MODEL_NAME),
+        TEACHER_MODEL_SIZE_MB: round(teacher_size_mb, 2) if has_teacher_size else NOT_AVAILABLE,
+        COMPRESSION_RATIO_MODEL_SIZE: (round(student_size_mb / teacher_size_mb, 4)
+                                       if has_teacher_size and student_size_mb > 0 else NOT_AVAILABLE),
+        FINAL_EVALUATION_METRICS: final_metrics,
     }
     summary.update(extras)
     return summary

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .archive import DataError
 from .codec import compress_logits, compress_topk, hex_size
 from .metrics import MetricAccumulator
+from .schema import T_VS_GT
 from .records import InputEncoder
 
 SPLITS = ("training", "validation")
@@ -144,7 +145,7 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
                       split: str, report: SplitReport, device: torch.device) -> None:
     """Write header + one distillation record per input record to `path` (plain JSONL)."""
     body_path = path + ".body"
-    truth_vs_teacher = MetricAccumulator("t_vs_gt")
+    truth_vs_teacher = MetricAccumulator(T_VS_GT)
     with open(body_path, "w", encoding="utf-8") as body:
         action = "Teacher on" if model is not None else "Packaging"
         progress = tqdm(total=len(records), desc=f"{action} {split}", unit="record", dynamic_ncols=True)

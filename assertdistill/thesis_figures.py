@@ -11,17 +11,22 @@ from pathlib import Path
 
 from assertdistill import results
 from assertdistill.plotting import Axis, bar_caption, error_bars, new_figure, other_axis
+from assertdistill.schema import (ACCURACY, AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, F1, PRECISION, RECALL,
+                                  S_VS_GT_SCRIPT1, S_VS_T_SCRIPT1, SIMILARITY_AVG, THESIS_FIGURES, metric_key,
+                                  thesis_figure_filename)
 
 # The combined figure: (metric root, label, colour); vs ground truth solid, vs teacher dashed.
-COMBINED = (("accuracy", "Accuracy", "blue"), ("f1", "F1-Score", "orange"),
-            ("precision", "Precision", "green"), ("recall", "Recall", "red"))
-VERSUS = (("gt", "GT", "o", "-"), ("t", "Teacher", "x", "--"))  # (key part, label, marker, linestyle)
-SIMILARITY = (("gt", "Student vs. Ground Truth (GT)", "o", "-"), ("t", "Student vs. Teacher", "x", "--"))
+COMBINED = ((ACCURACY, "Accuracy", "blue"), (F1, "F1-Score", "orange"),
+            (PRECISION, "Precision", "green"), (RECALL, "Recall", "red"))
+# (key suffix, label, marker, linestyle)
+VERSUS = ((S_VS_GT_SCRIPT1, "GT", "o", "-"), (S_VS_T_SCRIPT1, "Teacher", "x", "--"))
+SIMILARITY = ((S_VS_GT_SCRIPT1, "Student vs. Ground Truth (GT)", "o", "-"),
+              (S_VS_T_SCRIPT1, "Student vs. Teacher", "x", "--"))
 # The single-line figures: (metric key, file name, title, y label, series label, colour; None: the axis's)
-SINGLE = (("avg_loss", "loss", "Average Student Loss", "Average Loss", "Overall Student Loss", None),
-          ("avg_inference_time_per_sample_ms", "inference_time", "Average Inference Time",
+COMBINED_METRICS, SIMILARITY_FIGURE, LOSS_FIGURE, INFERENCE_TIME_FIGURE = THESIS_FIGURES
+SINGLE = ((AVG_LOSS, LOSS_FIGURE, "Average Student Loss", "Average Loss", "Overall Student Loss", None),
+          (AVG_INFERENCE_TIME_PER_SAMPLE_MS, INFERENCE_TIME_FIGURE, "Average Inference Time",
            "Avg. Inference Time (ms/sample)", "Inference Time", "purple"))
-NAMES = ("combined_metrics", "similarity", "loss", "inference_time")
 
 
 def _series(cells, swept: Axis, key: str):
@@ -81,32 +86,32 @@ def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Pat
     def save(fig, ax, name, keys, **legend):
         if ax.lines:
             ax.legend(title=textwrap.fill(_caption(cells, keys), 45), title_fontsize="small", **legend)
-            paths.append(out_dir / f"{swept.name}_vs_{name}.{fmt}")
+            paths.append(out_dir / thesis_figure_filename(swept.name, name, fmt))
             fig.savefig(paths[-1])
 
     fig = new_figure((12, 8))
     ax = _axes(fig, swept, cells, "Key Assertion Metrics", "Metric Value")
     ends, keys = [], []
     drawn = [(root, label, colour, versus, suffix, line) for root, label, colour in COMBINED for versus in VERSUS
-             for suffix, line in _series(cells, swept, f"avg_{root}_s_vs_{versus[0]}_script1")]
+             for suffix, line in _series(cells, swept, metric_key(root, versus[0]))]
     for shift, (root, label, colour, versus, suffix, line) in zip(_shifts(cells, swept, len(drawn)), drawn):
         versus_key, versus_label, marker, linestyle = versus
-        keys.append(f"avg_{root}_s_vs_{versus_key}_script1")
+        keys.append(metric_key(root, versus_key))
         ends += _draw(ax, swept, line, keys[-1], shift, marker=marker, linestyle=linestyle, color=colour,
                       label=f"{label} ({versus_label}{suffix})")
     if ends:  # the thesis's y range: the data plus 10% padding, inside [0, 1]
         padding = (max(ends) - min(ends)) * 0.10 or 0.05
         ax.set_ylim(max(0.0, min(ends) - padding), min(1.0, max(ends) + padding))
-    save(fig, ax, "combined_metrics", keys, bbox_to_anchor=(1.05, 1), loc="upper left")
+    save(fig, ax, COMBINED_METRICS, keys, bbox_to_anchor=(1.05, 1), loc="upper left")
 
     fig = new_figure((10, 6))
     ax = _axes(fig, swept, cells, "Average Assertion Similarity", "Average Similarity")
-    keys = [f"avg_similarity_avg_s_vs_{versus}_script1" for versus, *_ in SIMILARITY]
+    keys = [metric_key(SIMILARITY_AVG, versus) for versus, *_ in SIMILARITY]
     drawn = [(key, style, suffix, line) for key, style in zip(keys, SIMILARITY)
              for suffix, line in _series(cells, swept, key)]
     for shift, (key, (_, label, marker, linestyle), suffix, line) in zip(_shifts(cells, swept, len(drawn)), drawn):
         _draw(ax, swept, line, key, shift, marker=marker, linestyle=linestyle, label=label + suffix)
-    save(fig, ax, "similarity", keys)
+    save(fig, ax, SIMILARITY_FIGURE, keys)
 
     for key, name, title, ylabel, label, colour in SINGLE:
         fig = new_figure((10, 6))

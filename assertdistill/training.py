@@ -17,6 +17,11 @@ from .generation import evaluate_batch
 from .loss import DistillationLoss
 from .metrics import average_record_metrics, record_metrics
 from .records import DataStats
+from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, AVG_SOFT_LOSS,
+                     NUM_EVAL_SAMPLES, ROW_GROUND_TRUTH, ROW_INDEX, ROW_LINE_NUMBER, ROW_STUDENT_PREDICTION,
+                     ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1, S_VS_GT_SCRIPT1, S_VS_T_CORRECTED,
+                     S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY, T_VS_GT_SCRIPT1, metric_key,
+                     record_key)
 
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
                "teacher_zero_point", "teacher_position_mask")
@@ -236,14 +241,12 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
         batch_results.append((batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows))
         if show_example and len(batch_results) == 1:
             row = rows[0]
-            progress.write(f"\nGT:      {row['ground_truth'][:200]}\n"
-                           f"Teacher: {row['teacher_prediction'][:200]}\n"
-                           f"Student: {row['student_prediction'][:200]}\n"
-                           f"  accuracy / similarity vs teacher {row['accuracy_s_vs_t_script1']:.3f} / "
-                           f"{row['similarity_avg_s_vs_t_script1']:.3f} (thesis), "
-                           f"{row['accuracy_s_vs_t_corrected']:.3f} / {row['similarity_avg_s_vs_t_corrected']:.3f} "
-                           f"(corrected); vs truth {row['accuracy_s_vs_gt_script1']:.3f} / "
-                           f"{row['similarity_avg_s_vs_gt_script1']:.3f}")
+            progress.write(f"\nGT:      {row[ROW_GROUND_TRUTH][:200]}\n"
+                           f"Teacher: {row[ROW_TEACHER_PREDICTION][:200]}\n"
+                           f"Student: {row[ROW_STUDENT_PREDICTION][:200]}\n"
+                           f"  accuracy / similarity vs teacher {_accuracy_similarity(row, S_VS_T_SCRIPT1)} (thesis), "
+                           f"{_accuracy_similarity(row, S_VS_T_CORRECTED)} (corrected); "
+                           f"vs truth {_accuracy_similarity(row, S_VS_GT_SCRIPT1)}")
         progress.update(batch_size)
     progress.close()
     if gather is not None:
@@ -251,15 +254,20 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     batch_results.sort(key=lambda entry: entry[0])
     records = [row for entry in batch_results for row in entry[3]]
     for index, row in enumerate(records):
-        row["index"] = index
+        row[ROW_INDEX] = index
     return Evaluation(evaluation_metrics(batch_results), data, records)
 
 
 def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str) -> dict:
     """One evaluated record: where it is, its texts and its per-record metrics (index is set later)."""
-    return {"index": None, "line_number": line_number, "ground_truth": truth, "teacher_prediction": teacher,
-            "teacher_prediction_script1": teacher_script1, "student_prediction": student,
+    return {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, ROW_GROUND_TRUTH: truth, ROW_TEACHER_PREDICTION: teacher,
+            ROW_TEACHER_PREDICTION_SCRIPT1: teacher_script1, ROW_STUDENT_PREDICTION: student,
             **record_metrics(student, truth, teacher, teacher_script1)}
+
+
+def _accuracy_similarity(row: dict, suffix: str) -> str:
+    """'<accuracy> / <similarity>' of one record row for one comparison, for the example printed."""
+    return f"{row[record_key(ACCURACY, suffix)]:.3f} / {row[record_key(SIMILARITY_AVG, suffix)]:.3f}"
 
 
 def evaluation_metrics(batch_results: list) -> dict:
@@ -267,14 +275,14 @@ def evaluation_metrics(batch_results: list) -> dict:
     rows = [row for entry in batch_results for row in entry[3]]
     losses = np.asarray([entry[1] for entry in batch_results]).reshape(-1, 3)
     loss, hard_loss, soft_loss = losses.mean(axis=0) if len(losses) else (0.0, 0.0, 0.0)
-    results = {"avg_loss": float(loss), "avg_hard_loss": float(hard_loss), "avg_soft_loss": float(soft_loss)}
+    results = {AVG_LOSS: float(loss), AVG_HARD_LOSS: float(hard_loss), AVG_SOFT_LOSS: float(soft_loss)}
     results.update(average_record_metrics(rows))
-    results["avg_inference_time_per_sample_ms"] = (float(np.mean([entry[2] for entry in batch_results]))
-                                                   if batch_results else 0.0)
-    results["num_eval_samples"] = len(rows)
-    teacher_accuracy = results["avg_accuracy_t_vs_gt_script1"]
-    results["student_share_of_teacher_accuracy"] = (
-        results["avg_accuracy_s_vs_gt_script1"] / teacher_accuracy if teacher_accuracy else None)
+    results[AVG_INFERENCE_TIME_PER_SAMPLE_MS] = (float(np.mean([entry[2] for entry in batch_results]))
+                                                 if batch_results else 0.0)
+    results[NUM_EVAL_SAMPLES] = len(rows)
+    teacher_accuracy = results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)]
+    results[STUDENT_SHARE_OF_TEACHER_ACCURACY] = (
+        results[metric_key(ACCURACY, S_VS_GT_SCRIPT1)] / teacher_accuracy if teacher_accuracy else None)
     return results
 
 

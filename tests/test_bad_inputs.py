@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import script
-from assertdistill import summary, training
+from assertdistill import schema, summary, training
 from assertdistill.loss import DistillationLoss
 from assertdistill.training import Trainer, TrainingError
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
@@ -29,7 +29,7 @@ def run_cli(tmp_path, model_dir, flags, capsys, **overrides):
 
 
 def summary_of(tmp_path):
-    return json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
+    return json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
 
 
 # Archives that must stop the run with exit code 2 and a one-line message containing the text.
@@ -80,7 +80,7 @@ def test_bad_records_are_skipped_and_counted(tmp_path, model_dir, capsys, reason
     flags = write_archive(str(tmp_path / "d.zip"), good + [bad], good[:2])
     code, output = run_cli(tmp_path, model_dir, flags, capsys)
     assert code == 0, output.err
-    assert summary_of(tmp_path)["data_counts"]["training"]["skipped_by_reason"] == {reason: 1}
+    assert summary_of(tmp_path)[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["skipped_by_reason"] == {reason: 1}
     assert f"{reason}: 1" in output.out  # printed after the pass
 
 
@@ -90,7 +90,7 @@ def test_teacher_vocabulary_of_another_size_is_cut_with_a_warning(tmp_path, mode
     flags = write_archive(str(tmp_path / "d.zip"), lines, lines[:2])
     with pytest.warns(UserWarning, match="vocabular"):
         code, _ = run_cli(tmp_path, model_dir, flags, capsys)
-    assert code == 0 and summary_of(tmp_path)["final_evaluation_metrics"]["avg_soft_loss"] > 0
+    assert code == 0 and summary_of(tmp_path)[schema.FINAL_EVALUATION_METRICS]["avg_soft_loss"] > 0
 
 
 def test_teacher_shorter_than_target_is_noted_and_used(tmp_path, model_dir, capsys):
@@ -98,7 +98,8 @@ def test_teacher_shorter_than_target_is_noted_and_used(tmp_path, model_dir, caps
     flags = write_archive(str(tmp_path / "d.zip"), lines, lines[:2])
     code, _ = run_cli(tmp_path, model_dir, flags, capsys)
     assert code == 0
-    assert summary_of(tmp_path)["data_counts"]["training"]["notes"] == {"teacher_shorter_than_target": 4}
+    training_counts = summary_of(tmp_path)[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]
+    assert training_counts["notes"] == {"teacher_shorter_than_target": 4}
 
 
 def test_output_dir_that_cannot_be_created(tmp_path, model_dir, capsys):

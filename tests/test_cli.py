@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import script
+from assertdistill import schema
 from util import (flag_list, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
                   write_archive)
 
@@ -39,18 +40,18 @@ def test_run_writes_thesis_summary_and_loadable_models(workspace, tmp_path):
     argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--epochs": 2, "--alpha": 0.5, "--save_best_model": True})
     assert run(argv) == 0
     out = tmp_path / "out"
-    summary = json.loads((out / "distillation_summary.json").read_text())
-    assert summary["args"]["alpha_kl_loss_weight"] == 0.5 and summary["args"]["temperature"] == 2.0
-    assert THESIS_METRIC_KEYS <= set(summary["final_evaluation_metrics"])
-    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 5
-    assert summary["epochs_trained"] == 2 and isinstance(summary["teacher_model_size_mb"], float)
-    assert summary["compression_ratio_model_size"] == pytest.approx(1.0, abs=0.01)  # same model as teacher
-    assert summary["data_counts"]["training"]["skipped_by_reason"] == {"invalid_json": 1}
-    assert "avg_accuracy_t_vs_gt_script1" in summary["teacher_vs_ground_truth_metrics"]
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((out / schema.SUMMARY_FILENAME).read_text())
+    assert summary[schema.ARGS]["alpha_kl_loss_weight"] == 0.5 and summary[schema.ARGS]["temperature"] == 2.0
+    assert THESIS_METRIC_KEYS <= set(summary[schema.FINAL_EVALUATION_METRICS])
+    assert summary[schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 5
+    assert summary[schema.EPOCHS_TRAINED] == 2 and isinstance(summary[schema.TEACHER_MODEL_SIZE_MB], float)
+    assert summary[schema.COMPRESSION_RATIO_MODEL_SIZE] == pytest.approx(1.0, abs=0.01)  # same model as teacher
+    assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["skipped_by_reason"] == {"invalid_json": 1}
+    assert "avg_accuracy_t_vs_gt_script1" in summary[schema.TEACHER_VS_GROUND_TRUTH_METRICS]
+    history = [json.loads(line) for line in (out / schema.METRICS_FILENAME).read_text().splitlines()]
     assert [entry["epoch"] for entry in history] == [1, 2]
-    assert history[-1]["eval"] == summary["final_evaluation_metrics"]
-    for saved in ("final_student_model", "best_student_model"):
+    assert history[-1]["eval"] == summary[schema.FINAL_EVALUATION_METRICS]
+    for saved in (schema.FINAL_MODEL_DIRNAME, schema.BEST_MODEL_DIRNAME):
         model = AutoModelForSeq2SeqLM.from_pretrained(out / saved)
         tokenizer = AutoTokenizer.from_pretrained(out / saved)
         assert model.config.vocab_size == len(tokenizer) == len(tiny_tokenizer())
@@ -61,8 +62,8 @@ def test_same_seed_gives_same_metrics(workspace, tmp_path):
     results = []
     for name in ("a", "b"):
         assert run(tiny_run_flags(tmp_path, model_dir, flags, **{"--output_dir": str(tmp_path / name)})) == 0
-        summary = json.loads((tmp_path / name / "distillation_summary.json").read_text())
-        metrics = summary["final_evaluation_metrics"]
+        summary = json.loads((tmp_path / name / schema.SUMMARY_FILENAME).read_text())
+        metrics = summary[schema.FINAL_EVALUATION_METRICS]
         metrics.pop("avg_inference_time_per_sample_ms")
         results.append(metrics)
     assert results[0] == results[1]
@@ -73,9 +74,9 @@ def test_teacher_given_only_as_config_directory(workspace, tmp_path):
     teacher = save_tiny_model(str(tmp_path / "teacher_config"), with_weights=False, d_model=64, d_ff=128)
     assert not any(name.endswith(".safetensors") for name in os.listdir(teacher))
     assert run(tiny_run_flags(tmp_path, model_dir, flags, **{"--teacher_model_name": teacher})) == 0
-    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
-    assert summary["teacher_model_size_mb"] > summary["student_model_size_mb"]
-    assert 0 < summary["compression_ratio_model_size"] < 1
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    assert summary[schema.TEACHER_MODEL_SIZE_MB] > summary[schema.STUDENT_MODEL_SIZE_MB]
+    assert 0 < summary[schema.COMPRESSION_RATIO_MODEL_SIZE] < 1
 
 
 def test_unknown_teacher_offline_gives_na(workspace, tmp_path):
@@ -83,8 +84,8 @@ def test_unknown_teacher_offline_gives_na(workspace, tmp_path):
     with pytest.warns(UserWarning, match="N/A"):
         code = run(tiny_run_flags(tmp_path, model_dir, flags, **{"--teacher_model_name": "nobody/no-such-model"}))
     assert code == 0
-    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
-    assert summary["teacher_model_size_mb"] == "N/A" and summary["compression_ratio_model_size"] == "N/A"
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    assert summary[schema.TEACHER_MODEL_SIZE_MB] == "N/A" and summary[schema.COMPRESSION_RATIO_MODEL_SIZE] == "N/A"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -105,10 +106,10 @@ def test_refuses_to_clobber_a_finished_run(workspace, tmp_path, capsys):
     _, model_dir, flags = workspace
     argv = tiny_run_flags(tmp_path, model_dir, flags)
     assert run(argv) == 0
-    before = (tmp_path / "out" / "distillation_summary.json").read_text()
+    before = (tmp_path / "out" / schema.SUMMARY_FILENAME).read_text()
     assert run(argv) == 2
     assert "--overwrite_output_dir" in capsys.readouterr().err
-    assert (tmp_path / "out" / "distillation_summary.json").read_text() == before
+    assert (tmp_path / "out" / schema.SUMMARY_FILENAME).read_text() == before
     assert run(argv + ["--overwrite_output_dir"]) == 0
 
 
@@ -120,7 +121,7 @@ def test_invalid_flag_values_are_rejected():
 
 
 def summary_of(out):
-    return json.loads((out / "distillation_summary.json").read_text())
+    return json.loads((out / schema.SUMMARY_FILENAME).read_text())
 
 
 def test_a_user_archive_without_model_flags_means_the_thesis_models(workspace, tmp_path, capsys):
@@ -148,10 +149,10 @@ def test_inner_paths_and_gzip_are_picked_from_the_published_layout(workspace, tm
     assert "Detected --train_jsonl_is_gzipped" in out and "Detected --val_jsonl_is_gzipped" in out
     assert "item_count" not in out  # the headers' counts are right
     summary = summary_of(tmp_path / "out")
-    assert summary["args"]["train_outer_zip_internal_path"] == "codet5/distillation_data_training.jsonl.zip"
-    assert summary["args"]["val_jsonl_is_gzipped"] is True
-    assert summary["data_counts"]["training"]["records_used"] == 10
-    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 5
+    assert summary[schema.ARGS]["train_outer_zip_internal_path"] == "codet5/distillation_data_training.jsonl.zip"
+    assert summary[schema.ARGS]["val_jsonl_is_gzipped"] is True
+    assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 10
+    assert summary[schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 5
 
 
 def write_members(path, members):
@@ -217,13 +218,13 @@ def test_the_record_count_comes_from_the_data_not_the_header(workspace, tmp_path
     assert [line for line in out.splitlines() if "item_count" in line] == expected
     # 10 records at batch 4: 3 optimizer steps per epoch, 6 in all, no warmup (int(0.1 * 6) = 0).
     assert "Training 2 epochs, 6 optimizer steps" in out
-    history = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (tmp_path / "out" / schema.METRICS_FILENAME).read_text().splitlines()]
     assert [entry["train"]["optimizer_steps"] for entry in history] == [3, 3]
     assert history[0]["train"]["learning_rate"] == pytest.approx(1e-3 * 3 / 6)  # half-way down the linear decay
     assert history[1]["train"]["learning_rate"] == 0.0
     summary = summary_of(tmp_path / "out")
-    assert summary["data_counts"]["training"]["records_used"] == 10
-    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 3
+    assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 10
+    assert summary[schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 3
 
 
 def test_dataloader_workers_give_the_same_run_as_none(workspace, tmp_path):
@@ -236,11 +237,11 @@ def test_dataloader_workers_give_the_same_run_as_none(workspace, tmp_path):
         assert run(argv) == 0
         summaries.append(summary_of(out))
     for summary in summaries:
-        summary["final_evaluation_metrics"].pop("avg_inference_time_per_sample_ms")
-        for entry in summary["training_history"]:
+        summary[schema.FINAL_EVALUATION_METRICS].pop("avg_inference_time_per_sample_ms")
+        for entry in summary[schema.TRAINING_HISTORY]:
             entry.pop("elapsed_seconds")
             entry["eval"].pop("avg_inference_time_per_sample_ms")
-    assert summaries[1]["final_evaluation_metrics"]["num_eval_samples"] == 5
-    assert summaries[1]["data_counts"]["training"]["records_used"] == 10
-    for key in ("final_evaluation_metrics", "data_counts", "training_history"):
+    assert summaries[1][schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 5
+    assert summaries[1][schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 10
+    for key in (schema.FINAL_EVALUATION_METRICS, schema.DATA_COUNTS, schema.TRAINING_HISTORY):
         assert summaries[1][key] == summaries[0][key], key

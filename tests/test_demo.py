@@ -6,6 +6,7 @@ import os
 import pytest
 
 import script
+from assertdistill import schema
 from assertdistill.paths import DEMO
 
 pytestmark = pytest.mark.skipif(not os.path.exists(DEMO.archive), reason="demo archive not built")
@@ -20,8 +21,8 @@ def test_demo_defaults_point_at_the_demo_and_a_short_run_works(tmp_path):
     argv = ["--output_dir", str(tmp_path / "out"), "--epochs", "1", "--max_train_samples", "16",
             "--max_eval_samples", "8", "--num_beams", "1"]
     assert script.main(argv) == 0
-    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
-    metrics = summary["final_evaluation_metrics"]
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    metrics = summary[schema.FINAL_EVALUATION_METRICS]
     assert metrics["num_eval_samples"] == 8 and metrics["avg_soft_loss"] > 0
     assert metrics["avg_accuracy_t_vs_gt_script1"] is not None  # the demo carries teacher predictions
-    assert summary["teacher_model_size_mb"] > summary["student_model_size_mb"]
+    assert summary[schema.TEACHER_MODEL_SIZE_MB] > summary[schema.STUDENT_MODEL_SIZE_MB]

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from assertdistill import schema
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.loss import DistillationLoss
 from assertdistill.records import InputEncoder
@@ -37,20 +38,20 @@ def test_two_process_run_matches_a_single_process_evaluation(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x 2 processes: 8 records per step" in proc.stdout
     out = tmp_path / "out"
-    summary = json.loads((out / "distillation_summary.json").read_text())
-    metrics = summary["final_evaluation_metrics"]
+    summary = json.loads((out / schema.SUMMARY_FILENAME).read_text())
+    metrics = summary[schema.FINAL_EVALUATION_METRICS]
     assert metrics["num_eval_samples"] == 7
-    assert summary["data_counts"]["training"]["records_used"] == 17
-    assert summary["data_counts"]["training"]["skipped_by_reason"] == {"invalid_json": 1}
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written once, by rank 0
+    assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 17
+    assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["skipped_by_reason"] == {"invalid_json": 1}
+    assert len((out / schema.METRICS_FILENAME).read_text().splitlines()) == 2  # written once, by rank 0
     # predictions.jsonl: every validation record once, in file order, averaging to the summary's values.
     check_predictions_match_summary(out, [make_record(100 + i, vocab)["original_target"] for i in range(7)])
     assert not [name for name in os.listdir(out) if name.startswith(".tmp_")]
 
     # The saved model evaluated in this one process gives the same metrics.
     torch.set_num_threads(1)
-    tokenizer = AutoTokenizer.from_pretrained(out / "final_student_model")
-    model = AutoModelForSeq2SeqLM.from_pretrained(out / "final_student_model")
+    tokenizer = AutoTokenizer.from_pretrained(out / schema.FINAL_MODEL_DIRNAME)
+    model = AutoModelForSeq2SeqLM.from_pretrained(out / schema.FINAL_MODEL_DIRNAME)
     stream = DistillationStream(ArchiveSpec(str(tmp_path / "d.zip"), flags["--val_outer_zip_internal_path"],
                                             flags["--val_inner_zip_jsonl_filename"]),
                                 InputEncoder(tokenizer, 64, 32), batch_size=2, need_logits=True)

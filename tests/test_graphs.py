@@ -13,10 +13,10 @@ import pytest
 
 import alpha_graphs
 import temperature_graphs
-from assertdistill import results
+from assertdistill import results, schema
 from assertdistill.statistics import bounded_mean_ci
 
-THESIS_METRICS = [m.key for m in results.METRICS if m.required and m.key != "training_duration_seconds"]
+THESIS_METRICS = [m.key for m in results.METRICS if m.required and m.key != schema.TRAINING_DURATION_SECONDS]
 CORRECTED_METRICS = [m.key for m in results.METRICS if m.key.endswith("_corrected")]
 TEACHER_ACCURACY = 0.8
 ALPHAS, TEMPS, SEEDS = (0.0, 0.5, 1.0), (1.0, 4.0), (1, 2, 3)
@@ -35,7 +35,7 @@ def metric_values(alpha, temperature, seed, extras=True) -> dict:
         values["avg_strict_exact_match_s_vs_gt"] = 0.05 * alpha + 0.001 * seed
         values["avg_strict_exact_match_s_vs_t"] = 0.07 * alpha + 0.002 * seed
         values["avg_strict_exact_match_t_vs_gt"] = 0.5
-        values[results.SHARE_KEY] = values["avg_accuracy_s_vs_gt_script1"] / TEACHER_ACCURACY
+        values[schema.STUDENT_SHARE_OF_TEACHER_ACCURACY] = values["avg_accuracy_s_vs_gt_script1"] / TEACHER_ACCURACY
         values.update({key: 0.3 + 0.02 * i + 0.1 * alpha + 0.004 * seed for i, key in enumerate(CORRECTED_METRICS)})
     return values
 
@@ -43,11 +43,11 @@ def metric_values(alpha, temperature, seed, extras=True) -> dict:
 def summary(alpha, temperature, seed, extras=True) -> dict:
     """A distillation_summary.json body with the thesis keys (plus our extras when asked)."""
     return {
-        "args": {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed, "epochs": 2},
-        "epochs_trained": 2, "training_duration_seconds": 100.0 + 10 * alpha + seed,
-        "student_model_name": "student", "student_model_size_mb": 230.1, "teacher_model_name": "teacher",
-        "teacher_model_size_mb": "N/A", "compression_ratio_model_size": "N/A",
-        "final_evaluation_metrics": metric_values(alpha, temperature, seed, extras),
+        schema.ARGS: {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed, "epochs": 2},
+        schema.EPOCHS_TRAINED: 2, schema.TRAINING_DURATION_SECONDS: 100.0 + 10 * alpha + seed,
+        schema.STUDENT_MODEL_NAME: "student", schema.STUDENT_MODEL_SIZE_MB: 230.1, schema.TEACHER_MODEL_NAME: "teacher",
+        schema.TEACHER_MODEL_SIZE_MB: "N/A", schema.COMPRESSION_RATIO_MODEL_SIZE: "N/A",
+        schema.FINAL_EVALUATION_METRICS: metric_values(alpha, temperature, seed, extras),
     }
 
 
@@ -56,9 +56,9 @@ def write_run(root: Path, name: str, body, epoch_log=None) -> Path:
     run_dir = root / name
     run_dir.mkdir(parents=True)
     text = body if isinstance(body, str) else json.dumps(body)
-    (run_dir / results.SUMMARY_NAME).write_text(text)
+    (run_dir / schema.SUMMARY_FILENAME).write_text(text)
     if epoch_log is not None:
-        (run_dir / results.EPOCH_LOG_NAME).write_text(epoch_log)
+        (run_dir / schema.METRICS_FILENAME).write_text(epoch_log)
     return run_dir
 
 
@@ -88,19 +88,19 @@ def run_cli(module, argv):
 # (directory name, summary body, expected reason): each must be skipped, with the reason printed.
 BAD_SUMMARIES = [
     ("bad_json", "{not json", "invalid JSON"),
-    ("no_metrics", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != "final_evaluation_metrics"},
+    ("no_metrics", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != schema.FINAL_EVALUATION_METRICS},
      "missing 'final_evaluation_metrics'"),
     ("no_args", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != "args"}, "missing 'args'"),
-    ("text_alpha", {**summary(0.5, 1.0, 9), "args": {"alpha_kl_loss_weight": "high", "temperature": 1,
+    ("text_alpha", {**summary(0.5, 1.0, 9), schema.ARGS: {"alpha_kl_loss_weight": "high", "temperature": 1,
                                                      "seed": 9}}, "args.alpha_kl_loss_weight is not numeric"),
-    ("no_seed", {**summary(0.5, 1.0, 9), "args": {"alpha_kl_loss_weight": 0.5, "temperature": 1}},
+    ("no_seed", {**summary(0.5, 1.0, 9), schema.ARGS: {"alpha_kl_loss_weight": 0.5, "temperature": 1}},
      "missing args.seed"),
-    ("no_f1", {**summary(0.5, 1.0, 9), "final_evaluation_metrics": {
+    ("no_f1", {**summary(0.5, 1.0, 9), schema.FINAL_EVALUATION_METRICS: {
         k: v for k, v in metric_values(0.5, 1.0, 9).items() if k != "avg_f1_s_vs_gt_script1"}},
      "incomplete, missing avg_f1_s_vs_gt_script1"),
-    ("bool_metric", {**summary(0.5, 1.0, 9), "final_evaluation_metrics": {
+    ("bool_metric", {**summary(0.5, 1.0, 9), schema.FINAL_EVALUATION_METRICS: {
         **metric_values(0.5, 1.0, 9), "avg_loss": True}}, "final_evaluation_metrics.avg_loss is a boolean"),
-    ("no_duration", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != "training_duration_seconds"},
+    ("no_duration", {k: v for k, v in summary(0.5, 1.0, 9).items() if k != schema.TRAINING_DURATION_SECONDS},
      "missing training_duration_seconds"),
     ("list", "[1, 2]", "top level is not a JSON object"),
 ]
@@ -116,7 +116,7 @@ def test_bad_summary_is_skipped_with_reason(tmp_path, name, body, reason):
 
 
 def test_numeric_string_args_and_duplicates(tmp_path):
-    write_run(tmp_path, "a", {**summary(0.5, 2.0, 1), "args": {"alpha_kl_loss_weight": "0.5", "temperature": "2",
+    write_run(tmp_path, "a", {**summary(0.5, 2.0, 1), schema.ARGS: {"alpha_kl_loss_weight": "0.5", "temperature": "2",
                                                                "seed": "1"}})
     write_run(tmp_path, "b", summary(0.5, 2.0, 1))  # same cell and seed as "a"
     runs, skipped = results.load_runs(tmp_path)
@@ -127,26 +127,27 @@ def test_numeric_string_args_and_duplicates(tmp_path):
 STUDENT_ACCURACY = metric_values(0.5, 2.0, 1)["avg_accuracy_s_vs_gt_script1"]
 # (id, eval-metric changes, expected student share of the teacher's accuracy; None: not available)
 SHARES = [
-    ("written", {results.SHARE_KEY: 0.25}, 0.25),
-    ("derived", {results.SHARE_KEY: "drop"}, STUDENT_ACCURACY / TEACHER_ACCURACY),
-    ("teacher_scores_0", {results.SHARE_KEY: None, "avg_accuracy_t_vs_gt_script1": 0.0}, None),
-    ("thesis_only", {results.SHARE_KEY: "drop", "avg_accuracy_t_vs_gt_script1": "drop"}, None),
+    ("written", {schema.STUDENT_SHARE_OF_TEACHER_ACCURACY: 0.25}, 0.25),
+    ("derived", {schema.STUDENT_SHARE_OF_TEACHER_ACCURACY: "drop"}, STUDENT_ACCURACY / TEACHER_ACCURACY),
+    ("teacher_scores_0", {schema.STUDENT_SHARE_OF_TEACHER_ACCURACY: None, "avg_accuracy_t_vs_gt_script1": 0.0}, None),
+    ("thesis_only", {schema.STUDENT_SHARE_OF_TEACHER_ACCURACY: "drop", "avg_accuracy_t_vs_gt_script1": "drop"}, None),
 ]
 
 
 @pytest.mark.parametrize("changes,expected", [c[1:] for c in SHARES], ids=[c[0] for c in SHARES])
 def test_student_share_of_teacher_accuracy(changes, expected):
     metrics = {**metric_values(0.5, 2.0, 1), **changes}
-    body = {**summary(0.5, 2.0, 1), "final_evaluation_metrics": {k: v for k, v in metrics.items() if v != "drop"}}
+    body = {**summary(0.5, 2.0, 1), schema.FINAL_EVALUATION_METRICS: {k: v for k, v in metrics.items() if v != "drop"}}
     run = results.parse_summary(Path("x.json"), body)
-    assert run.metrics.get(results.SHARE_KEY) == (None if expected is None else pytest.approx(expected))
+    share = run.metrics.get(schema.STUDENT_SHARE_OF_TEACHER_ACCURACY)
+    assert share == (None if expected is None else pytest.approx(expected))
 
 
 def test_epoch_log_keeps_the_last_attempt(tmp_path):
     lines = [{"epoch": 1, "train": {"loss": 9.0}}, {"epoch": 2, "train": {"loss": 8.0}},
              {"epoch": 1, "train": {"loss": 3.0}}, {"epoch": 2, "train": {"loss": "nan?"}},
              {"epoch": 3, "train": {"loss": 1.0}}]
-    path = tmp_path / results.EPOCH_LOG_NAME
+    path = tmp_path / schema.METRICS_FILENAME
     path.write_text("\n".join(map(json.dumps, lines)) + "\n[]\n")
     records, problems = results.load_epoch_log(path)
     assert results.epoch_series(records, "train", "loss") == ([1.0, 3.0], [3.0, 1.0])
@@ -169,7 +170,7 @@ def grid_sweep(tmp_path_factory):
     for name, body, _ in BAD_SUMMARIES[:2]:
         write_run(root / "broken", name, body)
     write_flat(root, "notes.json", {"comment": "not a summary"})
-    write_flat(root / "alpha_0.0_temp_1.0_seed_1" / "final_student_model", "config.json", {"d_model": 8})
+    write_flat(root / "alpha_0.0_temp_1.0_seed_1" / schema.FINAL_MODEL_DIRNAME, "config.json", {"d_model": 8})
     write_flat(root / "nested", "alpha0.3.json", summary(0.3, 1.0, 1))  # flat files count only at the top
     return root
 
@@ -201,12 +202,12 @@ def test_graph_scripts_write_every_file(graphs):
 def test_broken_summaries_and_epoch_lines_are_reported(graphs, grid_sweep):
     _, _, out, err, _ = graphs
     for name, _, reason in BAD_SUMMARIES[:2]:
-        assert f"skip {grid_sweep / 'broken' / name / results.SUMMARY_NAME}: " in err
+        assert f"skip {grid_sweep / 'broken' / name / schema.SUMMARY_FILENAME}: " in err
         assert reason in err
     skipped_files = [line.split(": ")[0] for line in err.splitlines()
-                     if line.startswith("skip ") and f"{results.EPOCH_LOG_NAME}:" not in line]
+                     if line.startswith("skip ") and f"{schema.METRICS_FILENAME}:" not in line]
     assert sorted(skipped_files) == sorted(
-        [f"skip {grid_sweep / 'broken' / name / results.SUMMARY_NAME}" for name in ("bad_json", "no_metrics")]
+        [f"skip {grid_sweep / 'broken' / name / schema.SUMMARY_FILENAME}" for name in ("bad_json", "no_metrics")]
         + [f"skip {grid_sweep / 'notes.json'}"]), err
     assert f"skip {grid_sweep / 'notes.json'}: not a distillation summary" in err
     assert "config.json" not in err and "alpha0.3" not in err
@@ -223,10 +224,10 @@ def test_summary_csv_has_mean_and_std_over_seeds(graphs):
         (a, t, len(SEEDS)) for a in ALPHAS for t in TEMPS]
     for row in rows:
         alpha, temperature = float(row["alpha"]), float(row["temperature"])
-        per_seed = [{**summary(alpha, temperature, s)["final_evaluation_metrics"],
-                     "training_duration_seconds": summary(alpha, temperature, s)["training_duration_seconds"]}
+        per_seed = [{**summary(alpha, temperature, s)[schema.FINAL_EVALUATION_METRICS],
+                     schema.TRAINING_DURATION_SECONDS: summary(alpha, temperature, s)[schema.TRAINING_DURATION_SECONDS]}
                     for s in SEEDS]
-        for key in THESIS_METRICS + ["training_duration_seconds", results.SHARE_KEY,
+        for key in THESIS_METRICS + [schema.TRAINING_DURATION_SECONDS, schema.STUDENT_SHARE_OF_TEACHER_ACCURACY,
                                      "avg_strict_exact_match_s_vs_gt", "avg_strict_exact_match_s_vs_t"]:
             values = [v[key] for v in per_seed]
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-9), key
@@ -267,11 +268,11 @@ def test_thesis_published_summaries(tmp_path, module, folder, swept, values, fmt
     assert sorted(rows) == values
     for path in sorted(results_dir.glob("*.json")):  # every number of every thesis file is in the CSV
         thesis = json.loads(path.read_text())
-        row = rows[float(thesis["args"][results.ARG_KEYS[swept]])]
+        row = rows[float(thesis[schema.ARGS][results.ARG_KEYS[swept]])]
         assert (float(row["alpha"]), float(row["temperature"]), row["n"]) == (
-            thesis["args"]["alpha_kl_loss_weight"], thesis["args"]["temperature"], "1")
-        expected = {**thesis["final_evaluation_metrics"],
-                    "training_duration_seconds": thesis["training_duration_seconds"]}
+            thesis[schema.ARGS]["alpha_kl_loss_weight"], thesis[schema.ARGS]["temperature"], "1")
+        expected = {**thesis[schema.FINAL_EVALUATION_METRICS],
+                    schema.TRAINING_DURATION_SECONDS: thesis[schema.TRAINING_DURATION_SECONDS]}
         for key, value in expected.items():
             assert float(row[f"{key}_mean"]) == pytest.approx(value, rel=1e-9), (path.name, key)
             metric = results.METRICS_BY_KEY.get(key)
@@ -294,12 +295,12 @@ def test_thesis_files_mixed_with_sweep_runs_and_generated_flat_files(tmp_path):
     assert [(r.path.name, r.alpha, r.temperature, r.seed) for r in runs] == [
         ("alpha0.1.json", 0.1, 1.0, 42), ("alpha0.2.json", 0.2, 1.0, 42), ("alpha0.5.json", 0.5, 1.0, 42),
         ("alpha0.6.json", 0.6, 1.0, 42), ("alpha0.7.json", 0.7, 1.0, 42), ("alpha0.9.json", 0.9, 1.0, 42),
-        (results.SUMMARY_NAME, 0.4, 1.0, 42), ("my run.json", 0.3, 1.0, 42)]
+        (schema.SUMMARY_FILENAME, 0.4, 1.0, 42), ("my run.json", 0.3, 1.0, 42)]
     assert [(p.name, reason.split(" (")[0]) for p, reason in skipped] == [
         ("sweep_config.json", "not a distillation summary")]
-    thesis = json.loads((tmp_path / "alpha0.6.json").read_text())["final_evaluation_metrics"]
+    thesis = json.loads((tmp_path / "alpha0.6.json").read_text())[schema.FINAL_EVALUATION_METRICS]
     assert runs[3].metrics == {k: float(v) for k, v in thesis.items()} | {
-        "training_duration_seconds": 11867.13}
+        schema.TRAINING_DURATION_SECONDS: 11867.13}
 
 
 # (description, how to build results_dir under tmp_path, expected message on stderr)

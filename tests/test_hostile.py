@@ -18,6 +18,7 @@ import script
 from assertdistill.archive import (DataError, OversizeLine, _MemberStream, iter_jsonl_lines, join_pieces,
                                    locate_inner_zip)
 from assertdistill import archive as archive_module
+from assertdistill import schema
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.inspect_data import inspect_archive
 from assertdistill.records import DataStats, InputEncoder
@@ -47,7 +48,8 @@ def run_cli(tmp_path, model_dir, flags, capsys, **overrides):
 
 
 def training_counts(tmp_path):
-    return json.loads((tmp_path / "out" / "distillation_summary.json").read_text())["data_counts"]["training"]
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    return summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]
 
 
 def one_error_line(output):

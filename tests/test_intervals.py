@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import alpha_graphs
-from assertdistill import comparisons, intervals, results, statistics
+from assertdistill import comparisons, intervals, results, schema, statistics
 
 N_RECORDS = 400
 WITHOUT_TEACHER = (5, 17)  # records with no teacher prediction: their vs-teacher scores are null
@@ -43,13 +43,13 @@ def write_run(root: Path, alpha: float, seed: int, scores: dict, ground_truths: 
     run_dir.mkdir(parents=True)
     n = len(ground_truths)
     means = {key: float(np.nanmean(values)) for key, values in scores.items()}
-    summary = {"args": {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed},
-               "training_duration_seconds": 100.0 + seed,
-               "final_evaluation_metrics": {
+    summary = {schema.ARGS: {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed},
+               schema.TRAINING_DURATION_SECONDS: 100.0 + seed,
+               schema.FINAL_EVALUATION_METRICS: {
                    **means, "avg_loss": 1.0 + alpha, "avg_hard_loss": 1.0, "avg_soft_loss": alpha,
                    "avg_inference_time_per_sample_ms": 20.0 + seed, "num_eval_samples": n,
                    "num_eval_samples_with_teacher_prediction": n - len(WITHOUT_TEACHER)}}
-    (run_dir / results.SUMMARY_NAME).write_text(json.dumps(summary))
+    (run_dir / schema.SUMMARY_FILENAME).write_text(json.dumps(summary))
     if predictions:
         lines = []
         for i, truth in enumerate(ground_truths):
@@ -57,7 +57,7 @@ def write_run(root: Path, alpha: float, seed: int, scores: dict, ground_truths: 
             for key, values in scores.items():
                 record[key.removeprefix("avg_")] = None if np.isnan(values[i]) else float(values[i])
             lines.append(json.dumps(record))
-        (run_dir / intervals.PREDICTIONS_NAME).write_text("\n".join(lines) + "\n")
+        (run_dir / schema.PREDICTIONS_FILENAME).write_text("\n".join(lines) + "\n")
     return run_dir
 
 
@@ -153,10 +153,10 @@ BAD_PREDICTIONS = [
 @pytest.mark.parametrize("change,reason", [c[1:] for c in BAD_PREDICTIONS], ids=[c[0] for c in BAD_PREDICTIONS])
 def test_unusable_predictions_fall_back_to_the_conservative_interval(tmp_path, change, reason):
     run_dir = write_run(tmp_path, 0.5, 1, per_record_scores(0.4, 1), truths())
-    _rewrite(run_dir / intervals.PREDICTIONS_NAME, change)
+    _rewrite(run_dir / schema.PREDICTIONS_FILENAME, change)
     (cell,), predictions, err = load(tmp_path)
     assert predictions == {}
-    assert err.startswith(f"skip {run_dir / intervals.PREDICTIONS_NAME}: ") and reason in err, err
+    assert err.startswith(f"skip {run_dir / schema.PREDICTIONS_FILENAME}: ") and reason in err, err
     assert len(err.splitlines()) == 1 and cell.intervals[MAIN.key].method == "bounded"
 
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 import script
-from assertdistill import locking
+from assertdistill import locking, schema
 from assertdistill.checkpoint import checkpoints_in
-from assertdistill.locking import LOCK_FILENAME, OutputDirBusyError, OutputDirLock, output_dir_lock
+from assertdistill.locking import OutputDirBusyError, OutputDirLock, output_dir_lock
 from assertdistill.run import prepare_output_dir
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
@@ -82,9 +82,9 @@ def test_a_second_run_into_a_held_dir_refuses_in_one_line(tmp_path, setup, capsy
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.strip() == (f"error: {out} is in use by another run (pid {process.pid} on {os.uname().nodename} "
-                           f"since {(out / LOCK_FILENAME).read_text().split(' since ')[1].strip()}); "
+                           f"since {(out / schema.LOCK_FILENAME).read_text().split(' since ')[1].strip()}); "
                            f"wait for it to end or choose another --output_dir")
-    assert sorted(path.name for path in out.iterdir()) == [LOCK_FILENAME]  # nothing written, nothing removed
+    assert sorted(path.name for path in out.iterdir()) == [schema.LOCK_FILENAME]  # nothing written, nothing removed
 
 
 def test_two_concurrent_runs_exactly_one_proceeds(tmp_path, setup):
@@ -101,31 +101,31 @@ def test_two_concurrent_runs_exactly_one_proceeds(tmp_path, setup):
     # the holder line is written just after the lock is taken, so a racer may refuse before it can name it
     assert re.fullmatch(rf"error: {re.escape(str(tmp_path / 'out'))} is in use by another run( \(pid \d+ .*\))?; "
                         r"wait for it to end or choose another --output_dir", refusal.strip().splitlines()[-1])
-    assert json.loads((tmp_path / "out" / "distillation_summary.json").read_text())["data_counts"]
+    assert json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())[schema.DATA_COUNTS]
 
 
 def test_a_killed_runs_lock_never_blocks_a_resume(tmp_path, setup, holder, capsys):
     out = tmp_path / "out"
     assert script.main(argv_for(tmp_path, setup, **{"--save_steps": 1})) == 0
     capsys.readouterr()
-    os.unlink(out / "distillation_summary.json")  # as if the run died before its end
+    os.unlink(out / schema.SUMMARY_FILENAME)  # as if the run died before its end
     assert checkpoints_in(str(out))
     process = holder(out)
     process.send_signal(signal.SIGKILL)  # dies holding the lock: the OS drops it
     process.wait()
-    assert f"pid {process.pid} " in (out / LOCK_FILENAME).read_text()  # a stale lock file is left
+    assert f"pid {process.pid} " in (out / schema.LOCK_FILENAME).read_text()  # a stale lock file is left
     code = script.main(argv_for(tmp_path, setup, **{"--save_steps": 1, "--resume_from_checkpoint": "latest"}))
     assert code == 0, capsys.readouterr().err
-    assert f"pid {os.getpid()} " in (out / LOCK_FILENAME).read_text()
+    assert f"pid {os.getpid()} " in (out / schema.LOCK_FILENAME).read_text()
 
 
 def test_the_lock_file_is_not_a_finished_run(tmp_path, setup):
     out = tmp_path / "out"
     out.mkdir()
-    (out / LOCK_FILENAME).write_text("pid 1 on elsewhere since long ago\n")  # a stale lock, nothing else
+    (out / schema.LOCK_FILENAME).write_text("pid 1 on elsewhere since long ago\n")  # a stale lock, nothing else
     assert script.main(argv_for(tmp_path, setup)) == 0
     prepare_output_dir(str(out), overwrite=True)  # what --overwrite_output_dir clears, after taking the lock
-    assert (out / LOCK_FILENAME).exists()
+    assert (out / schema.LOCK_FILENAME).exists()
 
 
 def test_sweep_leaves_a_busy_cell_alone_and_runs_a_stale_one(tmp_path, holder):
@@ -135,7 +135,7 @@ def test_sweep_leaves_a_busy_cell_alone_and_runs_a_stale_one(tmp_path, holder):
     results = tmp_path / "res"
     busy, stale = results / "alpha_0.1_temp_2.0_seed_42", results / "alpha_0.2_temp_2.0_seed_42"
     stale.mkdir(parents=True)
-    (stale / LOCK_FILENAME).write_text("pid 1 on elsewhere since long ago\n")
+    (stale / schema.LOCK_FILENAME).write_text("pid 1 on elsewhere since long ago\n")
     holder(busy)
     env = {**ENV, "PYTHON": sys.executable, "SCRIPT_PY": str(stub)}
     proc = subprocess.run(["bash", os.path.join(ROOT, "sweep.sh"), "alpha", "--alphas", "0.1 0.2", "--seeds", "42",
@@ -143,8 +143,8 @@ def test_sweep_leaves_a_busy_cell_alone_and_runs_a_stale_one(tmp_path, holder):
     assert proc.returncode == 1
     assert f"BUSY alpha=0.1 temp=2.0 seed=42: another run holds {busy}; left alone" in proc.stderr
     assert "1 done, 0 skipped, 1 failed of 2" in proc.stdout
-    assert sorted(path.name for path in busy.iterdir()) == [LOCK_FILENAME]  # no run.log, nothing moved
-    assert (stale / "distillation_summary.json").exists()
+    assert sorted(path.name for path in busy.iterdir()) == [schema.LOCK_FILENAME]  # no run.log, nothing moved
+    assert (stale / schema.SUMMARY_FILENAME).exists()
 
 
 class FakeContext:
@@ -179,7 +179,7 @@ def test_a_filesystem_without_locks_runs_unlocked_with_a_warning(tmp_path, monke
     monkeypatch.setattr(locking.fcntl, "flock", no_locks)
     with pytest.warns(RuntimeWarning, match="cannot lock files"):
         with OutputDirLock(str(tmp_path)) as lock:
-            assert lock.path == str(tmp_path / LOCK_FILENAME)
+            assert lock.path == str(tmp_path / schema.LOCK_FILENAME)
 
 
 def test_torchrun_into_a_held_dir_ends_in_one_line_per_rank(tmp_path, setup, holder):
@@ -193,4 +193,4 @@ def test_torchrun_into_a_held_dir_ends_in_one_line_per_rank(tmp_path, setup, hol
     refusals = re.findall(r"error: \S+ is in use by another run(?: \(pid \d+ on .+? since \S+\))?; wait for it "
                           r"to end or choose another --output_dir", proc.stderr)
     assert len(refusals) == 2, proc.stderr[-3000:]
-    assert sorted(path.name for path in out.iterdir()) == [LOCK_FILENAME]
+    assert sorted(path.name for path in out.iterdir()) == [schema.LOCK_FILENAME]

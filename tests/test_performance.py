@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from assertdistill import archive as archive_module
+from assertdistill import schema
 from assertdistill.archive import DataError, locate_inner_zip, open_jsonl_member
 from assertdistill.codec import CodecError, HexBytes, compress_logits, decode_quantized, dequantize_codes
 from assertdistill.dataset import ArchiveSpec, DistillationStream, collate
@@ -241,8 +242,8 @@ def test_compile_flag_trains_with_a_compiled_student(tmp_path, monkeypatch):
     argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--compile": True, "--num_beams": 1})
     assert script.main(argv) == 0
     assert compiled == [{"dynamic": True}]
-    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
-    assert np.isfinite(summary["training_history"][0]["train"]["loss"])
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    assert np.isfinite(summary[schema.TRAINING_HISTORY][0]["train"]["loss"])
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS is read from /proc")
@@ -395,10 +396,10 @@ def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision
                           records_as_lines([make_record(9 + i, vocab) for i in range(3)]))
     model_dir = save_tiny_model(str(tmp_path / "model"))
     assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--precision": precision})) == 0
-    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
-    assert summary["environment"]["device"].startswith("cuda")
-    assert np.isfinite(summary["training_history"][0]["train"]["loss"])
-    assert np.isfinite(summary["training_history"][0]["eval"]["avg_loss"])
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    assert summary[schema.ENVIRONMENT]["device"].startswith("cuda")
+    assert np.isfinite(summary[schema.TRAINING_HISTORY][0]["train"]["loss"])
+    assert np.isfinite(summary[schema.TRAINING_HISTORY][0]["eval"]["avg_loss"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import script
-from assertdistill import intervals, results
+from assertdistill import intervals, results, schema
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 
@@ -23,7 +23,7 @@ def script_run(tmp_path_factory):
     argv = tiny_run_flags(root, model_dir, flags, **{"--output_dir": str(out_dir), "--alpha": 0.3,
                                                      "--temperature": 1.5, "--seed": 7})
     assert script.main(argv) == 0
-    return out_dir, json.loads((out_dir / results.SUMMARY_NAME).read_text())
+    return out_dir, json.loads((out_dir / schema.SUMMARY_FILENAME).read_text())
 
 
 def test_loader_reads_what_script_writes(script_run):
@@ -31,38 +31,63 @@ def test_loader_reads_what_script_writes(script_run):
     runs, skipped = results.load_runs(out_dir.parent)
     assert skipped == [] and len(runs) == 1
     run = runs[0]
-    assert (run.path, run.alpha, run.temperature, run.seed) == (out_dir / results.SUMMARY_NAME, 0.3, 1.5, 7.0)
-    written = {key: float(value) for key, value in summary["final_evaluation_metrics"].items()
+    assert (run.path, run.alpha, run.temperature, run.seed) == (out_dir / schema.SUMMARY_FILENAME, 0.3, 1.5, 7.0)
+    written = {key: float(value) for key, value in summary[schema.FINAL_EVALUATION_METRICS].items()
                if isinstance(value, (int, float)) and not isinstance(value, bool)}
     assert written.items() <= run.metrics.items()
-    assert run.metrics["training_duration_seconds"] == summary["training_duration_seconds"]
-    assert run.metrics["num_eval_samples"] == 4
+    assert run.metrics[schema.TRAINING_DURATION_SECONDS] == summary[schema.TRAINING_DURATION_SECONDS]
+    assert run.metrics[schema.NUM_EVAL_SAMPLES] == 4
     assert {m.key for m in results.METRICS if m.required} <= set(run.metrics)
 
 
 def test_epoch_log_script_writes_gives_curves(script_run):
     out_dir, summary = script_run
-    records, problems = results.load_epoch_log(out_dir / results.EPOCH_LOG_NAME)
+    records, problems = results.load_epoch_log(out_dir / schema.METRICS_FILENAME)
     assert problems == []
     epochs, accuracy = results.epoch_series(records, "eval", "avg_accuracy_s_vs_gt_script1")
     assert epochs == [1.0]
-    assert accuracy == [summary["final_evaluation_metrics"]["avg_accuracy_s_vs_gt_script1"]]
+    assert accuracy == [summary[schema.FINAL_EVALUATION_METRICS]["avg_accuracy_s_vs_gt_script1"]]
 
 
 def test_intervals_from_the_predictions_script_writes(script_run):
     out_dir, summary = script_run
-    if not (out_dir / intervals.PREDICTIONS_NAME).exists():
+    if not (out_dir / schema.PREDICTIONS_FILENAME).exists():
         pytest.skip("this script.py writes no predictions.jsonl yet")
     runs, _ = results.load_runs(out_dir.parent)
     err = io.StringIO()
     predictions = intervals.load_all_predictions(runs, err)
-    assert err.getvalue() == "" and list(predictions) == [out_dir / results.SUMMARY_NAME]
-    scores = predictions[out_dir / results.SUMMARY_NAME]
-    assert len(scores) == summary["final_evaluation_metrics"]["num_eval_samples"] == 4
+    assert err.getvalue() == "" and list(predictions) == [out_dir / schema.SUMMARY_FILENAME]
+    scores = predictions[out_dir / schema.SUMMARY_FILENAME]
+    assert len(scores) == summary[schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 4
     for key, values in scores.scores.items():  # the column means are the summary's averages
-        assert float(np.nanmean(values)) == pytest.approx(summary["final_evaluation_metrics"][key], abs=1e-9), key
-    assert {m.key for m in intervals.BOUNDED.values() if m.key in summary["final_evaluation_metrics"]} <= set(
+        assert float(np.nanmean(values)) == pytest.approx(summary[schema.FINAL_EVALUATION_METRICS][key], abs=1e-9), key
+    assert {m.key for m in intervals.BOUNDED.values() if m.key in summary[schema.FINAL_EVALUATION_METRICS]} <= set(
         scores.scores)
     (cell,) = results.aggregate(runs)
     intervals.attach_intervals([cell], predictions)
     assert cell.intervals["avg_accuracy_s_vs_gt_script1"].method == "records"
+
+
+def test_summary_holds_every_schema_key(script_run):
+    """The real summary has the schema's keys in order, and every metric the graph loader knows of."""
+    out_dir, summary = script_run
+    assert list(summary) == list(schema.SUMMARY_KEYS)
+    for key in results.TOP_LEVEL_KEYS:  # read beside final_evaluation_metrics, not inside it
+        assert isinstance(summary[key], float), key
+    known = {m.key for m in results.METRICS} - set(results.TOP_LEVEL_KEYS)
+    assert known <= set(summary[schema.FINAL_EVALUATION_METRICS])
+    assert {name: summary[schema.ARGS][key] for name, key in results.ARG_KEYS.items()} == {
+        "alpha": 0.3, "temperature": 1.5, "seed": 7}
+
+
+def test_logs_hold_every_schema_key(script_run):
+    """metrics.jsonl entries and predictions.jsonl rows have the schema's keys, in order."""
+    out_dir, summary = script_run
+    (entry,) = summary[schema.TRAINING_HISTORY]
+    assert list(entry) == [schema.HISTORY_EPOCH, schema.HISTORY_GLOBAL_STEP, schema.HISTORY_TRAIN, schema.HISTORY_EVAL,
+                           schema.HISTORY_ELAPSED_SECONDS]
+    assert list(entry[schema.HISTORY_TRAIN]) == [schema.TRAIN_LOSS, schema.TRAIN_HARD_LOSS, schema.TRAIN_SOFT_LOSS,
+                                                 schema.TRAIN_LEARNING_RATE, schema.TRAIN_OPTIMIZER_STEPS,
+                                                 schema.TRAIN_SKIPPED_NONFINITE_STEPS]
+    rows = [json.loads(line) for line in (out_dir / schema.PREDICTIONS_FILENAME).read_text().splitlines()]
+    assert [list(row) for row in rows] == [[*schema.ROW_KEYS, *schema.RECORD_METRICS]] * 4

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import script
+from assertdistill import schema
 from assertdistill.checkpoint import checkpoints_in, resolve_checkpoint
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
@@ -75,16 +76,16 @@ def run_script(argv, kill=None) -> subprocess.CompletedProcess:
 
 
 def final_state(output_dir):
-    summary = json.loads(open(os.path.join(output_dir, "distillation_summary.json")).read())
-    metrics = dict(summary["final_evaluation_metrics"])
-    metrics.pop("avg_inference_time_per_sample_ms")
-    history = [{key: value for key, value in entry.items() if key != "elapsed_seconds"}
-               for entry in summary["training_history"]]
+    summary = json.loads(open(os.path.join(output_dir, schema.SUMMARY_FILENAME)).read())
+    metrics = dict(summary[schema.FINAL_EVALUATION_METRICS])
+    metrics.pop(schema.AVG_INFERENCE_TIME_PER_SAMPLE_MS)
+    history = [{key: value for key, value in entry.items() if key != schema.HISTORY_ELAPSED_SECONDS}
+               for entry in summary[schema.TRAINING_HISTORY]]
     for entry in history:
-        entry.get("eval", {}).pop("avg_inference_time_per_sample_ms", None)
-    weights = load_file(os.path.join(output_dir, "final_student_model", "model.safetensors"))
-    predictions = open(os.path.join(output_dir, "predictions.jsonl")).read()
-    return metrics, history, weights, predictions, summary["confidence_intervals"]
+        entry.get(schema.HISTORY_EVAL, {}).pop(schema.AVG_INFERENCE_TIME_PER_SAMPLE_MS, None)
+    weights = load_file(os.path.join(output_dir, schema.FINAL_MODEL_DIRNAME, "model.safetensors"))
+    predictions = open(os.path.join(output_dir, schema.PREDICTIONS_FILENAME)).read()
+    return metrics, history, weights, predictions, summary[schema.CONFIDENCE_INTERVALS]
 
 
 @pytest.mark.parametrize("chain", KILL_CHAINS.values(), ids=KILL_CHAINS.keys())
@@ -98,7 +99,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(setup, uninterrupted, t
         assert killed.returncode == -signal.SIGKILL
         assert not resume or f"({resumed_at})" in killed.stdout
         assert [step for step, _ in checkpoints_in(out)] == checkpoints_left
-        assert not os.path.exists(os.path.join(out, "distillation_summary.json"))
+        assert not os.path.exists(os.path.join(out, schema.SUMMARY_FILENAME))
         resume, resumed_at = ["--resume_from_checkpoint", "latest"], next_resume
 
     assert script.main(argv) == 2  # checkpoints present: never silently start over (refused before any work)
@@ -114,7 +115,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(setup, uninterrupted, t
     assert history == plain_history
     assert all(torch.allclose(weights[name], plain_weights[name]) for name in plain_weights)
     assert predictions == plain_predictions and intervals == plain_intervals
-    lines = open(os.path.join(out, "metrics.jsonl")).read().splitlines()
+    lines = open(os.path.join(out, schema.METRICS_FILENAME)).read().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 

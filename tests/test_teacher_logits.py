@@ -10,6 +10,7 @@ import torch
 
 import make_teacher_logits
 import script
+from assertdistill import schema
 from assertdistill.codec import decompress_logits
 from assertdistill.records import InputEncoder
 from assertdistill.training import student_logits_for
@@ -89,10 +90,10 @@ def test_script_reads_the_generated_archive(generated, tmp_path):
             "--batch_size", "4", "--num_beams", "1", "--student_max_src_length", "64",
             "--student_max_tgt_length", "24", "--output_dir", str(tmp_path / "out")]
     assert script.main(argv) == 0
-    summary = json.loads((tmp_path / "out" / "distillation_summary.json").read_text())
-    assert summary["final_evaluation_metrics"]["num_eval_samples"] == 3
-    assert summary["final_evaluation_metrics"]["avg_soft_loss"] > 0
-    assert summary["data_counts"]["training"]["records_used"] == 7
+    summary = json.loads((tmp_path / "out" / schema.SUMMARY_FILENAME).read_text())
+    assert summary[schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 3
+    assert summary[schema.FINAL_EVALUATION_METRICS]["avg_soft_loss"] > 0
+    assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 7
 
 
 def test_package_only_writes_records_without_teacher_outputs(generated, tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import T5ForConditionalGeneration
 
+from assertdistill import schema
 from assertdistill.codec import compress_logits
 from assertdistill.metrics import RECORD_METRICS
 from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
@@ -129,20 +130,20 @@ def tiny_run_flags(tmp_path, model_dir: str, archive_flags: dict, **overrides) -
 
 def read_predictions(output_dir) -> list[dict]:
     """The rows of output_dir/predictions.jsonl."""
-    return [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (output_dir / schema.PREDICTIONS_FILENAME).read_text().splitlines()]
 
 
 def check_predictions_match_summary(output_dir, expected_truths):
     """predictions.jsonl holds the evaluated records in file order and its column means are the summary's."""
-    summary = json.loads((output_dir / "distillation_summary.json").read_text())
-    metrics, rows = summary["final_evaluation_metrics"], read_predictions(output_dir)
+    summary = json.loads((output_dir / schema.SUMMARY_FILENAME).read_text())
+    metrics, rows = summary[schema.FINAL_EVALUATION_METRICS], read_predictions(output_dir)
     assert [row["ground_truth"] for row in rows] == expected_truths
     assert [row["index"] for row in rows] == list(range(len(rows))) == list(range(metrics["num_eval_samples"]))
     lines = [row["line_number"] for row in rows]
     assert all(earlier < later for earlier, later in zip(lines, lines[1:]))  # file order, no record twice
     for name in RECORD_METRICS:
         assert float(np.mean([row[name] for row in rows])) == metrics[f"avg_{name}"], name
-    intervals = summary["confidence_intervals"]
+    intervals = summary[schema.CONFIDENCE_INTERVALS]
     assert intervals["method"] == "percentile bootstrap over records" and intervals["resamples"] >= 1000
     assert intervals["confidence"] == 0.95
     for name in RECORD_METRICS:
