@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .dropout import dropout_masks, draw_seed
+from .errors import ModelLoadError
 
 ATTENTION_NAME = "assertdistill_chunked"
 CHOICES = ("auto", "chunked", "eager", "sdpa")
@@ -237,8 +238,6 @@ def resolve_attention(choice: str, model_type: str, device: torch.device, compil
 
 def set_attention(model, choice: str, device: torch.device, compiling: bool = False) -> str:
     """Apply --attention to a transformers model; returns the implementation in use."""
-    from .models import ModelLoadError
-
     name = resolve_attention(choice, getattr(model.config, "model_type", ""), device, compiling)
     if name is not None:
         if name == ATTENTION_NAME:

@@ -15,7 +15,7 @@ from .archive import (DEFAULT_MAX_RECORD_BYTES, MAX_HEADER_LINE_BYTES, STREAM_ER
                       InnerZipLocation, OversizeLine, is_header_line, iter_jsonl_lines, join_pieces,
                       locate_inner_zip, open_jsonl_member, prefetched)
 from .codec import CodecError, QuantizedLogits, decode_quantized
-from .loss import IGNORE_INDEX
+from .constants import IGNORE_INDEX
 from .records import DataStats, InputEncoder, RecordError, parse_record
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from .codec import dequantize_codes
+from .constants import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 FUSED_CHUNK_VALUES = 1 << 22  # logits per chunk of the fused loss (16 MB of float32): few, cache-sized ops
 
 

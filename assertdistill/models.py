@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
-
-class ModelLoadError(Exception):
-    """A model, config or tokenizer that cannot be loaded, reported as one clear line."""
+from .attention import ATTENTION_NAME, set_attention
+from .dropout import use_fast_dropout
+from .errors import ModelLoadError
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,9 +106,6 @@ def configure_training_kernels(model: torch.nn.Module, attention: str, device: t
     eager and sdpa keep transformers' kernels throughout (its dropout included), for reference runs.
     Returns a one-line description for the log.
     """
-    from .attention import ATTENTION_NAME, set_attention
-    from .dropout import use_fast_dropout
-
     used = set_attention(model, attention, device, compiling)
     fast = use_fast_dropout(model) if used == ATTENTION_NAME and device.type == "cpu" else 0
     if checkpointing:  # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias)

@@ -15,7 +15,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from assertdistill.generation import evaluate_batch
-from assertdistill.loss import IGNORE_INDEX
+from assertdistill.constants import IGNORE_INDEX
 from assertdistill.training import move_batch
 from benchmarks.thesis import thesis_losses
 

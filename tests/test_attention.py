@@ -5,7 +5,8 @@ import torch
 
 from assertdistill import attention
 from assertdistill.dropout import DropoutMasks, FastDropout, use_fast_dropout
-from assertdistill.models import ModelLoadError, configure_training_kernels
+from assertdistill.errors import ModelLoadError
+from assertdistill.models import configure_training_kernels
 from util import tiny_t5
 
 CPU = torch.device("cpu")
