@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import bz2
 import gzip
 import io
 import json
-import lzma
 import os
 import shutil
 import queue
@@ -19,10 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-try:  # ISA-L inflates DEFLATE 2-3x faster than zlib; optional, same output
-    from isal import isal_zlib as _isal_zlib
-except ImportError:  # pragma: no cover - depends on the environment
-    _isal_zlib = None
+from . import zipstream
+from .zipstream import FileWindow, MemberStream
 
 GZIP_MAGIC = b"\x1f\x8b"
 LOCAL_HEADER_SIZE = 30  # fixed part of a ZIP local file header
@@ -32,9 +28,6 @@ MAX_HEADER_LINE_BYTES = 1 << 20  # a header line is small; record lines carry MB
 DEFAULT_MAX_RECORD_BYTES = 1 << 30
 # Errors a damaged archive raises while its members are being read.
 STREAM_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, OSError)
-RAW_CHUNK_BYTES = 1 << 21  # compressed bytes read from the file at a time (2 MiB)
-OUT_CHUNK_BYTES = 1 << 23  # most bytes one inflate call may produce (few GIL hand-offs per line)
-_INFLATE_ERRORS = (zlib.error,) + ((_isal_zlib.error,) if _isal_zlib is not None else ())
 _METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
             zipfile.ZIP_LZMA: "lzma"}  # the compression methods read here, each with bounded output
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -55,49 +48,6 @@ class OversizeLine:
         return f"a line of {self.size:,} bytes, longer than --max_record_bytes {self.limit:,}"
 
 
-class _FileWindow(io.RawIOBase):
-    """A read-only, seekable view of bytes [start, start + length) of a file."""
-
-    def __init__(self, path: str, start: int, length: int):
-        super().__init__()
-        self._file = open(path, "rb")
-        self._start = start
-        self._length = length
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def readinto(self, buffer) -> int:
-        remaining = self._length - self._position
-        if remaining <= 0:
-            return 0
-        view = memoryview(buffer)[: min(len(buffer), remaining)]
-        self._file.seek(self._start + self._position)
-        count = self._file.readinto(view)
-        self._position += count
-        return count
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
 @dataclass
 class InnerZipLocation:
     """Where the bytes of the inner ZIP lie: a file path, an offset and a length."""
@@ -114,7 +64,8 @@ def _describe_members(names: list[str], limit: int = 20) -> str:
     return f"[{shown}{more}]" if names else "[nothing]"
 
 
-def _open_outer(outer_path: str) -> zipfile.ZipFile:
+def open_outer(outer_path: str) -> zipfile.ZipFile:
+    """The outer ZIP, opened; DataError (one line) when it is missing, a directory or not a readable ZIP."""
     if not os.path.exists(outer_path):
         raise DataError(f"distillation data not found: {outer_path}")
     if os.path.isdir(outer_path):
@@ -142,7 +93,7 @@ def _checked_info(archive: zipfile.ZipFile, member: str | zipfile.ZipInfo, label
     return info
 
 
-def _data_offset(window: _FileWindow, info: zipfile.ZipInfo, label: str) -> int:
+def _data_offset(window: FileWindow, info: zipfile.ZipInfo, label: str) -> int:
     """Where the member's data starts in the window, after its local header; DataError if that lies."""
     window.seek(info.header_offset)
     header = window.read(LOCAL_HEADER_SIZE)
@@ -158,13 +109,13 @@ def _data_offset(window: _FileWindow, info: zipfile.ZipInfo, label: str) -> int:
 
 def outer_member_names(outer_path: str) -> list[str]:
     """Names of the outer ZIP's members (DataError when it is missing or not a ZIP)."""
-    with _open_outer(outer_path) as outer:
+    with open_outer(outer_path) as outer:
         return outer.namelist()
 
 
 def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
     """Find the inner ZIP's bytes; stored members are read in place, compressed ones spilled once."""
-    with _open_outer(outer_path) as outer:
+    with open_outer(outer_path) as outer:
         try:
             info = _checked_info(outer, inner_zip_path, outer_path)
         except KeyError:
@@ -174,7 +125,7 @@ def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
             ) from None
         whole = InnerZipLocation(outer_path, 0, os.path.getsize(outer_path))
         if info.compress_type == zipfile.ZIP_STORED:
-            with _FileWindow(outer_path, 0, whole.length) as window:
+            with FileWindow(outer_path, 0, whole.length) as window:
                 offset = _data_offset(window, info, outer_path)
             return InnerZipLocation(outer_path, offset, info.compress_size)
         # A compressed member cannot be seeked cheaply: copy it to disk once, in constant memory.
@@ -198,180 +149,36 @@ def locate_inner_zip(outer_path: str, inner_zip_path: str) -> InnerZipLocation:
         return InnerZipLocation(spill.name, 0, info.file_size, spilled=True)
 
 
-class _LzmaZipDecompressor:
-    """ZIP's LZMA (method 14): a 4-byte header and the LZMA1 properties, then a raw LZMA1 stream."""
-
-    def __init__(self):
-        self._header = b""
-        self._lzma = None
-
-    @property
-    def eof(self) -> bool:
-        return self._lzma is not None and self._lzma.eof
-
-    @property
-    def needs_input(self) -> bool:
-        return self._lzma is None or self._lzma.needs_input
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        if self._lzma is None:
-            self._header += data
-            if len(self._header) < 4:
-                return b""
-            size = struct.unpack("<H", self._header[2:4])[0]
-            if len(self._header) < 4 + size:
-                return b""
-            properties = self._header[4 : 4 + size]
-            filters = [lzma._decode_filter_properties(lzma.FILTER_LZMA1, properties)]  # as zipfile does
-            self._lzma = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
-            data, self._header = self._header[4 + size :], b""
-        return self._lzma.decompress(data, max_length)
+def list_inner_zips(outer_path: str) -> list[str]:
+    """Names of the *.zip members of the outer ZIP, in archive order."""
+    with open_outer(outer_path) as outer:
+        names = [info.filename for info in outer.infolist() if info.filename.lower().endswith(".zip")]
+    if not names:
+        raise DataError(f"{outer_path} holds no inner *.zip member")
+    return names
 
 
-class _MemberStream(io.BufferedIOBase):
-    """The uncompressed bytes of a ZIP member (stored, deflate, bzip2, lzma), read straight from its file window.
-
-    Does what zipfile's member reader does (inflate, size and CRC-32 checks, the same exception types:
-    zlib.error, EOFError, BadZipFile), in 1 MiB reads with ISA-L when installed, and gives lines
-    without copying them through a buffer: a 33 MB record line is joined once from the inflated pieces.
-    Unlike zipfile's reader, no call inflates more than OUT_CHUNK_BYTES, whatever the method: a member
-    that inflates 1,000,000x (bzip2 does on one repeated byte) never lands in memory whole.
-    """
-
-    def __init__(self, window: _FileWindow, info: zipfile.ZipInfo, data_offset: int):
-        super().__init__()
-        self._window = window
-        self._window.seek(data_offset)
-        self._name = info.filename
-        self._raw_left = info.compress_size
-        self._size_left = info.file_size
-        self._expected_crc = info.CRC
-        self._crc = 0
-        codec = _isal_zlib or zlib
-        self._crc32 = codec.crc32
-        self._deflate = info.compress_type == zipfile.ZIP_DEFLATED
-        self._inflater = (codec.decompressobj(-15) if self._deflate
-                          else bz2.BZ2Decompressor() if info.compress_type == zipfile.ZIP_BZIP2
-                          else _LzmaZipDecompressor() if info.compress_type == zipfile.ZIP_LZMA else None)
-        self._chunk = b""  # the current uncompressed piece; bytes before _position were consumed
-        self._position = 0
-        self._ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._window.close()
-        super().close()
-
-    def _read_raw(self) -> bytes:
-        data = self._window.read(min(RAW_CHUNK_BYTES, self._raw_left))
-        if not data:
-            raise EOFError(f"{self._name}: the archive ends inside the member")
-        self._raw_left -= len(data)
-        return data
-
-    def _next_piece(self) -> bytes:
-        """The next uncompressed piece; b"" once the member has ended (after the size and CRC checks)."""
-        while not self._ended:
-            if self._inflater is None:
-                piece = self._read_raw() if self._raw_left else b""
-                self._ended = not self._raw_left
-            elif self._deflate:
-                data = self._inflater.unconsumed_tail
-                if not data and self._raw_left:
-                    data = self._read_raw()
-                try:  # with no new input, ISA-L may still hold output back from the last call
-                    piece = self._inflater.decompress(data, OUT_CHUNK_BYTES)
-                except _INFLATE_ERRORS as error:  # ISA-L has its own error type: report it as zlib does
-                    raise zlib.error(f"{self._name}: {error}") from None
-                self._ended = self._inflater.eof
-                if not piece and not data and not self._ended:
-                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
-            else:  # bzip2, lzma: input they could not yet turn into output is kept inside the decompressor
-                data = self._read_raw() if self._inflater.needs_input and self._raw_left else b""
-                try:
-                    piece = self._inflater.decompress(data, OUT_CHUNK_BYTES)
-                except (OSError, EOFError, lzma.LZMAError) as error:  # bz2 says OSError: report it as zipfile does
-                    raise zipfile.BadZipFile(f"{self._name}: {error}") from None
-                # LZMA without an end marker ends with its input; the size and CRC checks below tell
-                self._ended = self._inflater.eof or (not piece and not self._raw_left and self._inflater.needs_input)
-            if len(piece) > self._size_left:
-                raise zipfile.BadZipFile(f"{self._name}: more data than the {len(piece)} bytes declared")
-            self._size_left -= len(piece)
-            self._crc = self._crc32(piece, self._crc)
-            if self._ended and (self._size_left or self._crc != self._expected_crc):
-                raise zipfile.BadZipFile(f"Bad CRC-32 or size for file {self._name!r}")
-            if piece:
-                return piece
-        return b""
-
-    def _current(self) -> memoryview | None:
-        """Unconsumed bytes of the current piece, refilled when empty; None at the end of the member."""
-        if self._position >= len(self._chunk):
-            self._chunk, self._position = self._next_piece(), 0
-            if not self._chunk:
-                return None
-        return memoryview(self._chunk)[self._position:]
-
-    def readline(self, size: int | None = -1) -> bytes:
-        return join_pieces(self.readline_pieces(size))
-
-    def readline_pieces(self, size: int | None = -1) -> list:
-        """readline's bytes as the list of pieces (bytes or memoryviews) it would join."""
-        pieces, length, limit = [], 0, -1 if size is None or size < 0 else size
-        while limit < 0 or length < limit:
-            if self._position >= len(self._chunk) and self._current() is None:
-                break
-            end = self._chunk.find(b"\n", self._position)
-            end = len(self._chunk) if end < 0 else end + 1
-            if limit >= 0:
-                end = min(end, self._position + limit - length)
-            if self._position == 0 and end == len(self._chunk):
-                pieces.append(self._chunk)  # a whole piece: no copy
-            else:
-                pieces.append(memoryview(self._chunk)[self._position:end])
-            length += end - self._position
-            self._position = end
-            if self._chunk[end - 1 : end] == b"\n":
-                break
-        return pieces
-
-    def read(self, size: int | None = -1) -> bytes:
-        pieces, length = [], 0
-        while size is None or size < 0 or length < size:
-            view = self._current()
-            if view is None:
-                break
-            take = len(view) if size is None or size < 0 else min(len(view), size - length)
-            pieces.append(view[:take])
-            self._position += take
-            length += take
-        return b"".join(pieces)
-
-    def read1(self, size: int = -1) -> bytes:
-        view = self._current()
-        if view is None:
-            return b""
-        take = len(view) if size < 0 else min(len(view), size)
-        self._position += take
-        return bytes(view[:take])
-
-    def peek(self, size: int = 0) -> bytes:
-        view = self._current()
-        return b"" if view is None else bytes(view[: max(size, 1)])
+@contextmanager
+def inner_location(outer_path: str, inner_zip: str) -> Iterator[InnerZipLocation]:
+    """Locate an inner ZIP; remove its spilled copy (if one was made) afterwards."""
+    location = locate_inner_zip(outer_path, inner_zip)
+    try:
+        yield location
+    finally:
+        if location.spilled and os.path.exists(location.path):
+            os.unlink(location.path)
 
 
 def open_member(archive: zipfile.ZipFile, location: InnerZipLocation, member: str | zipfile.ZipInfo,
-                 label: str) -> _MemberStream:
+                 label: str) -> MemberStream:
     """A bounded stream of a member of `archive` (a ZIP at `location`); KeyError when absent, DataError if refused.
 
     A member named by its ZipInfo is taken as it is, even when other members share its name.
     """
     info = _checked_info(archive, member, label)
-    window = _FileWindow(location.path, location.offset, location.length)
+    window = FileWindow(location.path, location.offset, location.length)
     try:
-        return _MemberStream(window, info, _data_offset(window, info, label))
+        return MemberStream(window, info, _data_offset(window, info, label))
     except DataError:
         window.close()
         raise
@@ -380,7 +187,7 @@ def open_member(archive: zipfile.ZipFile, location: InnerZipLocation, member: st
 @contextmanager
 def open_inner_zip(location: InnerZipLocation, label: str) -> Iterator[zipfile.ZipFile]:
     """The inner ZIP as a ZipFile read in place (no copy into memory)."""
-    window = _FileWindow(location.path, location.offset, location.length)
+    window = FileWindow(location.path, location.offset, location.length)
     try:
         try:
             inner = zipfile.ZipFile(io.BufferedReader(window, buffer_size=1 << 20))
@@ -423,13 +230,29 @@ def open_jsonl_member(location: InnerZipLocation, jsonl_name: str, gzipped: bool
                 yield stream
 
 
+def jsonl_members(location: InnerZipLocation, label: str) -> list[tuple[str, bool]]:
+    """(name, gzipped) of every *.jsonl* member of an inner ZIP; gzip is detected by its magic bytes."""
+    members = []
+    with open_inner_zip(location, label) as inner:
+        names = [info.filename for info in inner.infolist() if not info.is_dir()]
+        for name in names:
+            if ".jsonl" not in name.lower():
+                continue
+            try:
+                with open_member(inner, location, name, label) as member:  # bounded, unlike zipfile's reader
+                    members.append((name, member.read(2) == GZIP_MAGIC))
+            except STREAM_ERRORS as error:
+                raise DataError(f"{label}/{name}: cannot read ({type(error).__name__}: {error})") from error
+    if not members:
+        raise DataError(f"{label} holds no *.jsonl member; it holds {names}")
+    return members
+
+
 def join_pieces(pieces: list | OversizeLine) -> bytes | OversizeLine:
     """The bytes of a line held as pieces (no copy when it is one whole bytes piece); an OversizeLine as is."""
     if isinstance(pieces, OversizeLine):
         return pieces
-    if len(pieces) == 1 and isinstance(pieces[0], bytes):
-        return pieces[0]
-    return b"".join(pieces)
+    return zipstream.join_pieces(pieces)
 
 
 def _is_blank(pieces: list) -> bool:
@@ -463,7 +286,7 @@ def _read_line(stream: BinaryIO, limit: int) -> list | OversizeLine:
     blank = _is_blank(pieces)
     pieces = None  # up to `limit` bytes: let them go before reading on
     while True:
-        tail = read_pieces(OUT_CHUNK_BYTES)
+        tail = read_pieces(zipstream.OUT_CHUNK_BYTES)
         length += sum(len(piece) for piece in tail)
         ended = not any(len(piece) for piece in tail)
         blank = blank and (ended or _is_blank(tail))

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, OversizeLine, _open_outer, is_header_line,
-                      iter_jsonl_lines, open_inner_zip, open_member)
+from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, OversizeLine, inner_location,
+                      is_header_line, iter_jsonl_lines, jsonl_members, open_inner_zip, open_member, open_outer)
 from .codec import CodecError, compress_logits, compress_topk, decode_quantized, hex_size
-from .inspect_data import inner_location, jsonl_members
 
 FORMATS = ("topk", "4", "8", "16", "32")  # values of --to
 _READ_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)  # a damaged input member
@@ -249,7 +248,7 @@ def convert_archive(in_path: str, out_path: str, target: Target, progress: bool 
     partial = os.path.join(work_dir, "out.zip")
     results = []
     try:
-        with _open_outer(in_path) as outer, zipfile.ZipFile(partial, "w") as outer_out:
+        with open_outer(in_path) as outer, zipfile.ZipFile(partial, "w") as outer_out:
             job = _Job(in_path, target, work_dir, progress, max_record_bytes)
             whole = InnerZipLocation(in_path, 0, os.path.getsize(in_path))
             for info in outer.infolist():

@@ -7,61 +7,18 @@ quantization step. Records are streamed one line at a time; only a bounded sampl
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from tqdm import tqdm
 
-# _open_outer: the package's outer-ZIP opener (one-line errors for a missing or unreadable file).
-from .archive import (DEFAULT_MAX_RECORD_BYTES, GZIP_MAGIC, STREAM_ERRORS, DataError, InnerZipLocation, OversizeLine,
-                      _open_outer, is_header_line, iter_jsonl_lines, locate_inner_zip, open_inner_zip, open_member)
+from .archive import (DEFAULT_MAX_RECORD_BYTES, InnerZipLocation, OversizeLine, inner_location, is_header_line,
+                      iter_jsonl_lines, jsonl_members, list_inner_zips)
 from .codec import CodecError, decode_quantized, decode_topk
 from .records import RecordError, parse_record
 
-# Errors a damaged archive raises while its members are being read.
 _MEDIAN_SAMPLE = 100_000  # values kept per distribution; medians are exact below this count
-
-
-def list_inner_zips(outer_path: str) -> list[str]:
-    """Names of the *.zip members of the outer ZIP, in archive order."""
-    with _open_outer(outer_path) as outer:
-        names = [info.filename for info in outer.infolist() if info.filename.lower().endswith(".zip")]
-    if not names:
-        raise DataError(f"{outer_path} holds no inner *.zip member")
-    return names
-
-
-@contextmanager
-def inner_location(outer_path: str, inner_zip: str) -> Iterator[InnerZipLocation]:
-    """Locate an inner ZIP; remove its spilled copy (if one was made) afterwards."""
-    location = locate_inner_zip(outer_path, inner_zip)
-    try:
-        yield location
-    finally:
-        if location.spilled and os.path.exists(location.path):
-            os.unlink(location.path)
-
-
-def jsonl_members(location: InnerZipLocation, label: str) -> list[tuple[str, bool]]:
-    """(name, gzipped) of every *.jsonl* member of an inner ZIP; gzip is detected by its magic bytes."""
-    members = []
-    with open_inner_zip(location, label) as inner:
-        names = [info.filename for info in inner.infolist() if not info.is_dir()]
-        for name in names:
-            if ".jsonl" not in name.lower():
-                continue
-            try:
-                with open_member(inner, location, name, label) as member:  # bounded, unlike zipfile's reader
-                    members.append((name, member.read(2) == GZIP_MAGIC))
-            except STREAM_ERRORS as error:
-                raise DataError(f"{label}/{name}: cannot read ({type(error).__name__}: {error})") from error
-    if not members:
-        raise DataError(f"{label} holds no *.jsonl member; it holds {names}")
-    return members
 
 
 class Distribution:

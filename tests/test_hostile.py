@@ -15,10 +15,11 @@ import pytest
 
 import compress
 import script
-from assertdistill.archive import (DataError, OversizeLine, _MemberStream, iter_jsonl_lines, join_pieces,
-                                   locate_inner_zip)
+from assertdistill.archive import DataError, OversizeLine, iter_jsonl_lines, join_pieces, locate_inner_zip
 from assertdistill import archive as archive_module
 from assertdistill import schema
+from assertdistill import zipstream
+from assertdistill.zipstream import MemberStream
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.inspect_data import inspect_archive
 from assertdistill.records import DataStats, InputEncoder
@@ -179,7 +180,7 @@ def test_a_gzipped_member_obeys_the_bound(tmp_path):
 @pytest.mark.parametrize("out_chunk_bytes", [1, 2, 1 << 20])  # the mark split over 3, 2 or 1 inflated pieces
 @pytest.mark.parametrize("joined", [True, False])
 def test_a_bom_opening_the_member_is_dropped_however_it_is_split(tmp_path, monkeypatch, out_chunk_bytes, joined):
-    monkeypatch.setattr(archive_module, "OUT_CHUNK_BYTES", out_chunk_bytes)
+    monkeypatch.setattr(zipstream, "OUT_CHUNK_BYTES", out_chunk_bytes)
     payload = jsonl([b'{"a": 1}', b"\xef\xbb\xbf{}"])  # a mark opening a later line is the record's business
     flags = nested_archive(str(tmp_path / "d.zip"), b"\xef\xbb\xbf" + payload, b"")
     location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
@@ -342,13 +343,13 @@ def test_other_compression_methods_read_the_same_records(tmp_path, method):
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA, zipfile.ZIP_DEFLATED])
 def test_no_inflate_call_returns_more_than_a_chunk(tmp_path, monkeypatch, method):
     """bzip2 turns a few kB into GBs in one call of zipfile's reader; this one hands out bounded pieces."""
-    monkeypatch.setattr(archive_module, "OUT_CHUNK_BYTES", 1 << 16)
+    monkeypatch.setattr(zipstream, "OUT_CHUNK_BYTES", 1 << 16)
     payload = b"x" * (4 << 20) + b"\n"
     flags = nested_archive(str(tmp_path / "d.zip"), payload, b"", compression=method)
     location = locate_inner_zip(str(tmp_path / "d.zip"), flags["--train_outer_zip_internal_path"])
     with archive_module.open_inner_zip(location, "d") as inner:
         stream = archive_module.open_member(inner, location, "train.jsonl", "d")
-        assert isinstance(stream, _MemberStream)
+        assert isinstance(stream, MemberStream)
         pieces = iter(stream._next_piece, b"")
         sizes = [len(piece) for piece in pieces]
     assert max(sizes) <= 1 << 16 and sum(sizes) == len(payload)
