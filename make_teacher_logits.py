@@ -18,7 +18,7 @@ import torch
 from assertdistill.archive import DataError
 from assertdistill.errors import ModelLoadError
 from assertdistill.models import load_tokenizer, pick_device, from_pretrained_local_first
-from assertdistill.records import InputEncoder
+from assertdistill.encoding import InputEncoder
 from assertdistill.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
 from assertdistill.teacher_logits import (SPLITS, SplitReport, package_nested_zip, read_assertion_dataset,
                                           sample_records, write_split_jsonl)

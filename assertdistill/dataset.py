@@ -16,7 +16,9 @@ from .archive import (DEFAULT_MAX_RECORD_BYTES, MAX_HEADER_LINE_BYTES, STREAM_ER
                       locate_inner_zip, open_jsonl_member, prefetched)
 from .codec import CodecError, QuantizedLogits, decode_quantized
 from .constants import IGNORE_INDEX
-from .records import DataStats, InputEncoder, RecordError, parse_record
+from .datastats import DataStats
+from .encoding import InputEncoder
+from .records import RecordError, parse_record
 
 
 @dataclass

@@ -25,7 +25,7 @@ class HexBytes:
     """A hex string still inside the record line's bytes: what the codec reads in place of a str.
 
     Slicing gives memoryviews that binascii decodes directly, so a 33 MB hex string is never copied
-    into a str when training reads only its first positions (records.loads_record_line(lazy_hex=True)).
+    into a str when training reads only its first positions (jsonline.loads_record_line(lazy_hex=True)).
     """
 
     __slots__ = ("view",)

@@ -22,13 +22,14 @@ from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, l
                          rng_state, save_checkpoint, set_rng_state)
 from .codec import CodecError
 from .dataset import ArchiveSpec, DistillationStream
+from .datastats import DataStats
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
+from .encoding import InputEncoder
 from .errors import ModelLoadError
 from .locking import output_dir_lock
 from .loss import DistillationLoss
 from .models import (configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device,
                      teacher_size_mb)
-from .records import DataStats, InputEncoder
 from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
                      CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING, DATA_COUNTS_VALIDATION, ENVIRONMENT,
                      EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,

@@ -20,7 +20,7 @@ from .archive import DataError
 from .codec import compress_logits, compress_topk, hex_size
 from .metrics import MetricAccumulator
 from .schema import T_VS_GT
-from .records import InputEncoder
+from .encoding import InputEncoder
 
 SPLITS = ("training", "validation")
 PROVENANCE_FIELDS = ("repo", "test_path", "focal_path", "test_class", "test_method")

@@ -25,7 +25,9 @@ from assertdistill.codec import decode_quantized
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.loss import DistillationLoss
 from assertdistill.models import configure_training_kernels
-from assertdistill.records import DataStats, InputEncoder, loads_record_line
+from assertdistill.datastats import DataStats
+from assertdistill.encoding import InputEncoder
+from assertdistill.jsonline import loads_record_line
 from assertdistill.run import make_optimizer
 from assertdistill.training import batch_losses, make_loader, move_batch
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 import compress
 from assertdistill.codec import compress_logits, decode_quantized, decompress_logits
 from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.records import DataStats, InputEncoder
+from assertdistill.datastats import DataStats
+from assertdistill.encoding import InputEncoder
 from assertdistill.storage_report import kl_per_position
 from util import make_record, records_as_lines, tiny_tokenizer, write_archive
 

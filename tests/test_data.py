@@ -13,7 +13,8 @@ from assertdistill import dataset as dataset_module
 from assertdistill.archive import DataError
 from assertdistill.codec import compress_logits, decode_quantized
 from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.records import FOCAL_PREFIX, TEST_PREFIX, DataStats, InputEncoder
+from assertdistill.datastats import DataStats
+from assertdistill.encoding import FOCAL_PREFIX, TEST_PREFIX, InputEncoder
 from util import JAVA_SNIPPETS, make_record, records_as_lines, tiny_tokenizer, write_archive
 
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from assertdistill import schema
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.loss import DistillationLoss
-from assertdistill.records import InputEncoder
+from assertdistill.encoding import InputEncoder
 from assertdistill.training import evaluate, make_loader
 from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
                   tiny_tokenizer, write_archive)

@@ -22,7 +22,8 @@ from assertdistill import zipstream
 from assertdistill.zipstream import MemberStream
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.inspect_data import inspect_archive
-from assertdistill.records import DataStats, InputEncoder
+from assertdistill.datastats import DataStats
+from assertdistill.encoding import InputEncoder
 from hostile import bomb_member, inner_zip, jsonl, nested_archive, patched, zip_with_raw_member
 from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer
 

@@ -19,7 +19,8 @@ from assertdistill.archive import DataError, locate_inner_zip, open_jsonl_member
 from assertdistill.codec import CodecError, HexBytes, compress_logits, decode_quantized, dequantize_codes
 from assertdistill.dataset import ArchiveSpec, DistillationStream, collate
 from assertdistill.loss import DistillationLoss
-from assertdistill.records import InputEncoder, loads_record_line
+from assertdistill.encoding import InputEncoder
+from assertdistill.jsonline import loads_record_line
 from assertdistill.training import batch_losses
 from benchmarks import runner, worker
 from benchmarks.data import write_bench_archive
