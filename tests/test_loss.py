@@ -1,4 +1,6 @@
-"""DistillationLoss against the thesis formula on fully padded tensors, and its limiting cases."""
+"""DistillationLoss against the thesis formula on fully padded tensors, its limiting cases, and the fused path."""
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import torch.nn.functional as F
 
 from assertdistill.codec import compress_logits
 from assertdistill.dataset import Sample, collate
-from assertdistill.codec import decode_quantized
+from assertdistill.codec import decode_quantized, dequantize_codes
 from assertdistill.training import batch_losses
 from script import DistillationLoss
 from util import tiny_t5, tiny_tokenizer
@@ -102,3 +104,79 @@ def test_trimmed_batch_loss_equals_fully_padded_thesis_loss():
         expected = thesis_loss(outputs.logits, torch.stack(full_teacher), labels, 2.0, 0.7)
     for got, want in zip((total, hard, soft), expected):
         assert torch.allclose(got, want, rtol=1e-4), (got, want)
+
+
+def reference_losses(loss_fn, logits, labels, codes, scale, zero, mask):
+    hard = loss_fn.hard_loss(logits, labels)
+    soft = torch.zeros(())
+    if codes is not None and loss_fn.alpha > 0:
+        teacher = dequantize_codes(codes, scale[:, None], zero[:, None])
+        soft = loss_fn.soft_loss_from_rows(logits[mask], teacher, mask.sum())
+    return loss_fn.combine(hard, soft), hard, soft
+
+
+@pytest.mark.parametrize("temperature, alpha, teacher_vocab, teacher", [
+    (2.0, 0.7, 40, True), (1.0, 0.0, 40, True), (0.5, 1.0, 40, True), (4.0, 0.3, 33, True), (2.0, 0.5, 40, False)])
+def test_fused_loss_matches_reference_values_and_gradients(temperature, alpha, teacher_vocab, teacher):
+    generator = torch.Generator().manual_seed(int(temperature * 10 + alpha * 100))
+    logits = torch.randn(3, 9, 40, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 40, (3, 9), generator=generator)
+    labels[0, 5:] = -100
+    labels[2, 2:] = -100
+    mask = labels != -100
+    mask[1, 6:] = False  # a teacher block shorter than the target
+    count = int(mask.sum())
+    codes = torch.randint(0, 256, (count, teacher_vocab), generator=generator, dtype=torch.uint8) if teacher else None
+    scale, zero = torch.rand(count, generator=generator) * 0.1 + 0.01, torch.rand(count, generator=generator) * 200
+    loss_fn = DistillationLoss(temperature, alpha)
+    with pytest.warns(UserWarning, match="vocabulary") if teacher and teacher_vocab != 40 and alpha else \
+            contextlib.nullcontext():
+        fused = loss_fn.fused(logits, labels, codes, scale, zero, mask)
+    expected = reference_losses(loss_fn, logits, labels, codes, scale, zero, mask)
+    for got, want in zip(fused, expected):
+        assert torch.allclose(got.double(), want.double(), rtol=1e-5, atol=1e-7)
+    assert not fused[1].requires_grad and not fused[2].requires_grad  # logged, not backpropagated
+    for scale_by in (1.0, 0.25):  # 0.25: gradient accumulation divides the loss
+        (got,) = torch.autograd.grad(fused[0] * scale_by if scale_by != 1.0 else fused[0], logits, retain_graph=True)
+        (want,) = torch.autograd.grad(expected[0] * scale_by, logits, retain_graph=True)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_fused_loss_without_gradient_keeps_no_buffer():
+    logits = torch.randn(2, 5, 30)
+    labels = torch.randint(0, 30, (2, 5))
+    with torch.no_grad():
+        total, hard, _ = DistillationLoss(2.0, 0.0).fused(logits, labels, None, None, None, None)
+    assert torch.allclose(hard, torch.nn.functional.cross_entropy(logits.reshape(-1, 30), labels.reshape(-1)))
+    assert torch.allclose(total, hard)
+
+
+def test_collate_and_batch_losses_unchanged_by_fused_path():
+    """batch_losses == the unfused formula on a collated batch (what Trainer and evaluate see)."""
+    tokenizer = tiny_tokenizer()
+    vocab = len(tokenizer)
+    rng = np.random.default_rng(1)
+    samples = []
+    from assertdistill.dataset import Sample
+
+    for index, (source, target) in enumerate([(20, 5), (9, 8)]):
+        compressed = compress_logits(rng.normal(size=(1, 12, vocab)).astype(np.float32), bits=8)
+        samples.append(Sample(list(rng.integers(5, vocab, source)), list(rng.integers(5, vocab, target)),
+                              decode_quantized(compressed, max_positions=target), "gt", "t", "['t']", index))
+    batch = collate(samples, tokenizer.pad_token_id)
+    model = tiny_t5(tokenizer).eval()
+    loss_fn = DistillationLoss(2.0, 0.7)
+    total, hard, soft = batch_losses(model, batch, loss_fn)
+    from assertdistill.training import student_logits_for
+
+    logits = student_logits_for(model, batch)
+    expected = reference_losses(loss_fn, logits, batch["labels"], batch["teacher_values"], batch["teacher_scale"],
+                                batch["teacher_zero_point"], batch["teacher_position_mask"])
+    for got, want in zip((total, hard, soft), expected):
+        assert torch.allclose(got, want, rtol=1e-5)
+    total.backward()
+    fused_gradients = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    expected[0].backward()
+    for got, want in zip(fused_gradients, (p.grad for p in model.parameters())):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
