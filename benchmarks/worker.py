@@ -29,7 +29,8 @@ from assertdistill.datastats import DataStats
 from assertdistill.encoding import InputEncoder
 from assertdistill.jsonline import loads_record_line
 from assertdistill.run import make_optimizer
-from assertdistill.training import batch_losses, make_loader, move_batch
+from assertdistill.forward import batch_losses
+from assertdistill.training import make_loader, move_batch
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import evaluate_pipeline, warm_up
 from benchmarks.measure import (make_model, matmul_flops, peak_memory_mb, peak_rss_mb, reset_peak_memory,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from assertdistill.codec import compress_logits
 from assertdistill.dataset import Sample, collate
 from assertdistill.codec import decode_quantized, dequantize_codes
-from assertdistill.training import batch_losses
+from assertdistill.forward import batch_losses
 from script import DistillationLoss
 from util import tiny_t5, tiny_tokenizer
 
@@ -167,7 +167,7 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     model = tiny_t5(tokenizer).eval()
     loss_fn = DistillationLoss(2.0, 0.7)
     total, hard, soft = batch_losses(model, batch, loss_fn)
-    from assertdistill.training import student_logits_for
+    from assertdistill.forward import student_logits_for
 
     logits = student_logits_for(model, batch)
     expected = reference_losses(loss_fn, logits, batch["labels"], batch["teacher_values"], batch["teacher_scale"],

@@ -17,7 +17,7 @@ from assertdistill.codec import decode_quantized
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.encoding import InputEncoder
 from assertdistill.loss import DistillationLoss
-from assertdistill.training import batch_losses
+from assertdistill.forward import batch_losses
 from benchmarks import runner, worker
 from benchmarks.data import write_bench_archive
 from benchmarks.thesis import ThesisDataset, thesis_loader, thesis_losses

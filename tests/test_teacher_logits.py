@@ -13,7 +13,7 @@ import script
 from assertdistill import schema
 from assertdistill.codec import decompress_logits
 from assertdistill.encoding import InputEncoder
-from assertdistill.training import student_logits_for
+from assertdistill.forward import student_logits_for
 from transformers import AutoModelForSeq2SeqLM
 from util import JAVA_SNIPPETS, save_tiny_model, tiny_tokenizer
 
