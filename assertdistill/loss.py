@@ -91,7 +91,10 @@ class DistillationLoss(torch.nn.Module):
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                 hard_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """student_logits (B, L, Vs), teacher_logits (B, Lt, Vt) or (Lt, Vt) for B == 1 or None, hard_labels (B, L)."""
+        """The thesis's API (script.DistillationLoss) and, unfused, the tests' oracle for the fused path (fused).
+
+        student_logits (B, L, Vs), teacher_logits (B, Lt, Vt) or (Lt, Vt) for B == 1 or None, hard_labels (B, L).
+        """
         hard = self.hard_loss(student_logits, hard_labels)
         soft = torch.zeros((), device=student_logits.device, dtype=hard.dtype)
         if teacher_logits is not None and self.alpha > 0:

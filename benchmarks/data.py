@@ -102,14 +102,6 @@ class BenchArchive:
         """(inner ZIP path, JSONL name) of a split."""
         return INNER_ZIP_PATH.format(split=split), JSONL_NAME.format(split=split)
 
-    def script_flags(self) -> list[str]:
-        """script.py data flags for this archive."""
-        flags = ["--distillation_data_path", self.path]
-        for split, short in (("training", "train"), ("validation", "val")):
-            inner, jsonl = self.member(split)
-            flags += [f"--{short}_outer_zip_internal_path", inner, f"--{short}_inner_zip_jsonl_filename", jsonl]
-        return flags
-
 
 def _deflate_piece(data: bytes) -> bytes:
     """Raw DEFLATE of one piece, ended by a full flush so pieces can be concatenated."""
