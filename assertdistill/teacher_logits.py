@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from .archive import DataError
 from .codec import compress_logits, compress_topk, hex_size
+from .encoding import InputEncoder
 from .metrics import MetricAccumulator
 from .schema import T_VS_GT
-from .encoding import InputEncoder
 
 SPLITS = ("training", "validation")
 PROVENANCE_FIELDS = ("repo", "test_path", "focal_path", "test_class", "test_method")

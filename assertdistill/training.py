@@ -13,11 +13,11 @@ from tqdm import tqdm
 
 from .checkpoint import set_rng_state
 from .dataset import DistillationStream
+from .datastats import DataStats
 from .forward import batch_losses
 from .generation import evaluate_batch
 from .loss import DistillationLoss
 from .metrics import average_record_metrics, record_metrics
-from .datastats import DataStats
 from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, AVG_SOFT_LOSS,
                      NUM_EVAL_SAMPLES, ROW_GROUND_TRUTH, ROW_INDEX, ROW_LINE_NUMBER, ROW_STUDENT_PREDICTION,
                      ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1, S_VS_GT_SCRIPT1, S_VS_T_CORRECTED,
