@@ -1,4 +1,4 @@
-"""One batch through the student: autocast, teacher-forced logits and the distillation losses (train and eval)."""
+"""The student's teacher-forced forward pass and one batch's distillation losses (training and evaluation)."""
 
 from __future__ import annotations
 
