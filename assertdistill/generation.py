@@ -27,6 +27,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from .attention import ATTENTION_NAME
+from .forward import autocast_context, batch_losses
 
 
 class BeamInvariantCrossCache(EncoderDecoderCache):
@@ -113,11 +114,9 @@ def evaluate_batch(model, batch: dict, loss_fn, num_beams: int, max_length: int,
                    **generate_kwargs) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, float]:
     """((total, hard, soft), generated ids (B, L), generation milliseconds per sample) of one eval batch.
 
-    The encoder runs once: the losses are training.batch_losses's on the batch and the ids model.generate's.
+    The encoder runs once: the losses are forward.batch_losses's on the batch and the ids model.generate's.
     The generation time counts the encoder, as it did when generate ran it.
     """
-    from .training import autocast_context, batch_losses  # training imports this module
-
     device = batch["input_ids"].device
     started = time.perf_counter()
     with autocast_context(device, precision):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .dataset import DistillationStream
+from .forward import batch_losses
 from .generation import evaluate_batch
 from .loss import DistillationLoss
 from .metrics import average_record_metrics, record_metrics
@@ -47,34 +48,6 @@ def move_batch(batch: dict, device: torch.device) -> dict:
     non_blocking = device.type == "cuda"
     return {key: (value.to(device, non_blocking=non_blocking) if key in TENSOR_KEYS and value is not None
                   else value) for key, value in batch.items()}
-
-
-def autocast_context(device: torch.device, precision: str):
-    """bf16/fp16 autocast on GPU; a no-op for fp32 or on CPU."""
-    if precision == "fp32" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def student_logits_for(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Teacher-forced student logits (B, L, V) on the batch's targets, without the model's own loss."""
-    plain_model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    decoder_input_ids = plain_model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])  # (B, L)
-    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    decoder_input_ids=decoder_input_ids, encoder_outputs=batch.get("encoder_outputs"), use_cache=False)
-    return outputs.logits
-
-
-def batch_losses(model: torch.nn.Module, batch: dict, loss_fn: DistillationLoss,
-                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, hard, soft) for one batch; teacher codes are dequantized only at label positions, chunk by chunk.
-
-    hard and soft are detached (for logging); total carries the gradient.
-    """
-    with autocast_context(batch["input_ids"].device, precision):
-        student_logits = student_logits_for(model, batch)  # (B, L, V)
-    return loss_fn.fused(student_logits, batch["labels"], batch["teacher_values"], batch["teacher_scale"],
-                         batch["teacher_zero_point"], batch["teacher_position_mask"])
 
 
 @dataclass

@@ -23,11 +23,12 @@ from assertdistill.archive import locate_inner_zip, open_jsonl_member
 from assertdistill.allocator import keep_freed_memory
 from assertdistill.codec import decode_quantized
 from assertdistill.dataset import ArchiveSpec, DistillationStream
+from assertdistill.forward import batch_losses
 from assertdistill.loss import DistillationLoss
 from assertdistill.models import configure_training_kernels
 from assertdistill.records import DataStats, InputEncoder, loads_record_line
 from assertdistill.run import make_optimizer
-from assertdistill.training import batch_losses, make_loader, move_batch
+from assertdistill.training import make_loader, move_batch
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import evaluate_pipeline, warm_up
 from benchmarks.measure import (make_model, matmul_flops, peak_memory_mb, peak_rss_mb, reset_peak_memory,

@@ -5,9 +5,9 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from assertdistill import attention, generation
+from assertdistill.forward import batch_losses
 from assertdistill.loss import DistillationLoss
 from assertdistill.models import configure_training_kernels
-from assertdistill.training import batch_losses
 from util import tiny_t5, tiny_tokenizer
 
 CUDA = torch.cuda.is_available()
@@ -132,7 +132,7 @@ def test_evaluate_batch_gives_batch_losses_and_generates_ids(num_beams):
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_generate_gives_model_generates_ids(precision):
-    from assertdistill.training import autocast_context
+    from assertdistill.forward import autocast_context
 
     device = torch.device("cuda")
     model = eos_prone_t5(0, num_layers=2, num_decoder_layers=2).to(device)

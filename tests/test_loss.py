@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from assertdistill.codec import compress_logits
 from assertdistill.dataset import Sample, collate
 from assertdistill.codec import decode_quantized
-from assertdistill.training import batch_losses
+from assertdistill.forward import batch_losses
 from script import DistillationLoss
 from util import tiny_t5, tiny_tokenizer
 

@@ -17,9 +17,9 @@ from assertdistill import archive as archive_module
 from assertdistill.archive import DataError, locate_inner_zip, open_jsonl_member
 from assertdistill.codec import CodecError, HexBytes, compress_logits, decode_quantized, dequantize_codes
 from assertdistill.dataset import ArchiveSpec, DistillationStream, collate
+from assertdistill.forward import batch_losses
 from assertdistill.loss import DistillationLoss
 from assertdistill.records import InputEncoder, loads_record_line
-from assertdistill.training import batch_losses
 from benchmarks import runner, worker
 from benchmarks.data import write_bench_archive
 from benchmarks.thesis import ThesisDataset, thesis_loader, thesis_losses
@@ -271,7 +271,7 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     model = tiny_t5(tokenizer).eval()
     loss_fn = DistillationLoss(2.0, 0.7)
     total, hard, soft = batch_losses(model, batch, loss_fn)
-    from assertdistill.training import student_logits_for
+    from assertdistill.forward import student_logits_for
 
     logits = student_logits_for(model, batch)
     expected = reference_losses(loss_fn, logits, batch["labels"], batch["teacher_values"], batch["teacher_scale"],

@@ -11,8 +11,8 @@ import torch
 import make_teacher_logits
 import script
 from assertdistill.codec import decompress_logits
+from assertdistill.forward import student_logits_for
 from assertdistill.records import InputEncoder
-from assertdistill.training import student_logits_for
 from transformers import AutoModelForSeq2SeqLM
 from util import JAVA_SNIPPETS, save_tiny_model, tiny_tokenizer
 
