@@ -21,7 +21,8 @@ import sys
 
 from assertdistill.archive import DEFAULT_MAX_RECORD_BYTES, DataError
 from assertdistill.cli import run_reporting_errors
-from assertdistill.codec import CodecError, compress_logits, decompress_logits  # noqa: F401  (public API)
+from assertdistill.codec import compress_logits, decompress_logits  # noqa: F401  (public API: from compress import ...)
+from assertdistill.hexframes import CodecError
 
 USER_ERRORS = (DataError, CodecError, OSError)
 

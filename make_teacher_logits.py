@@ -21,7 +21,7 @@ from assertdistill.models import load_tokenizer, pick_device, from_pretrained_lo
 from assertdistill.encoding import InputEncoder
 from assertdistill.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
 from assertdistill.teacher_logits import (SPLITS, SplitReport, package_nested_zip, read_assertion_dataset,
-                                          sample_records, write_split_jsonl)
+                                          sample_records, write_split_jsonl, TeacherOptions)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build the distillation archive; user errors become one line on stderr and exit code 2."""
     args = parse_args(argv)
+    options = TeacherOptions.from_flags(vars(args))
     try:
         device = pick_device()
         model = tokenizer = encoder = None
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 records = sample_records(list(read_assertion_dataset(path, report, args.max_assertions)), limit,
                                          args.seed, args.shuffle)
                 jsonl_paths[split] = os.path.join(work_dir, f"{split}.jsonl")
-                write_split_jsonl(records, jsonl_paths[split], model, tokenizer, encoder, args, split, report, device)
+                write_split_jsonl(records, jsonl_paths[split], model, tokenizer, encoder, options, split, report,
+                                  device)
                 reports[split] = report
             members = package_nested_zip(jsonl_paths, args.output, args.name, args.gzip)
     except (DataError, ModelLoadError, OSError) as error:

@@ -170,14 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run one distillation; user errors become one line on stderr and exit code 2."""
     args = parse_args(argv)
     from assertdistill.cli import run_reporting_errors
+    from assertdistill.config import RunConfig
     from assertdistill.layout import resolve_data_members
     from assertdistill.run import USER_ERRORS, run_distillation
 
+    config = RunConfig.from_namespace(args)
+
     def resolve_and_run() -> dict:
-        for line in resolve_data_members(args):
+        members, picked = resolve_data_members(config.distillation_data_path, config.data_members())
+        for line in picked:
             if os.environ.get("RANK", "0") == "0":  # once under torchrun
                 print(line)
-        return run_distillation(args)
+        return run_distillation(config.with_data_members(members))
 
     return run_reporting_errors(resolve_and_run, USER_ERRORS)
 

@@ -1,40 +1,31 @@
-"""Atomic training checkpoints: weights, optimizer, scheduler, RNG states and the place in the data."""
+"""Atomic training checkpoints: a run's weights, optimizer, scheduler, RNG states and place in the data."""
 
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
+import time
 
-import numpy as np
 import torch
 
+from .datastats import DataStats
+from .rng import rng_state, set_rng_state
+from .run_state import RunState
 from .schema import CHECKPOINTS_DIRNAME
+from .training import EpochCounters
 
 STATE_FILENAME = "state.pt"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# Flags that must match for a checkpoint to be resumed exactly.
+RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
+                     "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
+                     "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
+                     "num_dataloader_workers", "max_train_samples")
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be found or read, reported as one clear line."""
-
-
-def rng_state() -> dict:
-    """Python, NumPy and torch (CPU and every CUDA device) random states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what rng_state() captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def checkpoints_in(output_dir: str) -> list[tuple[int, str]]:
@@ -94,3 +85,48 @@ def load_checkpoint(path: str) -> dict:
             return torch.load(stream, map_location="cpu", weights_only=False)
     except (OSError, EOFError, RuntimeError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+
+
+def checkpoint_to_resume(spec: str, output_dir: str, flags: dict) -> tuple[str, dict]:
+    """(path, state) of the checkpoint `spec` names, refused unless made with this run's RESUME_MUST_MATCH flags."""
+    path = resolve_checkpoint(spec, output_dir)
+    checkpoint = load_checkpoint(path)
+    mismatched = [name for name in RESUME_MUST_MATCH if checkpoint["args"].get(name) != flags[name]]
+    if mismatched:
+        raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
+                              f"resume with the same flags")
+    return path, checkpoint
+
+
+def save_run_checkpoint(state: RunState, epoch: int, epoch_finished: bool) -> str:
+    """Save the run as it stands: weights, optimizer, scheduler, scaler, RNG, counters, history, flags."""
+    trainer = state.trainer
+    checkpoint = {"model": state.student.state_dict(), "optimizer": state.optimizer.state_dict(),
+                  "scheduler": state.scheduler.state_dict(), "scaler": trainer.scaler.state_dict(),
+                  "rng": rng_state(), "global_step": trainer.global_step, "epoch": epoch,
+                  "epoch_finished": epoch_finished, "counters": vars(trainer.counters).copy(),
+                  "history": state.history, "best_value": state.best_value, "final_results": state.final_results,
+                  "final_records": state.final_records,
+                  "train_data": vars(state.train_data).copy(), "eval_data": vars(state.eval_data).copy(),
+                  "elapsed_seconds": time.time() - state.started, "args": state.config.as_flags()}
+    return save_checkpoint(state.config.output_dir, checkpoint, state.config.save_total_limit)
+
+
+def restore_run_state(state: RunState, checkpoint: dict) -> None:
+    """Put a checkpoint back into the run; a mid-epoch one's RNG waits until its batches are skipped again."""
+    state.student.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.trainer.scaler.load_state_dict(checkpoint["scaler"])
+    state.trainer.global_step = checkpoint["global_step"]
+    state.history, state.best_value = checkpoint["history"], checkpoint["best_value"]
+    state.final_results = checkpoint["final_results"]
+    state.final_records = checkpoint.get("final_records", [])  # absent in checkpoints of older versions
+    state.train_data.merge(DataStats(**checkpoint["train_data"]))
+    state.eval_data.merge(DataStats(**checkpoint["eval_data"]))
+    state.start_epoch = checkpoint["epoch"]
+    if checkpoint["epoch_finished"]:
+        state.start_epoch += 1
+        set_rng_state(checkpoint["rng"])
+    else:
+        state.resume_counters, state.rng_after_skip = EpochCounters(**checkpoint["counters"]), checkpoint["rng"]

@@ -32,7 +32,6 @@ import lz4.frame
 import numpy as np
 import torch
 
-from .hexframes import CodecError, HexBytes  # noqa: F401  (public API: raised by and read by the codec)
 from .hexframes import check_array as _check_array
 from .hexframes import fail as _fail
 from .hexframes import get_key as _get

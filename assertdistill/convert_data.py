@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, InnerZipLocation, OversizeLine, inner_location,
                       is_header_line, iter_jsonl_lines, jsonl_members, open_inner_zip, open_member, open_outer)
-from .codec import CodecError, compress_logits, compress_topk, decode_quantized, hex_size
+from .hexframes import CodecError
+from .codec import compress_logits, compress_topk, decode_quantized, hex_size
 
 FORMATS = ("topk", "4", "8", "16", "32")  # values of --to
 _READ_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)  # a damaged input member

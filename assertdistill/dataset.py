@@ -14,7 +14,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .archive import (DEFAULT_MAX_RECORD_BYTES, MAX_HEADER_LINE_BYTES, STREAM_ERRORS, DataError,
                       InnerZipLocation, OversizeLine, is_header_line, iter_jsonl_lines, join_pieces,
                       locate_inner_zip, open_jsonl_member, prefetched)
-from .codec import CodecError, QuantizedLogits, decode_quantized
+from .codec import QuantizedLogits, decode_quantized
+from .hexframes import CodecError
 from .constants import IGNORE_INDEX
 from .datastats import DataStats
 from .encoding import InputEncoder

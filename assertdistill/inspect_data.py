@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from .archive import (DEFAULT_MAX_RECORD_BYTES, InnerZipLocation, OversizeLine, inner_location, is_header_line,
                       iter_jsonl_lines, jsonl_members, list_inner_zips)
-from .codec import CodecError, decode_quantized, decode_topk
+from .codec import decode_quantized, decode_topk
+from .hexframes import CodecError
 from .records import RecordError, parse_record
 
 _MEDIAN_SAMPLE = 100_000  # values kept per distribution; medians are exact below this count

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .codec import HexBytes
+from .hexframes import HexBytes
 
 LARGE_STRING_BYTES = 1 << 16  # JSON strings this long (the hex logits) are sliced out, not scanned
 _PLACEHOLDER = "\x00large string {}\x00"  # decoded form; written as \u0000 escapes, never in real data

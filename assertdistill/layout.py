@@ -8,10 +8,10 @@ lists what the archive holds and names the flag to give.
 
 from __future__ import annotations
 
-import argparse
 import os
 import posixpath
 import re
+from dataclasses import dataclass
 
 from .archive import (GZIP_MAGIC, STREAM_ERRORS, DataError, locate_inner_zip, open_inner_zip, open_member,
                       outer_member_names)
@@ -19,6 +19,15 @@ from .archive import (GZIP_MAGIC, STREAM_ERRORS, DataError, locate_inner_zip, op
 SPLIT_FLAGS = {"training": "train", "validation": "val"}
 _JSONL_NAME = re.compile(r".+\.jsonl(\.gz)?")
 _LISTED = 20  # member names shown in an error
+
+
+@dataclass(frozen=True)
+class SplitMembers:
+    """Where one split's JSONL lies in the outer ZIP: inner ZIP, JSONL member, gzip or not (None = not given)."""
+
+    inner_zip: str | None = None
+    jsonl: str | None = None
+    gzipped: bool | None = None
 
 
 def inner_zip_candidates(members: list[str], split: str) -> list[str]:
@@ -68,29 +77,28 @@ def _jsonl_member(outer_path: str, inner_zip_path: str, jsonl_name: str | None,
             os.unlink(location.path)
 
 
-def resolve_data_members(args: argparse.Namespace) -> list[str]:
-    """Set each split's inner ZIP, JSONL member and gzip flag left as None; returns one line per choice made."""
-    picked, outer_members = [], None
+def resolve_data_members(outer_path: str,
+                         given: dict[str, SplitMembers]) -> tuple[dict[str, SplitMembers], list[str]]:
+    """Each split's members, those given as None picked from the layout; and one line per choice made."""
+    picked, resolved, outer_members = [], {}, None
     for split, prefix in SPLIT_FLAGS.items():
         inner_flag, jsonl_flag, gzip_flag = (f"{prefix}_outer_zip_internal_path", f"{prefix}_inner_zip_jsonl_filename",
                                              f"{prefix}_jsonl_is_gzipped")
-        if getattr(args, inner_flag) is None:
+        inner_zip, jsonl_name, gzipped = given[split].inner_zip, given[split].jsonl, given[split].gzipped
+        if inner_zip is None:
             if outer_members is None:
-                outer_members = outer_member_names(args.distillation_data_path)
-            what = f"{split} data in {args.distillation_data_path} (<name>/distillation_data_{split}.jsonl.zip)"
-            setattr(args, inner_flag, _only(inner_zip_candidates(outer_members, split), outer_members, what,
-                                            inner_flag))
-            picked.append(f"Picked --{inner_flag} {getattr(args, inner_flag)} (the archive's only {split} inner ZIP)")
-        if getattr(args, jsonl_flag) is not None and getattr(args, gzip_flag) is not None:
-            continue
-        given = getattr(args, jsonl_flag)
-        name, start = _jsonl_member(args.distillation_data_path, getattr(args, inner_flag), given, jsonl_flag)
-        if given is None:
-            setattr(args, jsonl_flag, name)
-            picked.append(f"Picked --{jsonl_flag} {name} (the only JSONL member of {getattr(args, inner_flag)})")
-        if getattr(args, gzip_flag) is None:
-            gzipped = start == GZIP_MAGIC if start is not None else name.endswith(".gz")
-            setattr(args, gzip_flag, gzipped)
-            if gzipped:
-                picked.append(f"Detected --{gzip_flag}: {name} starts with gzip's magic bytes")
-    return picked
+                outer_members = outer_member_names(outer_path)
+            what = f"{split} data in {outer_path} (<name>/distillation_data_{split}.jsonl.zip)"
+            inner_zip = _only(inner_zip_candidates(outer_members, split), outer_members, what, inner_flag)
+            picked.append(f"Picked --{inner_flag} {inner_zip} (the archive's only {split} inner ZIP)")
+        if jsonl_name is None or gzipped is None:
+            name, start = _jsonl_member(outer_path, inner_zip, jsonl_name, jsonl_flag)
+            if jsonl_name is None:
+                jsonl_name = name
+                picked.append(f"Picked --{jsonl_flag} {name} (the only JSONL member of {inner_zip})")
+            if gzipped is None:
+                gzipped = start == GZIP_MAGIC if start is not None else name.endswith(".gz")
+                if gzipped:
+                    picked.append(f"Detected --{gzip_flag}: {name} starts with gzip's magic bytes")
+        resolved[split] = SplitMembers(inner_zip, jsonl_name, gzipped)
+    return resolved, picked

@@ -24,7 +24,6 @@ from assertdistill.schema import (ACCURACY, ARG_ALPHA, ARG_SEED, ARG_TEMPERATURE
                                   TRAINING_DURATION_SECONDS, avg, metric_key, strict_key, unaveraged)
 
 LAYOUTS = f"*.json or */{SUMMARY_FILENAME}"  # the two layouts load_runs reads, for messages
-HYPERPARAMS = ("alpha", "temperature")  # the two swept axes, in cell-key order
 ARG_KEYS = {"alpha": ARG_ALPHA, "temperature": ARG_TEMPERATURE, "seed": ARG_SEED}  # Run attribute -> args entry
 
 

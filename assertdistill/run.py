@@ -1,14 +1,13 @@
-"""One distillation run, from parsed arguments to distillation_summary.json."""
+"""One distillation run, from a RunConfig to distillation_summary.json: set-up, resume, epochs, final report."""
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import math
 import os
-import sys
-import random
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -18,19 +17,21 @@ from transformers import get_linear_schedule_with_warmup
 
 from .allocator import keep_freed_memory
 from .archive import DataError
-from .checkpoint import (CHECKPOINTS_DIRNAME, CheckpointError, checkpoints_in, load_checkpoint, resolve_checkpoint,
-                         rng_state, save_checkpoint, set_rng_state)
-from .codec import CodecError
+from .checkpoint import (CheckpointError, checkpoint_to_resume, checkpoints_in,
+                         restore_run_state, save_run_checkpoint)
+from .hexframes import CodecError
+from .config import RunConfig
 from .dataset import ArchiveSpec, DistillationStream
-from .datastats import DataStats
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
-from .encoding import InputEncoder
-from .errors import ModelLoadError
 from .locking import output_dir_lock
 from .loss import DistillationLoss
-from .models import (configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device,
-                     teacher_size_mb)
-from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
+from .datastats import DataStats
+from .encoding import InputEncoder
+from .errors import ModelLoadError
+from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
+from .rng import set_seed
+from .run_state import RunState
+from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
                      CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING, DATA_COUNTS_VALIDATION, ENVIRONMENT,
                      EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
                      HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
@@ -42,14 +43,9 @@ from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODE
                      TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE, avg, metric_key, strict_key)
 from .summary import (append_metrics_line, build_summary, confidence_intervals, environment_info, to_json_compatible,
                       write_json_atomic, write_predictions, write_text_atomic)
-from .training import EpochCounters, EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
+from .training import EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
-# Flags that must match for a checkpoint to be resumed exactly.
-RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
-                     "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
-                     "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
-                     "num_dataloader_workers", "max_train_samples")
 
 
 class OutputDirError(OSError):
@@ -61,13 +57,6 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
     """AdamW, fused on CUDA and CPU (one kernel per step instead of a dozen passes per parameter)."""
     fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=fused)
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -> None:
@@ -134,208 +123,235 @@ def _print_eval(prefix: str, results: dict) -> None:
           "corrected: its lines joined)")
 
 
-def run_distillation(args: argparse.Namespace) -> dict:
+def run_distillation(config: RunConfig) -> dict:
     """Train, evaluate each epoch, save the student and write the summary; returns the summary."""
     context = init_distributed()
     try:
-        with output_dir_lock(args.output_dir, context):  # before prepare_output_dir's checks: no two runs pass them
-            return _run(args, context)
+        with output_dir_lock(config.output_dir, context):  # before prepare_output_dir's checks: no two runs pass them
+            return _run(config, context)
     finally:
         shutdown_distributed(context)
 
 
-def _run(args: argparse.Namespace, context: DistributedContext) -> dict:
+def _run(config: RunConfig, context: DistributedContext) -> dict:
+    """The steps of one run, in order; every process runs them, only the main one reports and writes."""
     started = time.time()
     keep_freed_memory()
-    set_seed(args.seed)
-    device = pick_device()
+    set_seed(config.seed)
+    state = RunState(config, context, pick_device(), started)
+    checkpoint = prepare_run(state)
+    print(f"Device: {state.device}")
+    load_models(state)
+    open_data(state)
+    try:
+        set_up_training(state)
+        if checkpoint is not None:
+            resume(state, checkpoint)
+        for epoch in range(state.start_epoch, config.epochs):
+            entry = train_one_epoch(state, epoch)
+            if len(state.val_stream) > 0:
+                entry[HISTORY_EVAL] = evaluate_one_epoch(state, epoch)
+                keep_best_model(state)
+            log_epoch(state, entry)
+            if config.save_steps:
+                save_run(state, epoch, epoch_finished=True)
+        return final_report(state)
+    finally:
+        state.train_stream.close()
+        state.val_stream.close()
+
+
+# --- set-up -----------------------------------------------------------------------------------------------------
+
+def prepare_run(state: RunState) -> dict | None:
+    """Silence the other processes, check the output dir; the checkpoint to resume from, or None."""
+    config, context = state.config, state.context
     if not context.is_main:  # one process reports and writes; the others only compute
         os.environ["TQDM_DISABLE"] = "1"
         sys.stdout = open(os.devnull, "w")
-    resume_from = getattr(args, "resume_from_checkpoint", None)
+    resuming = config.resume_from_checkpoint is not None
     if context.is_main:
-        prepare_output_dir(args.output_dir, args.overwrite_output_dir, resuming=resume_from is not None)
+        prepare_output_dir(config.output_dir, config.overwrite_output_dir, resuming=resuming)
     context.barrier()
-    checkpoint = None
-    if resume_from is not None:
-        path = resolve_checkpoint(resume_from, args.output_dir)
-        checkpoint = load_checkpoint(path)
-        mismatched = [name for name in RESUME_MUST_MATCH
-                      if checkpoint["args"].get(name) != getattr(args, name, None)]
-        if mismatched:
-            raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
-                                  f"resume with the same flags")
-        started = time.time() - checkpoint["elapsed_seconds"]
-        state = "finished" if checkpoint["epoch_finished"] else "in progress"
-        print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1} {state}, "
-              f"global step {checkpoint['global_step']})")
-    print(f"Device: {device}")
+    if not resuming:
+        return None
+    path, checkpoint = checkpoint_to_resume(config.resume_from_checkpoint, config.output_dir, config.as_flags())
+    state.started = time.time() - checkpoint["elapsed_seconds"]
+    progress = "finished" if checkpoint["epoch_finished"] else "in progress"
+    print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1} {progress}, "
+          f"global step {checkpoint['global_step']})")
+    return checkpoint
 
-    tokenizer = load_tokenizer(args.tokenizer_name or args.student_model_name)
-    student = load_student(args.student_model_name, args.student_from_scratch).to(device)
-    student_size = model_size_mb(student)
-    teacher_size = teacher_size_mb(args.teacher_model_name)
-    print(f"Student: {args.student_model_name} ({student_size:.2f} MB, vocabulary {student.config.vocab_size})")
-    print(f"Teacher: {args.teacher_model_name} "
-          f"({f'{teacher_size:.2f} MB' if teacher_size else 'size N/A'})")
 
-    encoder = InputEncoder(tokenizer, args.student_max_src_length, args.student_max_tgt_length)
-    need_logits = args.alpha_kl_loss_weight > 0
-    stream_options = dict(encoder=encoder, need_logits=need_logits, focal_field=args.focal_content_field_name,
-                          seed=args.seed, strict=args.strict_data, rank=context.rank,
-                          require_teacher=not args.allow_records_without_teacher,
+def load_models(state: RunState) -> None:
+    """The tokenizer and the student on the device; the student's and the teacher's sizes."""
+    config = state.config
+    state.tokenizer = load_tokenizer(config.tokenizer_name or config.student_model_name)
+    state.student = load_student(config.student_model_name, config.student_from_scratch).to(state.device)
+    state.student_size = model_size_mb(state.student)
+    state.teacher_size = teacher_size_mb(config.teacher_model_name)
+    print(f"Student: {config.student_model_name} ({state.student_size:.2f} MB, "
+          f"vocabulary {state.student.config.vocab_size})")
+    print(f"Teacher: {config.teacher_model_name} "
+          f"({f'{state.teacher_size:.2f} MB' if state.teacher_size else 'size N/A'})")
+
+
+def open_data(state: RunState) -> None:
+    """The training and validation streams (this process's share of the records, in batches)."""
+    config, context = state.config, state.context
+    encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length)
+    stream_options = dict(encoder=encoder, need_logits=config.alpha_kl_loss_weight > 0,
+                          focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
+                          rank=context.rank, require_teacher=not config.allow_records_without_teacher,
                           world_size=context.world_size)
-    train_stream = DistillationStream(
-        ArchiveSpec(args.distillation_data_path, args.train_outer_zip_internal_path,
-                    args.train_inner_zip_jsonl_filename, args.train_jsonl_is_gzipped, args.max_record_bytes),
-        batch_size=args.batch_size, shuffle_buffer_size=args.shuffle_buffer_size,
-        max_records=args.max_train_samples, **stream_options)
-    val_stream = DistillationStream(
-        ArchiveSpec(args.distillation_data_path, args.val_outer_zip_internal_path,
-                    args.val_inner_zip_jsonl_filename, args.val_jsonl_is_gzipped, args.max_record_bytes),
-        batch_size=args.eval_batch_size, max_records=args.max_eval_samples, **stream_options)
-    try:
-        return _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
-                                 train_stream, val_stream, checkpoint, context)
-    finally:
-        train_stream.close()
-        val_stream.close()
+    state.train_stream = DistillationStream(
+        ArchiveSpec(config.distillation_data_path, config.train_outer_zip_internal_path,
+                    config.train_inner_zip_jsonl_filename, config.train_jsonl_is_gzipped, config.max_record_bytes),
+        batch_size=config.batch_size, shuffle_buffer_size=config.shuffle_buffer_size,
+        max_records=config.max_train_samples, **stream_options)
+    state.val_stream = DistillationStream(
+        ArchiveSpec(config.distillation_data_path, config.val_outer_zip_internal_path,
+                    config.val_inner_zip_jsonl_filename, config.val_jsonl_is_gzipped, config.max_record_bytes),
+        batch_size=config.eval_batch_size, max_records=config.max_eval_samples, **stream_options)
 
 
-def _train_and_report(args, started, device, tokenizer, student, student_size, teacher_size,
-                      train_stream: DistillationStream, val_stream: DistillationStream,
-                      checkpoint: dict | None, context: DistributedContext) -> dict:
+def set_up_training(state: RunState) -> None:
+    """Loaders, loss, optimizer, warmup schedule, kernels, DDP and the trainer."""
+    config, context, device = state.config, state.context, state.device
+    train_stream, val_stream = state.train_stream, state.val_stream
     print(f"Data: {len(train_stream)} training and {len(val_stream)} validation records")
     if len(train_stream) == 0:
         raise DataError(f"the training data {train_stream.spec.label}/{train_stream.spec.jsonl_name} holds no records")
     pin_memory = device.type == "cuda"
-    train_loader = make_loader(train_stream, args.num_dataloader_workers, pin_memory)
-    val_loader = make_loader(val_stream, args.num_dataloader_workers, pin_memory)
-
-    loss_fn = DistillationLoss(args.temperature, args.alpha_kl_loss_weight)
-    optimizer = make_optimizer(student, args.learning_rate, args.weight_decay, device)
+    state.train_loader = make_loader(train_stream, config.num_dataloader_workers, pin_memory)
+    state.val_loader = make_loader(val_stream, config.num_dataloader_workers, pin_memory)
+    state.loss_fn = DistillationLoss(config.temperature, config.alpha_kl_loss_weight)
+    state.optimizer = make_optimizer(state.student, config.learning_rate, config.weight_decay, device)
     records_per_process = math.ceil(len(train_stream) / context.world_size)
-    total_steps = steps_per_epoch(records_per_process, args.batch_size, args.gradient_accumulation_steps) * args.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_steps_ratio * total_steps), total_steps)
-    compiling = getattr(args, "compile", False)
-    kernels = configure_training_kernels(student, getattr(args, "attention", "auto"), device, compiling,
-                                         getattr(args, "gradient_checkpointing", False))
+    total_steps = steps_per_epoch(records_per_process, config.batch_size,
+                                  config.gradient_accumulation_steps) * config.epochs
+    state.scheduler = get_linear_schedule_with_warmup(state.optimizer, int(config.warmup_steps_ratio * total_steps),
+                                                      total_steps)
+    state.trainer = Trainer(training_model(state), state.loss_fn, state.optimizer, state.scheduler, device,
+                            config.gradient_accumulation_steps, config.max_grad_norm, config.precision,
+                            config.log_steps)
+    batch, accumulation = config.batch_size, config.gradient_accumulation_steps
+    print(f"Training {config.epochs} epochs, {total_steps} optimizer steps, alpha {config.alpha_kl_loss_weight}, "
+          f"T {config.temperature}, effective batch {batch * accumulation} "
+          f"({batch} x {accumulation} accumulation steps x {context.world_size} "
+          f"processes: {batch * accumulation * context.world_size} records per step)")
+
+
+def training_model(state: RunState) -> torch.nn.Module:
+    """The student with --attention's kernels, compiled with --compile and wrapped in DDP under torchrun."""
+    config, device = state.config, state.device
+    kernels = configure_training_kernels(state.student, config.attention, device, config.compile,
+                                         config.gradient_checkpointing)
     print(f"Kernels: {kernels}")
     # Only the training forward is compiled: generation and saving use the plain module.
-    train_model = torch.compile(student, dynamic=True) if compiling else student
-    if context.enabled:
-        train_model = DistributedDataParallel(train_model, device_ids=[context.local_rank]
+    train_model = torch.compile(state.student, dynamic=True) if config.compile else state.student
+    if state.context.enabled:
+        train_model = DistributedDataParallel(train_model, device_ids=[state.context.local_rank]
                                               if device.type == "cuda" else None)
-    trainer = Trainer(train_model, loss_fn, optimizer, scheduler, device, args.gradient_accumulation_steps,
-                      args.max_grad_norm, args.precision, args.log_steps)
-    print(f"Training {args.epochs} epochs, {total_steps} optimizer steps, alpha {args.alpha_kl_loss_weight}, "
-          f"T {args.temperature}, effective batch {args.batch_size * args.gradient_accumulation_steps} "
-          f"({args.batch_size} x {args.gradient_accumulation_steps} accumulation steps x {context.world_size} "
-          f"processes: {args.batch_size * args.gradient_accumulation_steps * context.world_size} records per step)")
+    return train_model
 
-    history, best_value, final_results, final_records = [], None, {}, []
-    train_data, eval_data = DataStats(), DataStats()
-    start_epoch, resume_counters, rng_after_skip = 0, None, None
-    if checkpoint is not None:
-        student.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        trainer.scaler.load_state_dict(checkpoint["scaler"])
-        trainer.global_step = checkpoint["global_step"]
-        history, best_value, final_results = checkpoint["history"], checkpoint["best_value"], checkpoint["final_results"]
-        final_records = checkpoint.get("final_records", [])  # absent in checkpoints of older versions
-        train_data.merge(DataStats(**checkpoint["train_data"]))
-        eval_data.merge(DataStats(**checkpoint["eval_data"]))
-        start_epoch = checkpoint["epoch"]
-        if checkpoint["epoch_finished"]:
-            start_epoch += 1
-            set_rng_state(checkpoint["rng"])
-        else:
-            resume_counters, rng_after_skip = EpochCounters(**checkpoint["counters"]), checkpoint["rng"]
-        # metrics.jsonl holds exactly the epochs the checkpoint knows of, even if more were appended after it.
-        write_text_atomic(os.path.join(args.output_dir, METRICS_FILENAME),
-                          "".join(json.dumps(to_json_compatible(entry)) + "\n" for entry in history))
 
-    def save_state(epoch: int, epoch_finished: bool) -> None:
-        if not context.is_main:
-            return
-        state = {"model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": trainer.scaler.state_dict(),
-                 "rng": rng_state(), "global_step": trainer.global_step, "epoch": epoch,
-                 "epoch_finished": epoch_finished, "counters": vars(trainer.counters).copy(),
-                 "history": history, "best_value": best_value, "final_results": final_results,
-                 "final_records": final_records,
-                 "train_data": vars(train_data).copy(), "eval_data": vars(eval_data).copy(),
-                 "elapsed_seconds": time.time() - started, "args": vars(args).copy()}
-        path = save_checkpoint(args.output_dir, state, args.save_total_limit)
-        print(f"  checkpoint: {path}")
+def resume(state: RunState, checkpoint: dict) -> None:
+    """Continue from a checkpoint: its model, optimizer, counters and history; metrics.jsonl cut back to match."""
+    restore_run_state(state, checkpoint)
+    # metrics.jsonl holds exactly the epochs the checkpoint knows of, even if more were appended after it.
+    write_text_atomic(os.path.join(state.config.output_dir, METRICS_FILENAME),
+                      "".join(json.dumps(to_json_compatible(entry)) + "\n" for entry in state.history))
 
-    def on_step(epoch: int):
-        def save_every_n_steps(trainer_: Trainer) -> None:
-            if args.save_steps and trainer_.global_step % args.save_steps == 0:
-                save_state(epoch, epoch_finished=False)
-        return save_every_n_steps
 
-    for epoch in range(start_epoch, args.epochs):
-        train_stream.set_epoch(epoch)
-        result = trainer.train_epoch(train_loader, len(train_stream), f"Epoch {epoch + 1}/{args.epochs}",
-                                     resume_counters, rng_after_skip, on_step(epoch))
-        resume_counters = rng_after_skip = None
-        result = merge_epoch_results(result, trainer, context)
-        print(f"Epoch {epoch + 1} train: loss {result.loss:.4f} (hard {result.hard_loss:.4f}, soft "
-              f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
-        if epoch == 0:
-            train_data = result.data
-        if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
-            raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
-                            f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
-        entry = {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: trainer.global_step,
-                 HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
-                                 TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
-                                 TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
-                                 TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
-        if len(val_stream) > 0:
-            evaluation = evaluate(student, tokenizer, val_loader, len(val_stream), loss_fn, device,
-                                  args.num_beams, args.student_max_tgt_length, args.precision,
-                                  show_example=context.is_main, gather=context.gather if context.enabled else None)
-            final_results, eval_data, final_records = evaluation.metrics, evaluation.data, evaluation.records
-            _print_eval(f"Epoch {epoch + 1} eval:", final_results)
-            print(f"  validation data: {eval_data.describe()}")
-            entry[HISTORY_EVAL] = final_results
-            value = final_results.get(args.best_model_metric)
-            if (args.save_best_model and context.is_main and value is not None
-                    and is_better(args.best_model_metric, value, best_value)):
-                best_value = value
-                print(f"  new best {args.best_model_metric} = {value:.4f}: saving {BEST_MODEL_DIRNAME}/")
-                save_model_atomic(student, tokenizer, os.path.join(args.output_dir, BEST_MODEL_DIRNAME),
-                                  {EVAL_RESULTS_BEST_FILENAME: final_results, TRAINING_ARGS_BEST_FILENAME: vars(args)})
-        entry[HISTORY_ELAPSED_SECONDS] = round(time.time() - started, 2)
-        if context.is_main:
-            append_metrics_line(args.output_dir, entry)
-        history.append(entry)
-        if args.save_steps:
-            save_state(epoch, epoch_finished=True)
+# --- one epoch: train, evaluate, keep the best model, log, checkpoint ---------------------------------------------
 
-    training_seconds = time.time() - started
+def train_one_epoch(state: RunState, epoch: int) -> dict:
+    """Train one epoch over every process's share; returns the epoch's metrics.jsonl entry (train part)."""
+    config, trainer = state.config, state.trainer
+    state.train_stream.set_epoch(epoch)
+    result = trainer.train_epoch(state.train_loader, len(state.train_stream), f"Epoch {epoch + 1}/{config.epochs}",
+                                 state.resume_counters, state.rng_after_skip,
+                                 functools.partial(_save_every_n_steps, state, epoch))
+    state.resume_counters = state.rng_after_skip = None
+    result = merge_epoch_results(result, trainer, state.context)
+    print(f"Epoch {epoch + 1} train: loss {result.loss:.4f} (hard {result.hard_loss:.4f}, soft "
+          f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
+    if epoch == 0:
+        state.train_data = result.data
+    if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
+        raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
+                        f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
+    return {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: trainer.global_step,
+            HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
+                            TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
+                            TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
+                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
+
+
+def _save_every_n_steps(state: RunState, epoch: int, trainer: Trainer) -> None:
+    """The trainer's on_step: a mid-epoch checkpoint every --save_steps optimizer steps."""
+    if state.config.save_steps and trainer.global_step % state.config.save_steps == 0:
+        save_run(state, epoch, epoch_finished=False)
+
+
+def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
+    """Evaluate the student on the validation stream (gathered over processes); returns its metrics."""
+    config, context = state.config, state.context
+    evaluation = evaluate(state.student, state.tokenizer, state.val_loader, len(state.val_stream), state.loss_fn,
+                          state.device, config.num_beams, config.student_max_tgt_length, config.precision,
+                          show_example=context.is_main, gather=context.gather if context.enabled else None)
+    state.final_results, state.eval_data, state.final_records = evaluation.metrics, evaluation.data, evaluation.records
+    _print_eval(f"Epoch {epoch + 1} eval:", state.final_results)
+    print(f"  validation data: {state.eval_data.describe()}")
+    return state.final_results
+
+
+def keep_best_model(state: RunState) -> None:
+    """With --save_best_model, save the student to best_student_model/ when this evaluation is the best yet."""
+    config = state.config
+    metric = config.best_model_metric
+    value = state.final_results.get(metric)
+    if not (config.save_best_model and state.context.is_main and value is not None
+            and is_better(metric, value, state.best_value)):
+        return
+    state.best_value = value
+    print(f"  new best {metric} = {value:.4f}: saving {BEST_MODEL_DIRNAME}/")
+    save_model_atomic(state.student, state.tokenizer, os.path.join(config.output_dir, BEST_MODEL_DIRNAME),
+                      {EVAL_RESULTS_BEST_FILENAME: state.final_results, TRAINING_ARGS_BEST_FILENAME: config.as_flags()})
+
+
+def log_epoch(state: RunState, entry: dict) -> None:
+    """Stamp the epoch's entry with the elapsed time, append it to metrics.jsonl and to the history."""
+    entry[HISTORY_ELAPSED_SECONDS] = round(time.time() - state.started, 2)
+    if state.context.is_main:
+        append_metrics_line(state.config.output_dir, entry)
+    state.history.append(entry)
+
+
+def save_run(state: RunState, epoch: int, epoch_finished: bool) -> None:
+    """Write a checkpoint of the run (main process only)."""
+    if not state.context.is_main:
+        return
+    path = save_run_checkpoint(state, epoch, epoch_finished)
+    print(f"  checkpoint: {path}")
+
+
+# --- the final report -------------------------------------------------------------------------------------------
+
+def final_report(state: RunState) -> dict:
+    """Save the final student, predictions.jsonl and distillation_summary.json; returns the summary."""
+    config, context, final_results = state.config, state.context, state.final_results
+    training_seconds = time.time() - state.started
     if not context.is_main:
         context.barrier()  # wait until the main process has written everything
         return {}
-    save_model_atomic(student, tokenizer, os.path.join(args.output_dir, FINAL_MODEL_DIRNAME),
-                      {TRAINING_ARGS_FINAL_FILENAME: vars(args)})
-    extras = {
-        TRAINING_HISTORY: history,
-        DATA_COUNTS: {DATA_COUNTS_TRAINING: train_data.as_dict(), DATA_COUNTS_VALIDATION: eval_data.as_dict(),
-                      TRAINING_RECORDS_IN_FILE: len(train_stream), VALIDATION_RECORDS_IN_FILE: len(val_stream)},
-        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
-        BEST_MODEL_METRIC_VALUE: best_value,
-        CONFIDENCE_INTERVALS: confidence_intervals(final_records, RECORD_METRICS),
-        ENVIRONMENT: environment_info(str(device)),
-    }
-    summary = build_summary(to_json_compatible(vars(args)), final_results, args.epochs, training_seconds,
-                            student_size, teacher_size, extras)
-    summary_path = os.path.join(args.output_dir, SUMMARY_FILENAME)
-    if final_results and len(final_records) == final_results[NUM_EVAL_SAMPLES]:
-        write_predictions(args.output_dir, final_records)
+    save_model_atomic(state.student, state.tokenizer, os.path.join(config.output_dir, FINAL_MODEL_DIRNAME),
+                      {TRAINING_ARGS_FINAL_FILENAME: config.as_flags()})
+    summary = run_summary(state, training_seconds)
+    summary_path = os.path.join(config.output_dir, SUMMARY_FILENAME)
+    if final_results and len(state.final_records) == final_results[NUM_EVAL_SAMPLES]:
+        write_predictions(config.output_dir, state.final_records)
     elif final_results:
         print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
@@ -347,6 +363,22 @@ def _train_and_report(args, started, device, tokenizer, student, student_size, t
     print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
     context.barrier()
     return summary
+
+
+def run_summary(state: RunState, training_seconds: float) -> dict:
+    """The thesis's summary layout, with this suite's history, data counts, intervals and environment."""
+    config, final_results = state.config, state.final_results
+    extras = {
+        TRAINING_HISTORY: state.history,
+        DATA_COUNTS: {DATA_COUNTS_TRAINING: state.train_data.as_dict(), DATA_COUNTS_VALIDATION: state.eval_data.as_dict(),
+                      TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
+        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
+        BEST_MODEL_METRIC_VALUE: state.best_value,
+        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
+        ENVIRONMENT: environment_info(str(state.device)),
+    }
+    return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,
+                         state.student_size, state.teacher_size, extras)
 
 
 def merge_epoch_results(result: EpochResult, trainer: Trainer, context: DistributedContext) -> EpochResult:

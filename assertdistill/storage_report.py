@@ -17,7 +17,8 @@ import numpy as np
 
 from .archive import (DEFAULT_MAX_RECORD_BYTES, DataError, OversizeLine, inner_location, is_header_line,
                       iter_jsonl_lines, jsonl_members, list_inner_zips)
-from .codec import CodecError, compress_logits, compress_topk, decode_quantized, decompress_logits, hex_size
+from .hexframes import CodecError
+from .codec import compress_logits, compress_topk, decode_quantized, decompress_logits, hex_size
 
 BODY_STD = 2.0  # logits: std of the gaussian body of a row
 ROW_OFFSET_STD = 1.0  # logits: std of a per-position shift of the body (widens the record's min-max range)

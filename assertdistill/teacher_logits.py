@@ -10,7 +10,7 @@ import random
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterator
 
 import torch
@@ -141,23 +141,45 @@ def teacher_outputs(model, tokenizer, encoder: InputEncoder, batch: list[dict], 
     return results
 
 
-def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder: InputEncoder, args,
-                      split: str, report: SplitReport, device: torch.device) -> None:
+@dataclass(frozen=True)
+class TeacherOptions:
+    """How make_teacher_logits.py runs the teacher and stores its logits, and its flags for the headers."""
+
+    batch_size: int  # records per teacher batch
+    num_beams: int  # beam width of the validation split's predictions
+    train_num_beams: int  # beam width of the training split's predictions
+    bits: int  # 4, 8, 16 or 32: the published format's storage bits
+    topk: int | None  # store the sparse top-k format instead of `bits`
+    pad_to_max_length: bool  # store max_tgt_length positions per record, as the thesis generator did
+    max_tgt_length: int  # tokens
+    trim_focal: bool  # store only the focal prefix that fits next to the test method
+    focal_field: str  # input field holding the focal code
+    flags: dict  # every flag of the command, copied (plain values) into each header's args
+
+    @classmethod
+    def from_flags(cls, flags: dict) -> TeacherOptions:
+        """The options among a command's {flag: value}, and the flags themselves."""
+        names = [option.name for option in fields(cls) if option.name != "flags"]
+        return cls(**{name: flags[name] for name in names}, flags=dict(flags))
+
+
+def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder: InputEncoder,
+                      options: TeacherOptions, split: str, report: SplitReport, device: torch.device) -> None:
     """Write header + one distillation record per input record to `path` (plain JSONL)."""
     body_path = path + ".body"
     truth_vs_teacher = MetricAccumulator(T_VS_GT)
     with open(body_path, "w", encoding="utf-8") as body:
         action = "Teacher on" if model is not None else "Packaging"
         progress = tqdm(total=len(records), desc=f"{action} {split}", unit="record", dynamic_ncols=True)
-        num_beams = args.train_num_beams if split == "training" else args.num_beams
-        trim_to = encoder if args.trim_focal else None
-        for start in range(0, len(records), args.batch_size):
-            batch = records[start : start + args.batch_size]
-            outputs = teacher_outputs(model, tokenizer, encoder, batch, args.bits, num_beams,
-                                      args.pad_to_max_length, device, args.topk, args.focal_field) \
+        num_beams = options.train_num_beams if split == "training" else options.num_beams
+        trim_to = encoder if options.trim_focal else None
+        for start in range(0, len(records), options.batch_size):
+            batch = records[start : start + options.batch_size]
+            outputs = teacher_outputs(model, tokenizer, encoder, batch, options.bits, num_beams,
+                                      options.pad_to_max_length, device, options.topk, options.focal_field) \
                 if model is not None else [None] * len(batch)
             for record, output in zip(batch, outputs):
-                line = _output_record(record, args.focal_field, trim_to)
+                line = _output_record(record, options.focal_field, trim_to)
                 if output is not None:
                     compressed, predicted = output
                     line["predicted_assertions"] = predicted
@@ -173,10 +195,10 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         report.teacher_metrics = truth_vs_teacher.averages()
     header = {"header": {
         "dataset_type": split, "item_count": report.written,
-        "compression": _compression_header(args, report, with_logits=model is not None),
+        "compression": _compression_header(options, report, with_logits=model is not None),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "teacher_metrics": report.teacher_metrics, "skipped": report.skipped,
-        "args": _args_header(args, with_logits=model is not None),
+        "args": _args_header(options, with_logits=model is not None),
     }}
     with open(path, "w", encoding="utf-8") as output, open(body_path, encoding="utf-8") as body:
         output.write(json.dumps(header) + "\n")
@@ -184,27 +206,27 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
     os.unlink(body_path)
 
 
-def _compression_header(args, report: SplitReport, with_logits: bool) -> dict:
+def _compression_header(options: TeacherOptions, report: SplitReport, with_logits: bool) -> dict:
     """The header's compression block: the stored format (lz4 at `bits`, or topk with k), sizes, positions."""
     if not with_logits:
         return {"format": None, "bits": None, "k": None}
-    topk = args.topk
-    return {"format": "topk" if topk else "lz4", "bits": 16 if topk else args.bits, "k": topk,
+    topk = options.topk
+    return {"format": "topk" if topk else "lz4", "bits": 16 if topk else options.bits, "k": topk,
             "format_counts": {"topk" if topk else "lz4": report.written},
-            "positions": (f"max_tgt_length ({args.max_tgt_length}), padded" if args.pad_to_max_length
+            "positions": (f"max_tgt_length ({options.max_tgt_length}), padded" if options.pad_to_max_length
                           else "the target's length"),
             "original_size_bytes": report.float32_bytes, "final_size_bytes": report.stored_bytes,
             "compression_ratio": report.float32_bytes / report.stored_bytes if report.stored_bytes else None}
 
 
-def _args_header(args, with_logits: bool) -> dict:
+def _args_header(options: TeacherOptions, with_logits: bool) -> dict:
     """The command's plain arguments; bits says what the logits are stored as (float16 values for top-k)."""
-    values = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool))}
+    values = {key: value for key, value in options.flags.items() if isinstance(value, (str, int, float, bool))}
     values.pop("topk", None)
     if not with_logits:
         values["bits"] = None
-    elif args.topk:  # as compress.py convert --to topk writes it
-        values.update({"bits": 16, "logits_format": "topk", "topk_k": args.topk})
+    elif options.topk:  # as compress.py convert --to topk writes it
+        values.update({"bits": 16, "logits_format": "topk", "topk_k": options.topk})
     return values
 
 

@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import set_rng_state
 from .dataset import DistillationStream
 from .datastats import DataStats
 from .forward import batch_losses
@@ -23,6 +22,7 @@ from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_INFERENCE_TIME_PER_SAMPLE_MS, 
                      ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1, S_VS_GT_SCRIPT1, S_VS_T_CORRECTED,
                      S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY, T_VS_GT_SCRIPT1, metric_key,
                      record_key)
+from .rng import set_rng_state
 
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
                "teacher_zero_point", "teacher_position_mask")
@@ -133,7 +133,6 @@ class Trainer:
 
     def _run_batches(self, loader, progress, data: DataStats, skip: int, rng_after_skip, on_step) -> int:
         """Train on the loader's batches; returns the micro-steps still waiting for an optimizer step."""
-        counters = self.counters
         pending_micro_steps = consecutive_nonfinite = seen = 0
         for item in loader:
             if isinstance(item, DataStats):
@@ -145,36 +144,48 @@ class Trainer:
                 if seen == skip and rng_after_skip is not None:
                     set_rng_state(rng_after_skip)
                 continue
-            counters.batches_seen += 1
-            batch = move_batch(item, self.device)
-            total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
-            progress.update(batch["input_ids"].size(0))
-            if not torch.isfinite(total):
-                counters.skipped_nonfinite += 1
+            if not self._train_on(item, progress):  # non-finite loss: the accumulated gradients were dropped
                 consecutive_nonfinite += 1
-                self.optimizer.zero_grad(set_to_none=True)
                 pending_micro_steps = 0
                 if consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
                     raise TrainingError(f"the loss was non-finite for {consecutive_nonfinite} batches in a row "
-                                        f"(last at line {batch['line_numbers'][0]}); lower the learning rate "
+                                        f"(last at line {item['line_numbers'][0]}); lower the learning rate "
                                         f"or check the teacher logits")
                 continue
             consecutive_nonfinite = 0
-            self.scaler.scale(total / self.gradient_accumulation_steps).backward()
-            for index, value in enumerate((total.item(), hard.item(), soft.item())):
-                counters.loss_sums[index] += value
-            counters.batches_trained += 1
             pending_micro_steps += 1
             if pending_micro_steps == self.gradient_accumulation_steps:
                 self._optimizer_step()
                 pending_micro_steps = 0
-                if self.global_step % max(1, self.log_steps) == 0 or counters.optimizer_steps == 1:
-                    loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / counters.batches_trained
-                    progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
-                                         hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
+                self._show_losses(progress)
                 if on_step is not None:
                     on_step(self)
         return pending_micro_steps
+
+    def _train_on(self, item: dict, progress) -> bool:
+        """Forward and backward on one batch, losses counted; False (gradients dropped) if the loss is non-finite."""
+        counters = self.counters
+        counters.batches_seen += 1
+        batch = move_batch(item, self.device)
+        total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
+        progress.update(batch["input_ids"].size(0))
+        if not torch.isfinite(total):
+            counters.skipped_nonfinite += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.scaler.scale(total / self.gradient_accumulation_steps).backward()
+        for index, value in enumerate((total.item(), hard.item(), soft.item())):
+            counters.loss_sums[index] += value
+        counters.batches_trained += 1
+        return True
+
+    def _show_losses(self, progress) -> None:
+        """The running losses and learning rate on the progress bar, every log_steps optimizer steps and the first."""
+        counters = self.counters
+        if self.global_step % max(1, self.log_steps) == 0 or counters.optimizer_steps == 1:
+            loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / counters.batches_trained
+            progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
+                                 hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
 
 
 @dataclass
@@ -204,22 +215,11 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
         if isinstance(item, DataStats):
             data.merge(item)
             continue
-        batch = move_batch(item, device)
-        (total, hard, soft), generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
-                                                                          max_target_length, precision)
-        batch_size = batch["input_ids"].size(0)
-        generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
-        rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
-                                                   batch["teacher_texts"], batch["teacher_texts_script1"])]
-        batch_results.append((batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows))
+        result, batch_size = score_batch(model, tokenizer, move_batch(item, device), loss_fn, num_beams,
+                                         max_target_length, precision)
+        batch_results.append(result)
         if show_example and len(batch_results) == 1:
-            row = rows[0]
-            progress.write(f"\nGT:      {row[ROW_GROUND_TRUTH][:200]}\n"
-                           f"Teacher: {row[ROW_TEACHER_PREDICTION][:200]}\n"
-                           f"Student: {row[ROW_STUDENT_PREDICTION][:200]}\n"
-                           f"  accuracy / similarity vs teacher {_accuracy_similarity(row, S_VS_T_SCRIPT1)} (thesis), "
-                           f"{_accuracy_similarity(row, S_VS_T_CORRECTED)} (corrected); "
-                           f"vs truth {_accuracy_similarity(row, S_VS_GT_SCRIPT1)}")
+            progress.write(example_text(result[3][0]))
         progress.update(batch_size)
     progress.close()
     if gather is not None:
@@ -229,6 +229,28 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     for index, row in enumerate(records):
         row[ROW_INDEX] = index
     return Evaluation(evaluation_metrics(batch_results), data, records)
+
+
+def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_beams: int, max_target_length: int,
+                precision: str) -> tuple[tuple, int]:
+    """((batch index, (total, hard, soft), ms per sample, [record row]), batch size) for one batch on the device."""
+    (total, hard, soft), generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
+                                                                      max_target_length, precision)
+    generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
+    rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
+                                               batch["teacher_texts"], batch["teacher_texts_script1"])]
+    entry = (batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows)
+    return entry, batch["input_ids"].size(0)
+
+
+def example_text(row: dict) -> str:
+    """The first evaluated record's texts and scores, shown once per evaluation."""
+    return (f"\nGT:      {row[ROW_GROUND_TRUTH][:200]}\n"
+            f"Teacher: {row[ROW_TEACHER_PREDICTION][:200]}\n"
+            f"Student: {row[ROW_STUDENT_PREDICTION][:200]}\n"
+            f"  accuracy / similarity vs teacher {_accuracy_similarity(row, S_VS_T_SCRIPT1)} (thesis), "
+            f"{_accuracy_similarity(row, S_VS_T_CORRECTED)} (corrected); "
+            f"vs truth {_accuracy_similarity(row, S_VS_GT_SCRIPT1)}")
 
 
 def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str) -> dict:

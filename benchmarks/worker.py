@@ -23,13 +23,13 @@ from assertdistill.archive import locate_inner_zip, open_jsonl_member
 from assertdistill.allocator import keep_freed_memory
 from assertdistill.codec import decode_quantized
 from assertdistill.dataset import ArchiveSpec, DistillationStream
+from assertdistill.forward import batch_losses
 from assertdistill.loss import DistillationLoss
 from assertdistill.models import configure_training_kernels
 from assertdistill.datastats import DataStats
 from assertdistill.encoding import InputEncoder
 from assertdistill.jsonline import loads_record_line
 from assertdistill.run import make_optimizer
-from assertdistill.forward import batch_losses
 from assertdistill.training import make_loader, move_batch
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import evaluate_pipeline, warm_up

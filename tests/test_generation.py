@@ -5,9 +5,9 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from assertdistill import attention, generation
+from assertdistill.forward import batch_losses
 from assertdistill.loss import DistillationLoss
 from assertdistill.models import configure_training_kernels
-from assertdistill.forward import batch_losses
 from util import tiny_t5, tiny_tokenizer
 
 CUDA = torch.cuda.is_available()

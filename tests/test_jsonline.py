@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from assertdistill.codec import CodecError, HexBytes, compress_logits, decode_quantized
+from assertdistill.codec import compress_logits, decode_quantized
+from assertdistill.hexframes import CodecError, HexBytes
 from assertdistill.jsonline import loads_record_line
 from util import make_record
 

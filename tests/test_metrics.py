@@ -4,7 +4,8 @@ from difflib import SequenceMatcher
 
 import pytest
 
-from assertdistill.metrics import (RECORD_METRICS, MetricAccumulator, average_record_metrics, normalize_assertion,
+from assertdistill.schema import RECORD_METRICS
+from assertdistill.metrics import (MetricAccumulator, average_record_metrics, normalize_assertion,
                                    record_metrics, split_assertions, strict_exact_match)
 from script import evaluate_assertions_script1_style
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import script
-from assertdistill.metrics import RECORD_METRICS
+from assertdistill.schema import RECORD_METRICS
 from assertdistill.summary import confidence_intervals
 from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
                   tiny_tokenizer, write_archive)

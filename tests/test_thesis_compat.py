@@ -15,9 +15,10 @@ import pytest
 from transformers import PreTrainedTokenizerBase
 
 import script
-from assertdistill.metrics import RECORD_METRICS, evaluate_assertions_script1_style
+from assertdistill.metrics import evaluate_assertions_script1_style
+from assertdistill.schema import RECORD_METRICS
 from assertdistill.records import RecordError, parse_record
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 
 # ---- oracle: transcribed from the thesis's script.py ------------------------------------------------------

@@ -15,7 +15,7 @@ from transformers import T5ForConditionalGeneration
 
 from assertdistill import schema
 from assertdistill.codec import compress_logits
-from assertdistill.metrics import RECORD_METRICS
+from assertdistill.schema import RECORD_METRICS
 from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
 
 JAVA_SNIPPETS = [
