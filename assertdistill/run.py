@@ -142,8 +142,8 @@ def _run(config: RunConfig, context: DistributedContext) -> dict:
     checkpoint = prepare_run(state)
     print(f"Device: {state.device}")
     load_models(state)
-    open_data(state)
     try:
+        open_data(state)
         set_up_training(state)
         if checkpoint is not None:
             resume(state, checkpoint)
@@ -156,9 +156,10 @@ def _run(config: RunConfig, context: DistributedContext) -> dict:
             if config.save_steps:
                 save_run(state, epoch, epoch_finished=True)
         return final_report(state)
-    finally:
-        state.train_stream.close()
-        state.val_stream.close()
+    finally:  # the streams' spilled copies of inner ZIPs go, even when the validation data failed to open
+        for stream in (state.train_stream, state.val_stream):
+            if stream is not None:
+                stream.close()
 
 
 # --- set-up -----------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from assertdistill import hexframes
+from assertdistill.hexframes import CodecError
 from assertdistill.codec import (
-    CodecError,
     QuantizedLogits,
     compress_logits,
     compress_topk,

@@ -518,3 +518,20 @@ else:
     @pytest.mark.skip(reason="hypothesis is not installed")
     def test_fuzzed_lines_are_used_or_counted_never_a_traceback():
         """Placeholder so the missing property test shows up as skipped."""
+
+
+def test_a_run_whose_validation_data_fails_leaves_no_spilled_copy(tmp_path, monkeypatch, capsys):
+    """The training inner ZIP is spilled to disk (compressed outer member); the validation JSONL is missing."""
+    from util import records_as_lines, write_archive
+
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+    vocab = len(tiny_tokenizer())
+    flags = write_archive(str(tmp_path / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(3)]),
+                          records_as_lines([make_record(9, vocab)]), inner_compression=zipfile.ZIP_DEFLATED)
+    flags["--val_inner_zip_jsonl_filename"] = "missing.jsonl"
+    model_dir = save_tiny_model(str(tmp_path / "model"))
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags)) == 2
+    assert "missing.jsonl" in one_error_line(capsys.readouterr())
+    assert list(spill_dir.iterdir()) == []
