@@ -35,20 +35,29 @@ def _restore_large_strings(entry, spans: dict[str, tuple[int, int]], view: memor
 
     With lazy_hex, a large string under the key "data" (the logits' hex) stays in the line as HexBytes.
     """
-    replaced, pending = 0, [entry]
+    replaced = 0
+    for container, key, value in _nested_items(entry):
+        if isinstance(value, str) and value in spans:
+            start, end = spans[value]
+            # str(view[a:b]) decodes in place; line[a:b] would first copy 33 MB
+            container[key] = HexBytes(view[start:end]) if lazy_hex and key == "data" else str(view[start:end], "ascii")
+            replaced += 1
+    return replaced
+
+
+def _nested_items(entry):
+    """(container, key, value) of every item of the dicts and lists in a decoded JSON value, depth first.
+
+    A container may replace the value of the item just yielded (not add or remove items).
+    """
+    pending = [entry] if isinstance(entry, (dict, list)) else []
     while pending:
         container = pending.pop()
         items = container.items() if isinstance(container, dict) else enumerate(container)
         for key, value in items:
-            if isinstance(value, str) and value in spans:
-                start, end = spans[value]
-                # str(view[a:b]) decodes in place; line[a:b] would first copy 33 MB
-                container[key] = HexBytes(view[start:end]) if lazy_hex and key == "data" \
-                    else str(view[start:end], "ascii")
-                replaced += 1
-            elif isinstance(value, (dict, list)):
+            yield container, key, value
+            if isinstance(value, (dict, list)):
                 pending.append(value)
-    return replaced
 
 
 def loads_record_line(line: bytes | str, lazy_hex: bool = False):
@@ -87,17 +96,11 @@ def loads_record_line(line: bytes | str, lazy_hex: bool = False):
 
 def first_lone_surrogate(entry) -> str | None:
     """The first lone surrogate (a "\\ud800" escape decodes to one: not text) in a string, key or value, else None."""
-    pending = [entry] if isinstance(entry, (dict, list)) else []
-    while pending:
-        container = pending.pop()
-        items = container.items() if isinstance(container, dict) else enumerate(container)
-        for key, value in items:
-            for text in (key, value):
-                if isinstance(text, str) and not text.isascii():  # isascii is O(1); hex strings are ASCII
-                    try:
-                        text.encode("utf-8")
-                    except UnicodeEncodeError as error:
-                        return text[error.start]
-            if isinstance(value, (dict, list)):
-                pending.append(value)
+    for _, key, value in _nested_items(entry):
+        for text in (key, value):
+            if isinstance(text, str) and not text.isascii():  # isascii is O(1); hex strings are ASCII
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    return text[error.start]
     return None

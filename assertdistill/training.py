@@ -215,12 +215,13 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
         if isinstance(item, DataStats):
             data.merge(item)
             continue
-        result, batch_size = score_batch(model, tokenizer, move_batch(item, device), loss_fn, num_beams,
-                                         max_target_length, precision)
+        result = score_batch(model, tokenizer, move_batch(item, device), loss_fn, num_beams, max_target_length,
+                             precision)
         batch_results.append(result)
+        rows = result[3]
         if show_example and len(batch_results) == 1:
-            progress.write(example_text(result[3][0]))
-        progress.update(batch_size)
+            progress.write(example_text(rows[0]))
+        progress.update(len(rows))
     progress.close()
     if gather is not None:
         batch_results = [entry for results in gather(batch_results) for entry in results]
@@ -232,15 +233,14 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
 
 
 def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_beams: int, max_target_length: int,
-                precision: str) -> tuple[tuple, int]:
-    """((batch index, (total, hard, soft), ms per sample, [record row]), batch size) for one batch on the device."""
+                precision: str) -> tuple:
+    """(batch index, (total, hard, soft), ms per sample, [record row]) of one batch on the device."""
     (total, hard, soft), generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
                                                                       max_target_length, precision)
     generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
     rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
                                                batch["teacher_texts"], batch["teacher_texts_script1"])]
-    entry = (batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows)
-    return entry, batch["input_ids"].size(0)
+    return batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows
 
 
 def example_text(row: dict) -> str:

@@ -15,7 +15,7 @@ from assertdistill import locking, schema
 from assertdistill.checkpoint import checkpoints_in
 from assertdistill.locking import OutputDirBusyError, OutputDirLock, output_dir_lock
 from assertdistill.run import prepare_output_dir
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import tiny_model_and_archive, tiny_run_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
@@ -43,12 +43,7 @@ sys.exit(script.main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lock")
-    model_dir = save_tiny_model(str(root / "model"))
-    vocab = len(tiny_tokenizer())
-    flags = write_archive(str(root / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(8)]),
-                          records_as_lines([make_record(50 + i, vocab) for i in range(2)]))
-    return model_dir, flags
+    return tiny_model_and_archive(tmp_path_factory.mktemp("lock"), num_train=8, num_val=2)
 
 
 def argv_for(tmp_path, setup, **overrides):

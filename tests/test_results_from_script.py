@@ -8,17 +8,14 @@ import pytest
 
 import script
 from assertdistill import intervals, results, schema
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import tiny_model_and_archive, tiny_run_flags
 
 
 @pytest.fixture(scope="module")
 def script_run(tmp_path_factory):
     """One tiny script.py run, in-process; returns (its output dir, its summary as JSON)."""
     root = tmp_path_factory.mktemp("script_run")
-    model_dir = save_tiny_model(str(root / "model"))
-    vocab = len(tiny_tokenizer())
-    flags = write_archive(str(root / "codet5.zip"), records_as_lines([make_record(i, vocab) for i in range(6)]),
-                          records_as_lines([make_record(100 + i, vocab) for i in range(4)]))
+    model_dir, flags = tiny_model_and_archive(root, num_train=6, num_val=4, val_start=100, archive_name="codet5.zip")
     out_dir = root / "sweep" / "alpha_0.3_temp_1.5_seed_7"
     argv = tiny_run_flags(root, model_dir, flags, **{"--output_dir": str(out_dir), "--alpha": 0.3,
                                                      "--temperature": 1.5, "--seed": 7})

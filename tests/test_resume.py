@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import script
 from assertdistill import schema
 from assertdistill.checkpoint import checkpoints_in, resolve_checkpoint
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import tiny_model_and_archive, tiny_run_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs script.py, but SIGKILLs itself at a given point: "step:N" once the optimizer reaches step N (after
@@ -53,10 +53,7 @@ KILL_CHAINS = {
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    model_dir = save_tiny_model(str(root / "model"))
-    vocab = len(tiny_tokenizer())
-    flags = write_archive(str(root / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(22)]),
-                          records_as_lines([make_record(50 + i, vocab) for i in range(4)]))
+    model_dir, flags = tiny_model_and_archive(root, num_train=22, num_val=4)
     return root, model_dir, flags
 
 

@@ -102,6 +102,18 @@ def write_archive(path: str, train_lines: list[str], val_lines: list[str], gzipp
     return flags
 
 
+def tiny_model_and_archive(root, num_train: int, num_val: int, val_start: int = 50,
+                           archive_name: str = "d.zip") -> tuple[str, dict]:
+    """A saved tiny model and an archive of num_train training and num_val validation records (indices from
+    val_start) under `root`; returns (model dir, script.py's data flags)."""
+    model_dir = save_tiny_model(os.path.join(str(root), "model"))
+    vocab = len(tiny_tokenizer())
+    flags = write_archive(os.path.join(str(root), archive_name),
+                          records_as_lines([make_record(i, vocab) for i in range(num_train)]),
+                          records_as_lines([make_record(val_start + i, vocab) for i in range(num_val)]))
+    return model_dir, flags
+
+
 def records_as_lines(records: list[dict]) -> list[str]:
     """JSON lines of records."""
     return [json.dumps(record) for record in records]
