@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -48,6 +48,7 @@ class Sample:
     teacher_text: str
     teacher_text_script1: str
     line_number: int
+    location: dict[str, str] = field(default_factory=dict)  # where the test is (repo, test_path, ...), the keys the record has
 
 
 COUNT_CHUNK_BYTES = 1 << 23  # inflated bytes scanned at a time when counting records
@@ -175,6 +176,7 @@ def collate(samples: list[Sample], pad_token_id: int) -> dict:
         "teacher_texts": [sample.teacher_text for sample in samples],
         "teacher_texts_script1": [sample.teacher_text_script1 for sample in samples],
         "line_numbers": [sample.line_number for sample in samples],
+        "locations": [sample.location for sample in samples],
         "teacher_values": None, "teacher_scale": None, "teacher_zero_point": None,
         "teacher_position_mask": teacher_position_mask,
     }
@@ -268,7 +270,7 @@ class DistillationStream(IterableDataset):
                 stats.notes["teacher_batch_rows_first_kept"] += 1
         input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
         return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
-                      record.teacher_text_script1, line_number)
+                      record.teacher_text_script1, line_number, record.location)
 
     def _owned_lines(self) -> Iterator[tuple[int, int, bytes]]:
         """(group, line number, raw line) of this shard's records, in file order; other lines are never joined."""

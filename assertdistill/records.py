@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .archive import OversizeLine
 from .jsonline import first_lone_surrogate, loads_record_line
+from .schema import ROW_LOCATION_KEYS
 
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
 GROUND_TRUTH_FIELDS = ("original_target", "assertions")  # first non-null wins, as in the thesis's loader
@@ -31,6 +32,7 @@ class Record:
     teacher_text: str  # the teacher's lines joined with newlines (corrected metrics, strict match, t_vs_gt)
     teacher_text_script1: str  # str() of the teacher's field, as the thesis's loader made it (*_s_vs_t_script1)
     compressed_logits: dict | None
+    location: dict[str, str] = field(default_factory=dict)  # ROW_LOCATION_KEYS the record carries as strings
 
 
 def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
@@ -134,5 +136,6 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
     focal_names = (focal_field,) + tuple(name for name in FOCAL_FALLBACK_FIELDS if name != focal_field)
     focal = _first_present(entry, focal_names)
     focal_code = focal[1] if focal and isinstance(focal[1], str) else ""
+    location = {name: entry[name] for name in ROW_LOCATION_KEYS if isinstance(entry.get(name), str)}
     return Record(focal_code, test_method, ground_truth, teacher_text, teacher_text_script1,
-                  compressed_logits if need_logits else None)
+                  compressed_logits if need_logits else None, location)

@@ -28,6 +28,7 @@ from .loss import DistillationLoss
 from .datastats import DataStats
 from .encoding import InputEncoder
 from .errors import ModelLoadError
+from .metrics import floor_static_intervals
 from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .rng import set_seed
 from .run_state import RunState
@@ -35,7 +36,7 @@ from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG
                      CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING, DATA_COUNTS_VALIDATION, ENVIRONMENT,
                      EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
                      HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
-                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, RECORD_METRICS, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T,
+                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, EVALUATION_RECORD_METRICS, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T,
                      S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY,
                      SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TEACHER_VS_GROUND_TRUTH_METRICS, TRAIN_HARD_LOSS,
                      TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
@@ -375,7 +376,8 @@ def run_summary(state: RunState, training_seconds: float) -> dict:
                       TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
         TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
         BEST_MODEL_METRIC_VALUE: state.best_value,
-        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
+        CONFIDENCE_INTERVALS: floor_static_intervals(
+            confidence_intervals(state.final_records, EVALUATION_RECORD_METRICS), state.final_records),
         ENVIRONMENT: environment_info(str(state.device)),
     }
     return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,

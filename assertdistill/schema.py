@@ -145,6 +145,12 @@ def script1_result_key(metric: str) -> str:
 RECORD_METRICS = ([record_key(metric, suffix) for suffix, _, _ in SCRIPT1_COMPARISONS for metric in SCRIPT1_AVERAGED]
                   + [strict_key(pair) for pair, _, _ in STRICT_COMPARISONS])
 
+# This suite's static scores per record (the thesis has none): does a generated block parse as Java statements?
+PARSES_AS_JAVA = "parses_as_java"
+STATIC_SCORED_TEXTS = ("student", "teacher")  # the generated texts scored (the names record_metrics gives them)
+STATIC_RECORD_METRICS = [record_key(PARSES_AS_JAVA, text) for text in STATIC_SCORED_TEXTS]
+EVALUATION_RECORD_METRICS = RECORD_METRICS + STATIC_RECORD_METRICS  # every per-record score an evaluation writes
+
 AVG_LOSS = "avg_loss"  # eval losses, averaged per batch as the thesis
 AVG_HARD_LOSS = "avg_hard_loss"
 AVG_SOFT_LOSS = "avg_soft_loss"
@@ -171,6 +177,9 @@ ROW_TEACHER_PREDICTION_SCRIPT1 = "teacher_prediction_script1"  # str() of the te
 ROW_STUDENT_PREDICTION = "student_prediction"
 ROW_KEYS = (ROW_INDEX, ROW_LINE_NUMBER, ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1,
             ROW_STUDENT_PREDICTION)
+# Where the record's test is, copied (after line_number) from the records that carry them (make_dataset.py writes all).
+ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD, ROW_FOCAL_PATH = "repo", "test_path", "test_method", "focal_path"
+ROW_LOCATION_KEYS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD, ROW_FOCAL_PATH)
 
 # ---- One entry of metrics.jsonl and of the summary's training_history ----
 HISTORY_EPOCH = "epoch"  # 1-based

@@ -239,7 +239,8 @@ def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_be
                                                                       max_target_length, precision)
     generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
     rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
-                                               batch["teacher_texts"], batch["teacher_texts_script1"])]
+                                               batch["teacher_texts"], batch["teacher_texts_script1"],
+                                               batch["locations"])]
     return batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows
 
 
@@ -253,9 +254,11 @@ def example_text(row: dict) -> str:
             f"vs truth {_accuracy_similarity(row, S_VS_GT_SCRIPT1)}")
 
 
-def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str) -> dict:
+def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str,
+               location: dict | None = None) -> dict:
     """One evaluated record: where it is, its texts and its per-record metrics (index is set later)."""
-    return {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, ROW_GROUND_TRUTH: truth, ROW_TEACHER_PREDICTION: teacher,
+    return {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, **(location or {}), ROW_GROUND_TRUTH: truth,
+            ROW_TEACHER_PREDICTION: teacher,
             ROW_TEACHER_PREDICTION_SCRIPT1: teacher_script1, ROW_STUDENT_PREDICTION: student,
             **record_metrics(student, truth, teacher, teacher_script1)}
 
