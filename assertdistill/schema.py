@@ -193,3 +193,45 @@ TRAIN_SOFT_LOSS = "soft_loss"
 TRAIN_LEARNING_RATE = "learning_rate"  # at the epoch's end
 TRAIN_OPTIMIZER_STEPS = "optimizer_steps"
 TRAIN_SKIPPED_NONFINITE_STEPS = "skipped_nonfinite_steps"
+
+# ---- evaluate_execution.py: its output files, one row of execution.jsonl, the keys of execution_summary.json ----
+EXECUTION_FILENAME = "execution.jsonl"  # one ROW per record and candidate
+EXECUTION_SUMMARY_FILENAME = "execution_summary.json"
+EXECUTION_FIGURE_STEM = "execution"  # execution.<fmt>: compile / pass rate and mutation score per candidate
+EXECUTION_CANDIDATES = (ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_STUDENT_PREDICTION)  # predictions.jsonl's texts
+EXEC_CANDIDATE = "candidate"  # which text: one of EXECUTION_CANDIDATES
+EXEC_TEXT = "text"
+EXEC_STATUS = "status"  # STATUS_*
+STATUS_COUNTED, STATUS_ENVIRONMENT, STATUS_BAD_INPUT = "counted", "environment", "bad_input"
+EXEC_REASON = "reason"  # why a record is not counted (environment or bad input); None when counted
+EXEC_COMPILED = "compiled"  # bool; None when not tried
+EXEC_PASSED = "passed"
+EXEC_OUTCOME = "outcome"  # compiled: passed / assertion_failed / other_exception / system_exit / timeout / ...
+EXEC_DETAIL = "detail"  # the first compiler error or the failure's exception, clipped
+EXEC_MUTANTS = "mutants"  # compiled mutants of the focal class the candidate ran against (None without --mutants)
+EXEC_KILLED = "killed"  # how many of them made the passing candidate's test fail
+EXEC_KILLED_MUTANTS = "killed_mutants"  # their numbers in LittleDarwin's order
+EXEC_SECONDS = "seconds"  # wall time of the candidate's compile and runs
+
+SUM_RECORDS = "records"
+SUM_TRIED, SUM_EXECUTABLE, SUM_NOT_COUNTED_BY_REASON = "tried", "executable", "not_counted_by_reason"
+SUM_CANDIDATES = "candidates"
+SUM_COMPILE_RATE, SUM_PASS_RATE, SUM_MUTATION_SCORE = "compile_rate", "pass_rate", "mutation_score"
+SUM_GROUND_TRUTH_MUTATION_SCORE = "ground_truth_mutation_score"  # over the same records as the candidate's score
+SUM_OUTCOMES = "outcomes"  # outcome -> count over executable records
+SUM_VALUE, SUM_INTERVAL, SUM_COUNT = "value", "interval", "count"  # a rate's mean, 95% interval, records behind it
+SUM_PAIRED = "paired"  # "<candidate>_vs_<candidate>": the paired comparisons
+SUM_PASS_MCNEMAR_P, SUM_ONLY_FIRST_PASSES, SUM_ONLY_SECOND_PASSES = (
+    "pass_mcnemar_p", "only_first_passes", "only_second_passes")
+SUM_MUTATION_DIFFERENCE, SUM_MUTATION_DIFFERENCE_INTERVAL, SUM_MUTATION_P = (
+    "mutation_score_difference", "mutation_score_difference_interval", "mutation_score_p_value")
+SUM_MUTATION = "mutation"  # what --mutants made
+SUM_FOCAL_FILES, SUM_GENERATED, SUM_COMPILED_MUTANTS, SUM_NOT_COMPILING = (
+    "focal_files", "generated", "compiled", "not_compiling")
+SUM_PROJECTS = "projects"  # repo -> {PROJECT_* below}
+PROJECT_RECORDS, PROJECT_MAIN_LEFT_OUT, PROJECT_TESTS_NOT_COMPILING = (
+    "records", "main_files_left_out", "test_files_not_compiling")  # main sources without classes; records' test files
+PROJECT_BUILD_SECONDS, PROJECT_SECONDS, PROJECT_JVM_STARTS = "build_seconds", "seconds", "jvm_starts"
+SUM_SETTINGS = "settings"
+SUM_SECONDS = "seconds"
+SUM_INTERVAL_METHOD = "interval_method"
