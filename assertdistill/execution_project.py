@@ -5,12 +5,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .execution_jvm import COMPILED, DEBIAN_JAVA_DIR, Jvm, junit_jars
+from .execution_jvm import COMPILED, DEBIAN_JAVA_DIR, Jvm, find_java_tools, junit_jars
 
-JAVAC_OPTIONS = ("-nowarn", "-encoding", "UTF-8", "-proc:none", "-g", "-Xmaxerrs", "100000", "-XDsuppressNotes",
+JAVAC_OPTIONS = ("-nowarn", "-proc:none", "-g", "-Xmaxerrs", "100000", "-XDsuppressNotes",
                  "-implicit:class")
 MAX_BUILD_ROUNDS = 6  # compile, drop the files with errors, compile again (files that needed them fail next)
 _ERROR_FILE = re.compile(r"^(.+?\.java):\d+: error:", flags=re.MULTILINE)
@@ -34,10 +35,16 @@ class Layout:
     jars: list[str] = field(default_factory=list)  # file names in /usr/share/java, or absolute paths
     exclude: list[str] = field(default_factory=list)  # globs (relative paths) of sources never compiled
     release: str | None = None  # javac --release (None: the JDK's own)
+    encoding: str = "UTF-8"  # of the sources
+    prepare: list[list[str]] = field(default_factory=list)  # after the main build: `java -cp MAIN:JARS <args>`
+    # ({main} in an argument is the main classes directory), run in the project root, e.g. a data compiler
 
 
 def load_layouts(path: str | None) -> dict[str, Layout]:
-    """repo -> Layout from a JSON file ({repo: {main, test, resources, jars, exclude, release}}); {} without one."""
+    """repo -> Layout from a JSON file ({repo: {main, test, resources, jars, ...}}); {} without one.
+
+    "{projects}" in a source or resource directory is the JSON file's own directory (for sources kept beside it).
+    """
     if path is None:
         return {}
     try:
@@ -51,9 +58,13 @@ def load_layouts(path: str | None) -> dict[str, Layout]:
         if repo.startswith("_"):
             continue  # comments
         try:
-            layouts[repo] = Layout(**entry)
+            layout = Layout(**entry)
         except TypeError as error:
             raise ProjectError("bad_projects_file", f"{path}: {repo}: {error}") from error
+        here = str(Path(path).resolve().parent)
+        for name in ("main", "test", "resources"):
+            setattr(layout, name, [d.replace("{projects}", here) for d in getattr(layout, name)])
+        layouts[repo] = layout
     return layouts
 
 
@@ -80,6 +91,11 @@ class Project:
         self.test_errors: dict[str, str] = {}  # test file (relative) -> why it did not compile
         self.built_tests: set[str] = set()
 
+    def _relative(self, path: Path) -> str:
+        """A source's path relative to the project root, or absolute when it lies outside (e.g. stubs)."""
+        resolved, root = path.resolve(), self.root.resolve()
+        return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+
     def _excluded(self, relative: str) -> bool:
         return relative.endswith("module-info.java") or any(fnmatch.fnmatch(relative, p) for p in self.layout.exclude)
 
@@ -92,7 +108,8 @@ class Project:
         return [self.test_classes, self.main_classes, *self.resource_dirs()]
 
     def _options(self, class_path: list[str], out_dir: Path, source_path: list[Path] | None = None) -> list[str]:
-        options = [*JAVAC_OPTIONS, "-d", str(out_dir), "-cp", ":".join([*class_path, *junit_jars()])]
+        options = [*JAVAC_OPTIONS, "-encoding", self.layout.encoding, "-d", str(out_dir),
+                   "-cp", ":".join([*class_path, *junit_jars()])]
         if self.layout.release:
             options += ["--release", self.layout.release]
         if source_path:
@@ -111,8 +128,7 @@ class Project:
             reply = jvm.compile([*options, *(str(self.root / f) for f in remaining)])
             if reply.outcome == COMPILED:
                 return remaining, dropped
-            bad = {str(Path(p).resolve().relative_to(self.root.resolve())) for p in _ERROR_FILE.findall(reply.detail)
-                   if Path(p).resolve().is_relative_to(self.root.resolve())}
+            bad = {self._relative(Path(p)) for p in _ERROR_FILE.findall(reply.detail)}
             bad_listed = [f for f in remaining if f in bad]
             if not bad_listed:  # errors only in sources pulled in from the source path, or none named
                 dropped.update({f: reply.detail[:500] for f in remaining})
@@ -127,7 +143,7 @@ class Project:
         """Compile every main source once (those that do not compile are left out and counted)."""
         if (self.main_classes / ".built").is_file():
             return
-        files = sorted(str(p.relative_to(self.root)) for d in self.layout.main for p in (self.root / d).rglob("*.java"))
+        files = sorted(self._relative(p) for d in self.layout.main for p in (self.root / d).rglob("*.java"))
         files = [f for f in files if not self._excluded(f)]
         if not files:
             raise ProjectError("no_main_sources", f"no .java file under {self.layout.main} in {self.root}")
@@ -136,7 +152,21 @@ class Project:
         if not compiled:
             raise ProjectError("main_does_not_compile", next(iter(dropped.values()), "no file compiled"))
         self.dropped_main = sorted(dropped)
+        self._prepare()
         (self.main_classes / ".built").write_text("\n".join(self.dropped_main), encoding="utf-8")
+
+    def _prepare(self) -> None:
+        """Run the layout's prepare commands; ProjectError(prepare_failed) when one fails."""
+        java, _ = find_java_tools()
+        class_path = ":".join([str(self.main_classes), *self.jars])
+        for arguments in self.layout.prepare:
+            command = [java, "-cp", class_path, *(a.replace("{main}", str(self.main_classes)) for a in arguments)]
+            try:
+                done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=600)
+            except (OSError, subprocess.TimeoutExpired) as error:
+                raise ProjectError("prepare_failed", f"{' '.join(arguments[:2])}: {error}") from error
+            if done.returncode != 0:
+                raise ProjectError("prepare_failed", f"{' '.join(arguments[:2])}: {done.stderr.strip()[-300:]}")
 
     def build_tests(self, jvm: Jvm, test_files: list[str]) -> None:
         """Compile the given test files (and test sources they use) once; errors kept per file."""

@@ -45,7 +45,7 @@ class MaskedTest:
             statements = [candidate or ""]
         pieces = self.masked_method.split(PLACEHOLDER)
         slots = len(pieces) - 1
-        filled = statements[:slots - 1] + ["\n".join(statements[slots - 1:])] if slots else []
+        filled = statements if len(statements) <= slots else statements[:slots - 1] + ["\n".join(statements[slots - 1:])]
         method = pieces[0]
         for index, piece in enumerate(pieces[1:]):
             method += (filled[index] if index < len(filled) else PLACEHOLDER) + piece
