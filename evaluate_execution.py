@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 from assertdistill.execution import Settings, evaluate_records, in_order, read_rows, write_rows
+from assertdistill.execution_figure import save_execution_figure
 from assertdistill.execution_jvm import JavaUnavailable
 from assertdistill.execution_mutants import MutationUnavailable
 from assertdistill.execution_project import ProjectError, load_layouts
 from assertdistill.execution_summary import summarize
-from assertdistill.schema import (EXECUTION_CANDIDATES, EXECUTION_FILENAME, EXECUTION_SUMMARY_FILENAME,
-                                  PROJECT_SECONDS, SUM_EXECUTABLE, SUM_MUTATION, SUM_PROJECTS, SUM_RECORDS, SUM_SECONDS, SUM_SETTINGS, SUM_TRIED)
+from assertdistill.schema import (EXECUTION_CANDIDATES, EXECUTION_FIGURE_STEM, EXECUTION_FILENAME,
+                                  EXECUTION_SUMMARY_FILENAME, PROJECT_SECONDS, figure_filename, SUM_EXECUTABLE, SUM_MUTATION, SUM_PROJECTS, SUM_RECORDS, SUM_SECONDS, SUM_SETTINGS, SUM_TRIED)
 from assertdistill.summary import write_json_atomic
 
 
@@ -33,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: Maven layout, no jars beyond JUnit); the demo's: demo/java_projects.json")
     parser.add_argument("--work_dir", default=None, help="build and scratch directory (default OUTPUT_DIR/work)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    parser.add_argument("--figure_format", default="png", help="format of execution.<fmt> (default %(default)s)")
     parser.add_argument("--heap", default="2g", help="the runner JVM's -Xmx (default %(default)s)")
     return parser.parse_args(argv)
 
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
     summary[SUM_SECONDS] = round(time.time() - started, 1)
     write_rows(out / EXECUTION_FILENAME, rows)
     write_json_atomic(str(out / EXECUTION_SUMMARY_FILENAME), summary)
+    save_execution_figure(summary, out / figure_filename(EXECUTION_FIGURE_STEM, args.figure_format))
     counts = summary[SUM_RECORDS]
     print(f"{counts[SUM_EXECUTABLE]} of {counts[SUM_TRIED]} records executable; {out / EXECUTION_SUMMARY_FILENAME}")
     return 0

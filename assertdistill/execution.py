@@ -130,11 +130,11 @@ class ProjectRun:
         if test_path in self.project.test_errors:
             return self._env(record, "test_file_does_not_compile", self.project.test_errors[test_path])
         try:
-            masked = mask_test(test_file.read_text(encoding="utf-8"), record.location[ROW_TEST_METHOD],
+            masked = mask_test(test_file.read_text(encoding=self.project.layout.encoding), record.location[ROW_TEST_METHOD],
                                record.texts[ROW_GROUND_TRUTH])
         except SourceError as error:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, error.reason, str(error))
-        except (OSError, UnicodeDecodeError) as error:
+        except (OSError, UnicodeDecodeError, LookupError) as error:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, "unreadable_test_file", str(error))
         truth = self._candidate(record, masked, ROW_GROUND_TRUTH, None)
         if not truth[EXEC_PASSED]:
@@ -163,7 +163,9 @@ class ProjectRun:
         classes = base / "classes"
         source_file.parent.mkdir(parents=True, exist_ok=True)
         classes.mkdir(parents=True, exist_ok=True)
-        source_file.write_text(masked.with_candidate(record.texts[candidate]), encoding="utf-8")
+        source_file.write_text(masked.with_candidate(record.texts[candidate]), encoding=self.project.layout.encoding,
+                               errors="replace")  # a character the project's encoding lacks becomes '?'
+
         reply = self.jvm.compile([*self.project.candidate_options(classes), str(source_file)])
         row[EXEC_COMPILED] = reply.outcome == COMPILED
         if reply.outcome == JVM_DIED:

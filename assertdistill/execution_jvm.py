@@ -15,6 +15,7 @@ RUNNER_CLASS = "AssertionRunner"
 JUNIT_PLATFORM_JAR = "junit-platform-console-standalone.jar"  # JUnit 5 platform + Jupiter + Vintage (3 and 4)
 JUNIT_JARS = (JUNIT_PLATFORM_JAR, "junit4.jar", "hamcrest.jar")  # in /usr/share/java (Debian junit5, junit4, ...)
 DEBIAN_JAVA_DIR = Path("/usr/share/java")
+JVM_LOG_FILENAME = "jvm.log"  # beside the scratch directory: what the JVM itself wrote to stderr
 REPLY_GRACE_SECONDS = 30.0  # added to a run's timeout before the JVM counts as hung
 JVM_OPTIONS = ("-Djava.security.manager=allow", "-Xss4m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
@@ -84,8 +85,9 @@ class Jvm:
 
     def _start(self) -> None:
         self.scratch.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(self.command, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True, encoding="utf-8")
+        with open(self.scratch.parent / JVM_LOG_FILENAME, "a", encoding="utf-8") as log:  # the JVM's own errors
+            self.process = subprocess.Popen(self.command, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=log, text=True, encoding="utf-8")
         self.starts += 1
         first = self.process.stdout.readline().strip()
         if first != "ready":

@@ -8,12 +8,13 @@ import itertools
 import numpy as np
 
 from .schema import (EXEC_CANDIDATE, EXEC_COMPILED, EXEC_KILLED, EXEC_MUTANTS, EXEC_OUTCOME, EXEC_PASSED, EXEC_REASON,
-                     EXEC_STATUS, ROW_GROUND_TRUTH, ROW_INDEX, ROW_STUDENT_PREDICTION, ROW_TEACHER_PREDICTION,
-                     STATUS_COUNTED, SUM_CANDIDATES, SUM_COMPILE_RATE, SUM_COUNT, SUM_EXECUTABLE,
+                     EXEC_STATUS, EXEC_TEXT, ROW_GROUND_TRUTH, ROW_INDEX, ROW_STUDENT_PREDICTION, ROW_TEACHER_PREDICTION,
+                     STATUS_COUNTED, SUM_CANDIDATES, SUM_COMPILE_RATE, SUM_COUNT, SUM_EXACT_MATCH, SUM_EXECUTABLE,
                      SUM_GROUND_TRUTH_MUTATION_SCORE, SUM_INTERVAL, SUM_INTERVAL_METHOD, SUM_MUTATION_DIFFERENCE,
                      SUM_MUTATION_DIFFERENCE_INTERVAL, SUM_MUTATION_P, SUM_MUTATION_SCORE, SUM_NOT_COUNTED_BY_REASON,
                      SUM_ONLY_FIRST_PASSES, SUM_ONLY_SECOND_PASSES, SUM_OUTCOMES, SUM_PAIRED, SUM_PASS_MCNEMAR_P,
                      SUM_PASS_RATE, SUM_RECORDS, SUM_TRIED, SUM_VALUE)
+from .metrics import strict_exact_match
 from .statistics import (DEFAULT_CONFIDENCE, bootstrap_mean_ci, bounded_mean_ci, mcnemar_exact, paired_bootstrap)
 
 INTERVAL_METHOD = ("rates: percentile bootstrap over records widened to cover the Wilson score interval; "
@@ -70,6 +71,8 @@ def summarize(rows: list[dict], candidates: tuple[str, ...]) -> dict:
                   for row, truth in cells if row[EXEC_PASSED]]
         scored = [(mine, truth) for mine, truth in scored if mine is not None]
         summary[SUM_CANDIDATES][candidate] = {
+            SUM_EXACT_MATCH: rate([strict_exact_match(row[EXEC_TEXT], truth[EXEC_TEXT]) for row, truth in cells
+                                   if truth is not None]),
             SUM_COMPILE_RATE: rate([float(bool(row[EXEC_COMPILED])) for row, _ in cells]),
             SUM_PASS_RATE: rate([float(bool(row[EXEC_PASSED])) for row, _ in cells]),
             SUM_MUTATION_SCORE: score([mine for mine, _ in scored]),

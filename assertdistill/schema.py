@@ -217,6 +217,7 @@ SUM_RECORDS = "records"
 SUM_TRIED, SUM_EXECUTABLE, SUM_NOT_COUNTED_BY_REASON = "tried", "executable", "not_counted_by_reason"
 SUM_CANDIDATES = "candidates"
 SUM_COMPILE_RATE, SUM_PASS_RATE, SUM_MUTATION_SCORE = "compile_rate", "pass_rate", "mutation_score"
+SUM_EXACT_MATCH = "exact_match"  # the text equals the ground truth (whitespace aside), on the same records
 SUM_GROUND_TRUTH_MUTATION_SCORE = "ground_truth_mutation_score"  # over the same records as the candidate's score
 SUM_OUTCOMES = "outcomes"  # outcome -> count over executable records
 SUM_VALUE, SUM_INTERVAL, SUM_COUNT = "value", "interval", "count"  # a rate's mean, 95% interval, records behind it

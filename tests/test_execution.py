@@ -176,7 +176,7 @@ def test_spread_picks_evenly_and_all_when_few():
 
 def test_summary_pairs_only_counted_records():
     def cell(index, candidate, passed, status="counted", mutants=None, killed=None):
-        return {"index": index, "candidate": candidate, "status": status, "reason": None if status == "counted"
+        return {"index": index, "candidate": candidate, "text": "fail();", "status": status, "reason": None if status == "counted"
                 else "r", "compiled": passed is not None, "passed": passed, "outcome": "x", "mutants": mutants,
                 "killed": killed}
     rows = [cell(0, "ground_truth", True, mutants=4, killed=2), cell(0, "teacher_prediction", True, mutants=4,
@@ -186,5 +186,6 @@ def test_summary_pairs_only_counted_records():
     assert summary["records"]["executable"] == 1 and summary["records"]["not_counted_by_reason"] == {"environment:r": 1}
     teacher = summary["candidates"]["teacher_prediction"]
     assert teacher["mutation_score"]["value"] == 0.25 and teacher["ground_truth_mutation_score"]["value"] == 0.5
+    assert teacher["exact_match"]["value"] == 1.0  # the same text as the ground truth
     paired = summary["paired"]["student_prediction_vs_teacher_prediction"]
     assert paired["only_second_passes"] == 1 and paired["mutation_score_difference"] == -0.25

@@ -140,16 +140,36 @@ public final class AssertionRunner {
 
     private static final JavaCompiler COMPILER = ToolProvider.getSystemJavaCompiler();
 
+    /** compileHere on a thread with a deep stack (javac recurses deeply on large sources). */
+    static String compile(List<String> arguments) throws InterruptedException {
+        AtomicReference<String> result = new AtomicReference<>();
+        Thread compiler = new Thread(null, () -> {
+            try {
+                result.set(compileHere(arguments));
+            } catch (Throwable e) {
+                result.set("javac failed: " + e);
+            }
+        }, "javac", 1L << 30);
+        compiler.start();
+        compiler.join();
+        return result.get();
+    }
+
     /** javac with the given arguments, in this JVM; null when it compiled, else its first errors. */
-    static String compile(List<String> arguments) {
+    static String compileHere(List<String> arguments) {
         DiagnosticCollector<JavaFileObject> diagnostics = new DiagnosticCollector<>();
         List<String> options = new ArrayList<>();
         List<String> files = new ArrayList<>();
-        for (String argument : arguments) {
-            (argument.endsWith(".java") && !argument.startsWith("-") ? files : options).add(argument);
+        java.nio.charset.Charset charset = StandardCharsets.UTF_8;
+        for (int i = 0; i < arguments.size(); i++) {
+            String argument = arguments.get(i);
+            if (argument.equals("-encoding") && i + 1 < arguments.size()) {
+                charset = java.nio.charset.Charset.forName(arguments.get(++i));
+            } else {
+                (argument.endsWith(".java") && !argument.startsWith("-") ? files : options).add(argument);
+            }
         }
-        try (StandardJavaFileManager manager = COMPILER.getStandardFileManager(diagnostics, null,
-                StandardCharsets.UTF_8)) {
+        try (StandardJavaFileManager manager = COMPILER.getStandardFileManager(diagnostics, null, charset)) {
             Iterable<? extends JavaFileObject> units = manager.getJavaFileObjectsFromStrings(files);
             StringWriter output = new StringWriter();
             boolean ok = COMPILER.getTask(output, manager, diagnostics, options, null, units).call();
@@ -260,6 +280,7 @@ public final class AssertionRunner {
 
     public static void main(String[] args) throws Exception {
         PrintStream replies = new PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true, "UTF-8");
+        PrintStream runnerErrors = System.err;
         PrintStream sink = new PrintStream(OutputStream.nullOutputStream());
         System.setOut(sink);
         System.setErr(sink);
@@ -284,8 +305,9 @@ public final class AssertionRunner {
                 } else {
                     answer = new String[] {"bad_request", line};
                 }
-            } catch (Exception | LinkageError e) {
+            } catch (Exception | LinkageError | VirtualMachineError e) {
                 answer = new String[] {"other_exception", "runner: " + e};
+                runnerErrors.println("runner: " + e);
             }
             replies.println(id + "\t" + answer[0] + "\t" + b64(clip(answer[1])));
             if (answer[0].equals("timeout")) {
