@@ -33,6 +33,9 @@ class Layout:
     test: list[str] = field(default_factory=lambda: ["src/test/java"])
     resources: list[str] = field(default_factory=lambda: ["src/main/resources", "src/test/resources"])
     jars: list[str] = field(default_factory=list)  # file names in /usr/share/java, or absolute paths
+    # jars that use the project's own classes (truth uses guava): in each run's class loader after the
+    # project's classes, not in the JVM's class path (whose classes cannot see the project's)
+    jars_using_project: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)  # globs (relative paths) of sources never compiled
     release: str | None = None  # javac --release (None: the JDK's own)
     encoding: str = "UTF-8"  # of the sources
@@ -68,10 +71,10 @@ def load_layouts(path: str | None) -> dict[str, Layout]:
     return layouts
 
 
-def jar_paths(layout: Layout, java_dir: Path = DEBIAN_JAVA_DIR) -> list[str]:
-    """The layout's jars as paths; ProjectError(missing_jar) naming the first that is not installed."""
+def jar_paths(names: list[str], java_dir: Path = DEBIAN_JAVA_DIR) -> list[str]:
+    """Jar names (in java_dir) or paths as paths; ProjectError(missing_jar) naming the first not installed."""
     paths = []
-    for name in layout.jars:
+    for name in names:
         path = Path(name) if Path(name).is_absolute() else java_dir / name
         if not path.is_file():
             raise ProjectError("missing_jar", f"{path} is not installed")
@@ -84,7 +87,8 @@ class Project:
 
     def __init__(self, root: Path, layout: Layout, work_dir: Path):
         self.root, self.layout, self.work_dir = root, layout, work_dir
-        self.jars = jar_paths(layout)
+        self.jars = jar_paths(layout.jars)  # on the runner JVM's class path
+        self.late_jars = jar_paths(layout.jars_using_project)  # in each run's class loader, last
         self.main_classes = work_dir / "main"
         self.test_classes = work_dir / "test"
         self.dropped_main: list[str] = []  # main sources left out because they did not compile
@@ -105,7 +109,7 @@ class Project:
 
     def class_path(self) -> list[Path]:
         """Test classes, main classes and resources (the per-run class loader's entries after a candidate's)."""
-        return [self.test_classes, self.main_classes, *self.resource_dirs()]
+        return [self.test_classes, self.main_classes, *self.resource_dirs(), *map(Path, self.late_jars)]
 
     def _options(self, class_path: list[str], out_dir: Path, source_path: list[Path] | None = None) -> list[str]:
         options = [*JAVAC_OPTIONS, "-encoding", self.layout.encoding, "-d", str(out_dir),
@@ -174,7 +178,7 @@ class Project:
         if not wanted:
             return
         self.test_classes.mkdir(parents=True, exist_ok=True)
-        options = self._options([str(self.main_classes), *self.jars], self.test_classes,
+        options = self._options([str(self.main_classes), *self.jars, *self.late_jars], self.test_classes,
                                 [self.root / d for d in self.layout.test])
         compiled, dropped = self._compile_dropping(jvm, wanted, options)
         if dropped and not compiled:  # one at a time, so one file's errors do not sink the others
@@ -188,7 +192,7 @@ class Project:
 
     def candidate_options(self, out_dir: Path) -> list[str]:
         """javac options for a candidate's test file: the built test and main classes on the class path."""
-        return self._options([str(self.test_classes), str(self.main_classes), *self.jars], out_dir)
+        return self._options([str(self.test_classes), str(self.main_classes), *self.jars, *self.late_jars], out_dir)
 
     def mutant_options(self, out_dir: Path) -> list[str]:
         """javac options for a mutant of a main source: the built main classes on the class path."""
