@@ -164,6 +164,24 @@ def lz4_frame_length(frame: bytes) -> int | None:
     return None
 
 
+def frame_is_whole(hex_data: str | HexBytes) -> bool:
+    """True when a hex LZ4 frame's blocks run to its end mark inside the data (block headers read, nothing inflated).
+
+    Bytes after the end mark are allowed (lz4.frame.decompress ignores them); a cut frame is not.
+    """
+    size = len(hex_data) // 2
+    flags = unhex(hex_data[8:10])[0]  # FLG, after the 4-byte magic number
+    position = 4 + 2 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1  # magic, FLG, BD, size, dict, HC
+    block_checksum = 4 if flags & 0x10 else 0
+    while position + 4 <= size:
+        block_size = int.from_bytes(unhex(hex_data[2 * position : 2 * position + 8]), "little")
+        position += 4
+        if block_size == 0:  # the end mark, then the optional content checksum
+            return position + (4 if flags & 0x04 else 0) <= size
+        position += (block_size & 0x7FFFFFFF) + block_checksum
+    return False
+
+
 def read_lz4(hex_data: str, need: int, full: bool, data_name: str, shape_name: str) -> bytearray | bytes:
     """Inflate the first `need` bytes; when `full`, also require the frame to end right there."""
     if full:
