@@ -7,7 +7,6 @@ where it gives None; the training path (decode_quantized with max_positions) mus
 row's leading positions of that array, or refuse only where the thesis's loader could not train on it.
 """
 
-
 import lz4.frame
 import numpy as np
 import pytest
