@@ -260,3 +260,66 @@ else:
     @pytest.mark.skip(reason="hypothesis is not installed")
     def test_varied_records_decode_to_the_published_decoders_array_or_both_refuse():
         """Placeholder so the missing property test shows up as skipped."""
+
+
+def _run_summary(tmp_path, name, model_dir, records_by_split):
+    """script.py on a tiny model over an archive of these records; returns its summary without timings."""
+    import json
+    import script
+    from assertdistill import schema
+    from util import records_as_lines, tiny_run_flags, write_archive
+
+    archive_flags = write_archive(str(tmp_path / f"{name}.zip"), *(records_as_lines(records_by_split[split])
+                                                                  for split in ("train", "val")))
+    out = tmp_path / name
+    assert script.main(tiny_run_flags(tmp_path, model_dir, archive_flags,
+                                      **{"--output_dir": str(out), "--alpha": 0.5, "--epochs": 1})) == 0
+    summary = json.loads((out / schema.SUMMARY_FILENAME).read_text())
+    summary[schema.FINAL_EVALUATION_METRICS].pop("avg_inference_time_per_sample_ms")
+    for entry in summary[schema.TRAINING_HISTORY]:
+        entry.pop("elapsed_seconds")
+        entry["eval"].pop("avg_inference_time_per_sample_ms")
+    return summary
+
+
+def test_a_run_on_logits_with_only_the_keys_the_published_decoder_reads_matches_the_full_metadata(tmp_path):
+    """Every record is trained and evaluated on, with the same losses and metrics as the full-metadata archive."""
+    from assertdistill import schema
+    from util import make_record, save_tiny_model, tiny_tokenizer
+
+    model_dir = save_tiny_model(str(tmp_path / "model"))
+    vocab = len(tiny_tokenizer())
+    full = {"train": [make_record(i, vocab, bits=(4, 8, 16, 32)[i % 4], padded_length=40) for i in range(8)],
+            "val": [make_record(60 + i, vocab, bits=(4, 8, 16, 32)[i % 4]) for i in range(4)]}
+    bare = {split: [{**record, "compressed_logits": minimal(record["compressed_logits"])} for record in records]
+            for split, records in full.items()}
+    assert set(bare["train"][1]["compressed_logits"]) == {"bits", "shape", "scale", "zero_point", "data_encoded"}
+    summaries = [_run_summary(tmp_path, name, model_dir, records) for name, records in (("full", full), ("bare", bare))]
+    counts = summaries[1][schema.DATA_COUNTS]
+    assert counts[schema.DATA_COUNTS_TRAINING]["records_used"] == 8
+    assert counts[schema.DATA_COUNTS_TRAINING]["records_skipped"] == 0
+    assert summaries[1][schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 4
+    assert summaries[1][schema.FINAL_EVALUATION_METRICS]["avg_soft_loss"] > 0  # the teacher's logits were used
+    for key in (schema.DATA_COUNTS, schema.TRAINING_HISTORY, schema.FINAL_EVALUATION_METRICS):
+        assert summaries[1][key] == summaries[0][key], key
+
+
+def test_records_whose_hints_disagree_are_used_and_the_hints_counted(tmp_path):
+    from assertdistill.dataset import ArchiveSpec, DistillationStream
+    from assertdistill.datastats import DataStats
+    from assertdistill.encoding import InputEncoder
+    from util import make_record, records_as_lines, tiny_tokenizer, write_archive
+
+    records = [make_record(i, len(tiny_tokenizer()), bits=4, padded_length=32) for i in range(3)]
+    records[0]["compressed_logits"]["data_encoded"]["original_size"] += 1
+    records[1]["compressed_logits"].update(format="lz4hc", padded=True)
+    flags = write_archive(str(tmp_path / "d.zip"), records_as_lines(records), [])
+    spec = ArchiveSpec(flags["--distillation_data_path"], flags["--train_outer_zip_internal_path"],
+                       flags["--train_inner_zip_jsonl_filename"])
+    stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), 4, need_logits=True)
+    stats = DataStats()
+    for _, samples, group_stats in stream.iter_groups():
+        stats.merge(group_stats)
+    assert stats.used == 3 and not stats.skipped
+    assert stats.notes == {"compressed_logits_hint_original_size": 1, "compressed_logits_hint_format": 1,
+                           "compressed_logits_hint_padded": 1}
