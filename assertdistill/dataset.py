@@ -255,6 +255,7 @@ class DistillationStream(IterableDataset):
     def _encode(self, line_number: int, line: bytes, stats: DataStats) -> Sample:
         record = parse_record(line, self.focal_field, self.need_logits, lazy_hex=True,
                               require_teacher=self.require_teacher)
+        stats.notes.update(record.notes)
         labels = self.encoder.encode_target(record.ground_truth_text)
         pad_id = self.encoder.tokenizer.pad_token_id
         labels = [IGNORE_INDEX if token == pad_id else token for token in labels]

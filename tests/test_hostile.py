@@ -102,6 +102,8 @@ ACCEPTED_LINES = [
     json.dumps(record_with(model_type=float("nan"), bleu=float("-inf"))).encode(),  # NaN where nothing reads it
     json.dumps(record_with(test_method_masked="caf\u00e9 \U0001f600")).encode(),  # escaped surrogate pair: fine
     json.dumps(record_with(test_method_masked="caf\u00e9 \U0001f600"), ensure_ascii=False).encode(),  # raw UTF-8
+    json.dumps(record_with(model_type="\ud800", extra={"\udfff": 1})).encode(),  # where nothing reads it
+    json.dumps(record_with(predicted_assertions=["x \ud800"])).encode(),  # scored, not tokenized: replaced, noted
 ]
 
 
@@ -115,6 +117,7 @@ def test_every_bad_line_is_skipped_and_counted_by_reason(tmp_path, model_dir, ca
     counts = training_counts(tmp_path)
     assert counts["skipped_by_reason"] == dict(Counter(reason for reason, _ in BAD_LINES))
     assert counts["records_used"] == len(good) + len(ACCEPTED_LINES)  # the header was recognised behind its BOM
+    assert counts["notes"]["teacher_text_lone_surrogate_replaced"] == 1
 
 
 @pytest.mark.parametrize("reason, line", BAD_LINES, ids=[f"{case[0]}_{i}" for i, case in enumerate(BAD_LINES)])
