@@ -62,6 +62,7 @@ class QuantizedLogits:
     num_positions: int  # T of the stored block, before the max_positions cut
     rows: int = 1  # batch rows of the stored array (product of the axes before T); values hold the first
     notes: tuple[str, ...] = ()  # hint keys that disagree with the data (dense.py), e.g. "original_size"
+    shape: tuple[int, ...] = ()  # the stored array's shape as decoded (a negative axis inferred), before the cut
 
     def dequantize(self) -> torch.Tensor:
         """Return float32 logits (T', V); for 32 bits the tensor shares memory with `values`."""
@@ -302,7 +303,8 @@ def _decode(compressed, max_positions, all_rows: bool, finite: bool = True) -> t
     if isinstance(compressed, dict) and compressed.get("format") == "topk":
         sparse, shape = _decode_topk(compressed, max_positions)
         dense = sparse.dense()  # (T', V)
-        quantized = QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions)
+        quantized = QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions,
+                                    shape=tuple(int(d) for d in shape))
         return quantized, _output_shape(shape, dense.shape[0])
     layout = read_layout(compressed)
     values, dims = None, _plain_dims(layout.shape)
@@ -325,7 +327,7 @@ def _decode(compressed, max_positions, all_rows: bool, finite: bool = True) -> t
     if finite:
         _check_finite(values, layout)
     quantized = QuantizedLogits(values, layout.scale, layout.zero_point, layout.bits, num_positions, rows,
-                                tuple(layout.notes))
+                                tuple(layout.notes), tuple(dims))
     return quantized, _output_shape(dims, positions)
 
 
