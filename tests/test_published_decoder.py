@@ -7,11 +7,22 @@ where it gives None; the training path (decode_quantized with max_positions) mus
 row's leading positions of that array, or refuse only where the thesis's loader could not train on it.
 """
 
+import io
+import json
+import zipfile
+
 import lz4.frame
 import numpy as np
 import pytest
 
+import compress
+import script
+from assertdistill import schema
 from assertdistill.codec import compress_logits, decode_quantized, decompress_logits
+from assertdistill.dataset import ArchiveSpec, DistillationStream
+from assertdistill.datastats import DataStats
+from assertdistill.encoding import InputEncoder
+from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 from published_decoder import check_against_oracle, published_decompress
 
 try:
@@ -264,10 +275,6 @@ else:
 
 def _run_summary(tmp_path, name, model_dir, records_by_split):
     """script.py on a tiny model over an archive of these records; returns its summary without timings."""
-    import json
-    import script
-    from assertdistill import schema
-    from util import records_as_lines, tiny_run_flags, write_archive
 
     archive_flags = write_archive(str(tmp_path / f"{name}.zip"), *(records_as_lines(records_by_split[split])
                                                                   for split in ("train", "val")))
@@ -284,8 +291,6 @@ def _run_summary(tmp_path, name, model_dir, records_by_split):
 
 def test_a_run_on_logits_with_only_the_keys_the_published_decoder_reads_matches_the_full_metadata(tmp_path):
     """Every record is trained and evaluated on, with the same losses and metrics as the full-metadata archive."""
-    from assertdistill import schema
-    from util import make_record, save_tiny_model, tiny_tokenizer
 
     model_dir = save_tiny_model(str(tmp_path / "model"))
     vocab = len(tiny_tokenizer())
@@ -305,10 +310,6 @@ def test_a_run_on_logits_with_only_the_keys_the_published_decoder_reads_matches_
 
 
 def test_records_whose_hints_disagree_are_used_and_the_hints_counted(tmp_path):
-    from assertdistill.dataset import ArchiveSpec, DistillationStream
-    from assertdistill.datastats import DataStats
-    from assertdistill.encoding import InputEncoder
-    from util import make_record, records_as_lines, tiny_tokenizer, write_archive
 
     records = [make_record(i, len(tiny_tokenizer()), bits=4, padded_length=32) for i in range(3)]
     records[0]["compressed_logits"]["data_encoded"]["original_size"] += 1
@@ -328,11 +329,6 @@ def test_records_whose_hints_disagree_are_used_and_the_hints_counted(tmp_path):
 @pytest.mark.parametrize("shape", [3 * 5 * 7, [3, -1, 7], (1, 15, 7)])
 def test_convert_reads_minimal_records_of_any_shape_form_to_the_published_decoders_array(tmp_path, shape):
     """compress.py convert --to 32 on records with only the read keys (shape an int, inferred or a tuple) is exact."""
-    import io
-    import json
-    import zipfile
-    import compress
-    from util import make_record, records_as_lines, write_archive
 
     records = []
     for bits in (4, 8, 16, 32):
@@ -356,9 +352,6 @@ def test_convert_reads_minimal_records_of_any_shape_form_to_the_published_decode
 
 
 def test_inspect_counts_records_with_only_the_read_keys_as_decodable_and_names_hints(tmp_path, capsys):
-    import json
-    import compress
-    from util import make_record, records_as_lines, write_archive
 
     records = [make_record(i, 9, bits=(4, 8, 16, 32)[i]) for i in range(4)]
     for record in records[:2]:
