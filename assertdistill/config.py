@@ -23,6 +23,7 @@ MODELS = "models"
 TRAINING = "training"
 CHECKPOINTS = "checkpoints"
 EVALUATION = "evaluation"
+GROUPS = (DATA, MODELS, TRAINING, CHECKPOINTS, EVALUATION)
 
 
 class SettingError(ValueError):
@@ -234,6 +235,8 @@ def _settings() -> tuple[Setting, ...]:
     hints = typing.get_type_hints(RunConfig)
     found = []
     for field in dataclasses.fields(RunConfig):
+        assert field.metadata, f"{field.name}: declare it with setting(default, group, help, ...)"
+        assert field.metadata["help"] and field.metadata["group"] in GROUPS, f"{field.name}: help and a known group"
         kinds = [kind for kind in typing.get_args(hints[field.name]) or (hints[field.name],) if kind is not type(None)]
         assert len(kinds) == 1 and kinds[0] in (bool, int, float, str), f"{field.name}: unsupported type"
         assert kinds[0] is not bool or not field.default, f"{field.name}: a switch defaults to False or None"
@@ -249,10 +252,8 @@ def build_parser(description: str, epilog: str) -> argparse.ArgumentParser:
     """script.py's parser: one option per setting, in groups, defaults shown in --help."""
     parser = argparse.ArgumentParser(description=description, epilog=epilog,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    groups = {}
+    groups = {title: parser.add_argument_group(title) for title in GROUPS}
     for spec in SETTINGS:
-        if spec.group not in groups:
-            groups[spec.group] = parser.add_argument_group(spec.group)
         groups[spec.group].add_argument(*spec.flags, **spec.argparse_options())
     return parser
 

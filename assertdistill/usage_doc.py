@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .config import SETTINGS, Setting, demo_defaults
+from .config import GROUPS, SETTINGS, Setting, demo_defaults
 from .paths import DEMO, REPO_ROOT
 
 USAGE_PATH = os.path.join(REPO_ROOT, "docs", "USAGE.md")
@@ -69,10 +69,8 @@ def _rules(spec: Setting) -> str:
 def render() -> str:
     """The page's Markdown."""
     lines = [INTRO]
-    groups: dict[str, list[Setting]] = {}
-    for spec in SETTINGS:
-        groups.setdefault(spec.group, []).append(spec)
-    for group, specs in groups.items():
+    for group in GROUPS:
+        specs = [spec for spec in SETTINGS if spec.group == group]
         lines += [f"## {group}", "", "| flag | default | meaning | rules |", "| --- | --- | --- | --- |"]
         for spec in specs:
             flags = ", ".join(f"`{flag}`" for flag in spec.flags)
