@@ -1,18 +1,22 @@
-"""Regenerate tests/data/cli_golden.json: vars(script.parse_args(argv)) for the command lines below.
+"""Regenerate tests/data/cli_golden.json: vars(script.parse_args(argv)) for the command lines below, and --help's groups.
 
     python tests/make_cli_golden.py
 
 Recorded from the hand-written argparse parser before script.py's parser was built from RunConfig;
-tests/test_settings.py checks that today's parser gives the same dests, values and order for each.
+tests/test_config.py checks that today's parser gives the same dests, values and order for each,
+and that every option string --help listed stays in its group.
 Regenerate only for a deliberate change of a flag's default or spelling. The demo's paths are stored
 as <DEMO.name> so the file does not depend on the directory the tests run from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,10 +61,26 @@ def placeholders(namespace: dict) -> dict:
     return {name: demo.get(value, value) if isinstance(value, str) else value for name, value in namespace.items()}
 
 
+def help_groups() -> dict[str, list[str]]:
+    """{--help group title: its option strings in order} of script.py's parser."""
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):
+        script.parse_args(["--help"])
+    groups, title = {}, None
+    for line in shown.getvalue().splitlines():
+        if re.match(r"^\S.*:$", line):
+            title = line[:-1]
+            groups[title] = []
+        elif title and (options := re.match(r"^  (-\S.*?)(?:\s{2,}|$)", line)):
+            groups[title] += [option.split()[0] for option in options.group(1).split(", ")]
+    return {title: options for title, options in groups.items() if options}  # not a wrapped line ending in ':'
+
+
 def main() -> int:
     """Write the fixture; returns the exit code."""
     cases = {name: {"argv": argv, "namespace": placeholders(vars(script.parse_args(argv)))}
              for name, argv in COMMAND_LINES.items()}
+    cases = {"help_groups": help_groups(), "command_lines": cases}
     with open(OUTPUT, "w", encoding="utf-8") as stream:
         json.dump(cases, stream, indent=1)
         stream.write("\n")

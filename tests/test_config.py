@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import make_cli_golden
 import script
 from assertdistill import config, usage_doc
 from assertdistill.checkpoint import RESUME_MUST_MATCH, CheckpointError, checkpoint_to_resume, save_checkpoint
@@ -53,6 +54,7 @@ def test_data_members_round_trip_and_replace_only_the_members():
 # --- the one declaration: parser, checks, resumes, docs and demo defaults all read RunConfig's fields ---
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "cli_golden.json").read_text())
+COMMAND_LINE_CASES = GOLDEN["command_lines"]
 
 
 def with_demo_paths(namespace: dict) -> dict:
@@ -61,7 +63,7 @@ def with_demo_paths(namespace: dict) -> dict:
     return {name: demo.get(value, value) if isinstance(value, str) else value for name, value in namespace.items()}
 
 
-@pytest.mark.parametrize("case", GOLDEN.values(), ids=GOLDEN.keys())
+@pytest.mark.parametrize("case", COMMAND_LINE_CASES.values(), ids=COMMAND_LINE_CASES.keys())
 def test_parse_args_gives_the_hand_written_parsers_namespace(case):
     """Same dests, values, types and order as the argparse calls script.py held before (tests/make_cli_golden.py)."""
     parsed = vars(script.parse_args(case["argv"]))
@@ -70,6 +72,14 @@ def test_parse_args_gives_the_hand_written_parsers_namespace(case):
     assert [name for name in parsed if name in expected] == list(expected)  # settings added later may go between
     assert {name: (value, type(value)) for name, value in parsed.items() if name in expected} == \
         {name: (value, type(value)) for name, value in expected.items()}
+
+
+def test_every_option_string_stays_in_its_help_group():
+    """The thesis's spellings (aliases too) keep their --help group and order; new flags may go between."""
+    groups = make_cli_golden.help_groups()
+    assert list(groups)[:len(GOLDEN["help_groups"])] == list(GOLDEN["help_groups"])
+    for title, options in GOLDEN["help_groups"].items():
+        assert [option for option in groups[title] if option in options] == options, title
 
 
 def test_the_declared_defaults_are_the_parsers_off_the_demo():
