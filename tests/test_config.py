@@ -118,6 +118,21 @@ def test_a_value_out_of_range_is_one_line_and_exit_2(spec, capsys):
     assert getattr(script.parse_args([spec.flags[0], str(spec.kind(inside))]), spec.name) == spec.kind(inside)
 
 
+# The hand-written parser's checks, one value just outside each.
+REFUSED = [["--alpha", "1.5"], ["--alpha", "-0.1"], ["--temperature", "0"], ["--epochs", "0"], ["--batch_size", "0"],
+           ["--eval_batch_size", "0"], ["--gradient_accumulation_steps", "0"], ["--warmup_steps_ratio", "1.01"],
+           ["--student_max_src_length", "7"], ["--student_max_tgt_length", "1"], ["--num_beams", "0"],
+           ["--num_dataloader_workers", "-1"], ["--shuffle_buffer_size", "-1"], ["--save_steps", "-1"],
+           ["--save_total_limit", "-1"], ["--max_record_bytes", "0"]]
+
+
+@pytest.mark.parametrize("argv", REFUSED, ids=[" ".join(argv) for argv in REFUSED])
+def test_the_old_checks_still_refuse(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(argv)
+    assert exit_info.value.code == 2 and "must be" in capsys.readouterr().err.splitlines()[-1]
+
+
 def test_the_config_refuses_what_the_parser_would():
     with pytest.raises(SettingError, match="--temperature must be > 0"):
         RunConfig(temperature=0.0)
