@@ -14,6 +14,7 @@ import warnings
 import lz4.frame
 import numpy as np
 import pytest
+import torch
 
 from assertdistill.codec import decode_quantized, decompress_logits
 from assertdistill.hexframes import CodecError
@@ -45,31 +46,36 @@ def _unpack_4bit(packed, shape):
     return unpacked.reshape(shape)
 
 
+def _decoded_array(compressed):
+    """The NumPy array the published decoder hands to torch.tensor; any exception means None."""
+    bits = compressed.get("bits")
+    shape = compressed.get("shape")
+    if isinstance(shape, list):
+        shape = tuple(shape)
+    data = _inflate(compressed.get("data_encoded"))
+    if bits == 16:
+        return np.frombuffer(data, dtype=np.float16).reshape(shape).astype(np.float32)
+    if bits == 8:
+        return _dequantize(np.frombuffer(data, dtype=np.uint8).reshape(shape), compressed)
+    if bits == 4:
+        if compressed.get("packed", False):
+            codes = _unpack_4bit(np.frombuffer(data, dtype=np.uint8), shape)
+        else:
+            codes = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+        return _dequantize(codes, compressed)
+    if bits == 32:
+        return np.frombuffer(data, dtype=np.float32).reshape(shape)
+    raise ValueError(f"Unsupported bit depth: {bits}")
+
+
 def published_decompress(compressed):
-    """The array the published decompress_logits returns for `compressed`, or None where it returns None."""
+    """The array the published decompress_logits returns for `compressed` (as NumPy), or None where it returns None."""
     if compressed is None:
         return None
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NumPy's overflow warnings; the published code lets them print
+        warnings.simplefilter("ignore")  # NumPy's overflow and torch's read-only-array warnings
         try:
-            bits = compressed.get("bits")
-            shape = compressed.get("shape")
-            if isinstance(shape, list):
-                shape = tuple(shape)
-            data = _inflate(compressed.get("data_encoded"))
-            if bits == 16:
-                return np.frombuffer(data, dtype=np.float16).reshape(shape).astype(np.float32)
-            if bits == 8:
-                return _dequantize(np.frombuffer(data, dtype=np.uint8).reshape(shape), compressed)
-            if bits == 4:
-                if compressed.get("packed", False):
-                    codes = _unpack_4bit(np.frombuffer(data, dtype=np.uint8), shape)
-                else:
-                    codes = np.frombuffer(data, dtype=np.uint8).reshape(shape)
-                return _dequantize(codes, compressed)
-            if bits == 32:
-                return np.array(np.frombuffer(data, dtype=np.float32).reshape(shape))
-            raise ValueError(f"Unsupported bit depth: {bits}")
+            return torch.tensor(_decoded_array(compressed)).numpy()
         except Exception:  # the published decoder's own catch-all: any failure gives None
             return None
 
