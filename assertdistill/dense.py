@@ -51,7 +51,7 @@ class Layout:
 
     @property
     def itemsize(self) -> int:
-        """Stored bytes per value (per two values for packed 4 bits: see byte_count)."""
+        """Stored bytes per value when not packed (packed 4 bits: see byte_count)."""
         return np.dtype(VALUE_DTYPES[self.bits]).itemsize
 
     def byte_count(self, values: int) -> int:

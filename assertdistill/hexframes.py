@@ -170,6 +170,8 @@ def frame_is_whole(hex_data: str | HexBytes) -> bool:
     Bytes after the end mark are allowed (lz4.frame.decompress ignores them); a cut frame is not.
     """
     size = len(hex_data) // 2
+    if size < 7:  # magic number, FLG, BD, header checksum
+        return False
     flags = unhex(hex_data[8:10])[0]  # FLG, after the 4-byte magic number
     position = 4 + 2 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1  # magic, FLG, BD, size, dict, HC
     block_checksum = 4 if flags & 0x10 else 0
