@@ -1,9 +1,10 @@
 """Hex-encoded LZ4 frames, the container of every compressed_logits array (docs/DATA_FORMAT.md).
 
 An array's bytes are one LZ4 frame (or, with "encoding": "none", the bytes themselves) written as a hex
-string, described by {encoding, data, original_size, compressed_size}. The sizes are checked before
-anything is allocated, and a reader can inflate only a prefix: training needs the first positions.
-Every problem raises CodecError with a one-line message.
+string, described by {encoding, data, original_size, compressed_size}. check_array (the top-k arrays)
+checks the sizes before anything is allocated; the dense form treats them as hints (dense.py). A reader
+can inflate only a prefix: training needs the first positions. Every problem raises CodecError with a
+one-line message.
 """
 
 import binascii
