@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .execution_jvm import COMPILED, Jvm
 from .execution_project import Project
-from .schema import SUM_COMPILED_MUTANTS, SUM_FOCAL_FILES, SUM_GENERATED, SUM_NOT_COMPILING
+from .schema import SUM_COMPILED_MUTANTS, SUM_FOCAL_FILES, SUM_GENERATED, SUM_NOT_COMPILING, SUM_NOT_MUTATED
 
 
 class MutationUnavailable(RuntimeError):
@@ -33,16 +33,25 @@ class FocalMutants:
     error: str | None = None  # why none could be made (unparsable focal file, ...)
 
 
+class MutantError(ValueError):
+    """LittleDarwin could not mutate a source (its Java grammar does not cover every construct)."""
+
+
 def generate_mutants(source: str) -> list[str]:
     """Every order-1 mutant LittleDarwin's traditional operators make of a Java source, in its order."""
     try:
+        from antlr4.error.Errors import CancellationException, RecognitionException
         from littledarwin.JavaMutate import JavaMutate
         from littledarwin.JavaParse import JavaParse
     except ImportError as error:
         raise MutationUnavailable("--mutants needs LittleDarwin: pip install littledarwin") from error
     parser = JavaParse(False)
-    tree = parser.parse(source)
-    mutated, _ = JavaMutate(tree, source, parser, False).gatherMutants(["Traditional"])
+    try:
+        tree = parser.parse(source)
+        mutated, _ = JavaMutate(tree, source, parser, False).gatherMutants(["Traditional"])
+    except (CancellationException, RecognitionException, RecursionError, AttributeError, TypeError, IndexError,
+            KeyError, ValueError) as error:
+        raise MutantError(f"{type(error).__name__}: {error}") from error
     return list(mutated)
 
 
@@ -71,7 +80,8 @@ class MutantCache:
         made = self._by_focal.values()
         return {SUM_FOCAL_FILES: len(self._by_focal), SUM_GENERATED: sum(m.generated for m in made),
                 SUM_COMPILED_MUTANTS: sum(len(m.mutants) for m in made),
-                SUM_NOT_COMPILING: sum(m.not_compiling for m in made)}
+                SUM_NOT_COMPILING: sum(m.not_compiling for m in made),
+                SUM_NOT_MUTATED: sum(m.error is not None for m in made)}
 
     def _make(self, focal_path: str) -> FocalMutants:
         source_file = self.project.root / focal_path
@@ -81,9 +91,7 @@ class MutantCache:
             return FocalMutants(0, [], 0, f"cannot read {focal_path}: {error}")
         try:
             mutated = generate_mutants(source)
-        except MutationUnavailable:
-            raise
-        except (ValueError, RecursionError, AttributeError, TypeError) as error:  # LittleDarwin's parser failing
+        except MutantError as error:
             return FocalMutants(0, [], 0, f"LittleDarwin could not mutate {focal_path}: {error}")
         key = hashlib.sha1(focal_path.encode("utf-8")).hexdigest()[:12]
         mutants, not_compiling = [], 0

@@ -229,6 +229,7 @@ SUM_MUTATION_DIFFERENCE, SUM_MUTATION_DIFFERENCE_INTERVAL, SUM_MUTATION_P = (
 SUM_MUTATION = "mutation"  # what --mutants made
 SUM_FOCAL_FILES, SUM_GENERATED, SUM_COMPILED_MUTANTS, SUM_NOT_COMPILING = (
     "focal_files", "generated", "compiled", "not_compiling")
+SUM_NOT_MUTATED = "focal_files_not_mutated"  # unreadable, or beyond LittleDarwin's Java grammar
 SUM_PROJECTS = "projects"  # repo -> {PROJECT_* below}
 PROJECT_RECORDS, PROJECT_MAIN_LEFT_OUT, PROJECT_TESTS_NOT_COMPILING = (
     "records", "main_files_left_out", "test_files_not_compiling")  # main sources without classes; records' test files
