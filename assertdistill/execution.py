@@ -170,17 +170,15 @@ class ProjectRun:
         row[EXEC_COMPILED] = reply.outcome == COMPILED
         if reply.outcome == JVM_DIED:
             row[EXEC_COMPILED], row[EXEC_OUTCOME] = None, JVM_DIED
+        row["_classes"] = classes
         if not row[EXEC_COMPILED]:
             row[EXEC_OUTCOME] = row[EXEC_OUTCOME] or "compile_error"
             row[EXEC_DETAIL], row[EXEC_PASSED] = reply.detail[:DETAIL_CHARS], False
-            row[EXEC_SECONDS] = round(time.time() - started, 3)
-            row["_classes"] = classes
-            return row
-        run = self.jvm.run_test([classes, *self.project.class_path()], masked.class_name,
-                                record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
-        row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
-        row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
-        row["_classes"] = classes
+        else:
+            run = self.jvm.run_test([classes, *self.project.class_path()], masked.class_name,
+                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
+            row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
+            row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
         if focal is not None and candidate != ROW_GROUND_TRUTH:
             self._kill(record, masked, row, focal)
         row[EXEC_SECONDS] = round(time.time() - started, 3)

@@ -59,7 +59,7 @@ def run(tmp_path_factory):
     predictions.write_text("\n".join(lines) + "\n")
     out = root / "out"
     code = evaluate_execution.main(["--predictions", str(predictions), "--java_root", str(PROJECTS),
-                                    "--output_dir", str(out), "--mutants", "20", "--timeout", "2"])
+                                    "--output_dir", str(out), "--mutants", "20", "--timeout", "5"])
     assert code == 0
     rows = [json.loads(line) for line in (out / schema.EXECUTION_FILENAME).read_text().splitlines()]
     summary = json.loads((out / schema.EXECUTION_SUMMARY_FILENAME).read_text())
@@ -99,7 +99,8 @@ def test_mutants_killed_and_survived(run):
     # each test catches the mutants of the method it calls and none of the other method's
     assert 1 <= adds["killed"] < adds["mutants"] and 1 <= positives["killed"] < positives["mutants"]
     assert not set(adds["killed_mutants"]) & set(positives["killed_mutants"])
-    assert rows[(0, "teacher_prediction")]["killed"] == 0  # a failing candidate kills nothing
+    assert rows[(0, "teacher_prediction")]["killed"] == rows[(0, "student_prediction")]["killed"] == 0  # failing ones
+    assert rows[(0, "student_prediction")]["mutants"] == adds["mutants"]  # kill nothing, compiled or not
     assert rows[(2, "ground_truth")]["mutants"] is None  # no focal_path: no mutants
     assert summary["mutation"]["focal_files"] == 1 and summary["mutation"]["compiled"] == adds["mutants"]
 
@@ -115,6 +116,8 @@ def test_summary_rates_and_intervals(run):
     paired = summary["paired"]["student_prediction_vs_teacher_prediction"]
     assert paired["count"] == 3 and paired["only_first_passes"] == paired["only_second_passes"] == 0
     assert paired["pass_mcnemar_p"] == 1.0
+    against_truth = summary["paired"]["teacher_prediction_vs_ground_truth"]
+    assert against_truth["only_second_passes"] == 3 and against_truth["mutation_score_difference"] < 0
     assert summary["projects"]["calc"]["jvm_starts"] == 2  # one JVM, restarted once after the timeout
 
 
