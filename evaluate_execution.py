@@ -14,7 +14,8 @@ from assertdistill.execution_mutants import MutationUnavailable
 from assertdistill.execution_project import ProjectError, load_layouts
 from assertdistill.execution_summary import summarize
 from assertdistill.schema import (EXECUTION_CANDIDATES, EXECUTION_FIGURE_STEM, EXECUTION_FILENAME,
-                                  EXECUTION_SUMMARY_FILENAME, PROJECT_SECONDS, figure_filename, SUM_EXECUTABLE, SUM_MUTATION, SUM_PROJECTS, SUM_RECORDS, SUM_SECONDS, SUM_SETTINGS, SUM_TRIED)
+                                  EXECUTION_SUMMARY_FILENAME, PROJECT_SECONDS, SUM_EXECUTABLE, SUM_MUTATION,
+                                  SUM_PROJECTS, SUM_RECORDS, SUM_SECONDS, SUM_SETTINGS, SUM_TRIED, figure_filename)
 from assertdistill.summary import write_json_atomic
 
 

@@ -13,11 +13,11 @@ from .execution_mutants import FocalMutants, MutantCache
 from .execution_project import Layout, Project, ProjectError
 from .execution_source import MaskedTest, SourceError, mask_test
 from .results import json_lines
-from .schema import (PROJECT_BUILD_SECONDS, PROJECT_JVM_STARTS, PROJECT_MAIN_LEFT_OUT, PROJECT_RECORDS,
-                     PROJECT_SECONDS, PROJECT_TESTS_NOT_COMPILING, EXEC_CANDIDATE, EXEC_COMPILED, EXEC_DETAIL, EXEC_KILLED, EXEC_KILLED_MUTANTS, EXEC_MUTANTS,
-                     EXEC_OUTCOME, EXEC_PASSED, EXEC_REASON, EXEC_SECONDS, EXEC_STATUS, EXEC_TEXT, ROW_FOCAL_PATH,
-                     ROW_GROUND_TRUTH, ROW_INDEX, ROW_REPO, ROW_TEST_METHOD, ROW_TEST_PATH, STATUS_BAD_INPUT,
-                     STATUS_COUNTED, STATUS_ENVIRONMENT)
+from .schema import (EXEC_CANDIDATE, EXEC_COMPILED, EXEC_DETAIL, EXEC_KILLED, EXEC_KILLED_MUTANTS, EXEC_MUTANTS,
+                     EXEC_OUTCOME, EXEC_PASSED, EXEC_REASON, EXEC_SECONDS, EXEC_STATUS, EXEC_TEXT,
+                     PROJECT_BUILD_SECONDS, PROJECT_JVM_STARTS, PROJECT_MAIN_LEFT_OUT, PROJECT_RECORDS, PROJECT_SECONDS,
+                     PROJECT_TESTS_NOT_COMPILING, ROW_FOCAL_PATH, ROW_GROUND_TRUTH, ROW_INDEX, ROW_REPO,
+                     ROW_TEST_METHOD, ROW_TEST_PATH, STATUS_BAD_INPUT, STATUS_COUNTED, STATUS_ENVIRONMENT)
 
 DETAIL_CHARS = 300
 LOCATION_FIELDS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD)
@@ -53,7 +53,8 @@ def read_rows(path: Path, candidates: tuple[str, ...]) -> tuple[list[Record], li
         for position, (lineno, row, error) in enumerate(json_lines(stream)):
             index = row.get(ROW_INDEX, position) if isinstance(row, dict) else position
             if error is not None or not isinstance(row, dict):
-                bad += _bad_rows(position, {}, candidates, "unparsable_row", f"line {lineno}: {error or 'not an object'}")
+                why = f"line {lineno}: {error or 'not an object'}"
+                bad += _bad_rows(position, {}, candidates, "unparsable_row", why)
                 continue
             location = {key: row.get(key) for key in LOCATION_FIELDS}
             missing = [key for key, value in location.items() if not isinstance(value, str) or not value]
@@ -130,8 +131,8 @@ class ProjectRun:
         if test_path in self.project.test_errors:
             return self._env(record, "test_file_does_not_compile", self.project.test_errors[test_path])
         try:
-            masked = mask_test(test_file.read_text(encoding=self.project.layout.encoding), record.location[ROW_TEST_METHOD],
-                               record.texts[ROW_GROUND_TRUTH])
+            text = test_file.read_text(encoding=self.project.layout.encoding)
+            masked = mask_test(text, record.location[ROW_TEST_METHOD], record.texts[ROW_GROUND_TRUTH])
         except SourceError as error:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, error.reason, str(error))
         except (OSError, UnicodeDecodeError, LookupError) as error:

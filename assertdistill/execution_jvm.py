@@ -42,7 +42,8 @@ def find_java_tools() -> tuple[str, str]:
     """(java, javac) paths; JavaUnavailable when either is missing."""
     java, javac = shutil.which("java"), shutil.which("javac")
     if not java or not javac:
-        raise JavaUnavailable("no JDK: `java` and `javac` must be on PATH (Debian: apt-get install -y default-jdk-headless)")
+        raise JavaUnavailable("no JDK: `java` and `javac` must be on PATH "
+                              "(Debian: apt-get install -y openjdk-17-jdk-headless)")
     return java, javac
 
 

@@ -38,7 +38,11 @@ class MutantError(ValueError):
 
 
 def generate_mutants(source: str) -> list[str]:
-    """Every order-1 mutant LittleDarwin's traditional operators make of a Java source, in its order."""
+    """Every order-1 mutant LittleDarwin's traditional operators make of a Java source, sorted by text.
+
+    Sorted because LittleDarwin's own order changes with Python's string hashing (PYTHONHASHSEED); each
+    mutant's text starts with LittleDarwin's comment naming the operator, so the order groups by operator.
+    """
     try:
         from antlr4.error.Errors import CancellationException, RecognitionException
         from littledarwin.JavaMutate import JavaMutate
@@ -52,7 +56,7 @@ def generate_mutants(source: str) -> list[str]:
     except (CancellationException, RecognitionException, RecursionError, AttributeError, TypeError, IndexError,
             KeyError, ValueError) as error:
         raise MutantError(f"{type(error).__name__}: {error}") from error
-    return list(mutated)
+    return sorted(mutated)
 
 
 def spread(count: int, wanted: int) -> list[int]:

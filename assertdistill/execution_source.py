@@ -45,7 +45,9 @@ class MaskedTest:
             statements = [candidate or ""]
         pieces = self.masked_method.split(PLACEHOLDER)
         slots = len(pieces) - 1
-        filled = statements if len(statements) <= slots else statements[:slots - 1] + ["\n".join(statements[slots - 1:])]
+        filled = statements
+        if len(statements) > slots:
+            filled = statements[:slots - 1] + ["\n".join(statements[slots - 1:])]
         method = pieces[0]
         for index, piece in enumerate(pieces[1:]):
             method += (filled[index] if index < len(filled) else PLACEHOLDER) + piece

@@ -1,4 +1,4 @@
-"""The thesis's assertion metrics ("script1"): precision, recall, F1, accuracy, similarity; and whether a block parses."""
+"""The thesis's assertion metrics ("script1": precision, recall, F1, accuracy, similarity); whether a block parses."""
 
 from __future__ import annotations
 

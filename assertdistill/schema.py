@@ -210,7 +210,7 @@ EXEC_OUTCOME = "outcome"  # compiled: passed / assertion_failed / other_exceptio
 EXEC_DETAIL = "detail"  # the first compiler error or the failure's exception, clipped
 EXEC_MUTANTS = "mutants"  # compiled mutants of the focal class the candidate ran against (None without --mutants)
 EXEC_KILLED = "killed"  # how many of them made the passing candidate's test fail
-EXEC_KILLED_MUTANTS = "killed_mutants"  # their numbers in LittleDarwin's order
+EXEC_KILLED_MUTANTS = "killed_mutants"  # their numbers among the focal file's mutants (sorted by text)
 EXEC_SECONDS = "seconds"  # wall time of the candidate's compile and runs
 
 SUM_RECORDS = "records"

@@ -179,9 +179,9 @@ def test_spread_picks_evenly_and_all_when_few():
 
 def test_summary_pairs_only_counted_records():
     def cell(index, candidate, passed, status="counted", mutants=None, killed=None):
-        return {"index": index, "candidate": candidate, "text": "fail();", "status": status, "reason": None if status == "counted"
-                else "r", "compiled": passed is not None, "passed": passed, "outcome": "x", "mutants": mutants,
-                "killed": killed}
+        return {"index": index, "candidate": candidate, "text": "fail();", "status": status,
+                "reason": None if status == "counted" else "r", "compiled": passed is not None, "passed": passed,
+                "outcome": "x", "mutants": mutants, "killed": killed}
     rows = [cell(0, "ground_truth", True, mutants=4, killed=2), cell(0, "teacher_prediction", True, mutants=4,
             killed=1), cell(0, "student_prediction", False, mutants=4, killed=0),
             cell(1, "ground_truth", None, "environment"), cell(1, "teacher_prediction", None, "environment")]
