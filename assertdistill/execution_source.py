@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from .java_mining import (assertion_statements, make_parser, mask_method, one_line, parse_test_file)
-from .java_mining import PLACEHOLDER
+from .java_mining import PLACEHOLDER, assertion_statements, make_parser, mask_method, one_line, parse_test_file
 
 _PACKAGE = re.compile(rb"^\s*package\s+([\w.]+)\s*;", flags=re.MULTILINE)
 _CLASS_TYPES = ("class_declaration", "enum_declaration", "record_declaration", "interface_declaration")

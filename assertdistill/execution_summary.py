@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import itertools
 
 import numpy as np
 
@@ -80,7 +79,7 @@ def summarize(rows: list[dict], candidates: tuple[str, ...]) -> dict:
             SUM_GROUND_TRUTH_MUTATION_SCORE: score([truth for _, truth in scored if truth is not None]),
             SUM_OUTCOMES: dict(collections.Counter(row[EXEC_OUTCOME] for row, _ in cells).most_common()),
         }
-    for first, second in itertools.chain(PAIRS):
+    for first, second in PAIRS:
         if first not in candidates or second not in candidates:
             continue
         both = [(c[first], c[second]) for c in counted.values() if first in c and second in c]
