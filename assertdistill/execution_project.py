@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .execution_jvm import COMPILED, DEBIAN_JAVA_DIR, Jvm, find_java_tools, junit_jars
+from .records import RecordError
 
 JAVAC_OPTIONS = ("-nowarn", "-proc:none", "-g", "-Xmaxerrs", "100000", "-XDsuppressNotes",
                  "-implicit:class")
@@ -17,12 +18,8 @@ MAX_BUILD_ROUNDS = 6  # compile, drop the files with errors, compile again (file
 _ERROR_FILE = re.compile(r"^(.+?\.java):\d+: error:", flags=re.MULTILINE)
 
 
-class ProjectError(ValueError):
-    """A project that cannot be used; `reason` is the count key."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class ProjectError(RecordError):
+    """A project that cannot be used (its records are counted under `reason`)."""
 
 
 @dataclass

@@ -8,18 +8,15 @@ from dataclasses import dataclass
 from tree_sitter import Node
 
 from .java_mining import PLACEHOLDER, assertion_statements, make_parser, mask_method, one_line, parse_test_file
+from .records import RecordError
 
 _PACKAGE = re.compile(rb"^\s*package\s+([\w.]+)\s*;", flags=re.MULTILINE)
 _CLASS_TYPES = ("class_declaration", "enum_declaration", "record_declaration", "interface_declaration")
 _PARSER = make_parser()
 
 
-class SourceError(ValueError):
-    """The record's test cannot be located in its file; `reason` is the count key."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class SourceError(RecordError):
+    """The record's test cannot be located in its file (counted under `reason`)."""
 
 
 @dataclass(frozen=True)
