@@ -47,14 +47,17 @@ class Record:
 
 
 def read_rows(path: Path, candidates: tuple[str, ...]) -> tuple[list[Record], list[dict]]:
-    """(records to evaluate, result rows of bad input) from a predictions.jsonl-like file, in order."""
+    """(records to evaluate, result rows of bad input) from a predictions.jsonl-like file, in order.
+
+    A record's index is its position among the file's non-blank lines (0, 1, ...).
+    """
     records, bad = [], []
     with open(path, encoding="utf-8") as stream:
         for position, (lineno, row, error) in enumerate(json_lines(stream)):
-            index = row.get(ROW_INDEX, position) if isinstance(row, dict) else position
+            index = position  # predictions.jsonl's own index; never a row's claim, which may repeat
             if error is not None or not isinstance(row, dict):
                 why = f"line {lineno}: {error or 'not an object'}"
-                bad += _bad_rows(position, {}, candidates, "unparsable_row", why)
+                bad += _bad_rows(index, {}, candidates, "unparsable_row", why)
                 continue
             location = {key: row.get(key) for key in LOCATION_FIELDS}
             missing = [key for key, value in location.items() if not isinstance(value, str) or not value]
