@@ -117,7 +117,7 @@ def test_bad_summary_is_skipped_with_reason(tmp_path, name, body, reason):
 
 def test_numeric_string_args_and_duplicates(tmp_path):
     write_run(tmp_path, "a", {**summary(0.5, 2.0, 1), schema.ARGS: {"alpha_kl_loss_weight": "0.5", "temperature": "2",
-                                                               "seed": "1"}})
+                                                               "seed": "1", "epochs": 2}})
     write_run(tmp_path, "b", summary(0.5, 2.0, 1))  # same cell and seed as "a"
     runs, skipped = results.load_runs(tmp_path)
     assert [(r.alpha, r.temperature, r.seed) for r in runs] == [(0.5, 2.0, 1.0)]
