@@ -99,6 +99,9 @@ def select_reference(cells: list[Cell], main: Metric, spec: str | None, candidat
     if unknown:
         raise ReferenceSpecError(f"--reference {spec}: no cell has the setting {', '.join(unknown)}; "
                                  f"the cells differ in {', '.join(names)}")
+    for name, value in wanted.items():
+        if isinstance(value, str) and not axes.categorical([c.value(name) for c in cells]):
+            raise ReferenceSpecError(f"--reference {spec!r}: {value!r} is not a number")
     matches = [c for c in cells if all(_matches(c, name, value) for name, value in wanted.items())]
     if len(matches) != 1:
         listed = "; ".join(cell_name(c) for c in cells)

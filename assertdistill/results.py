@@ -134,8 +134,8 @@ class Run:
 CONFIDENCE = 0.95  # of every interval and paired comparison
 # How a cell's interval was made: method code -> the words figures and tables use.
 INTERVAL_METHODS = {
-    "records": "bootstrap over records",
-    "seeds+records": "bootstrap over seeds, then records",
+    "records": "bootstrap over records, at least the Wilson interval",
+    "seeds+records": "bootstrap over seeds, then records, at least the Wilson interval",
     "bounded": "conservative, from the record count and variance <= p(1-p)",
     "bounded+seeds": "conservative from the record count, plus the spread over seeds",
 }
