@@ -199,7 +199,6 @@ def as_number(value, what: str) -> float:
     raise SummaryError(f"{what} is not numeric: {value!r}")
 
 
-COUNT_KEYS = (NUM_EVAL_SAMPLES, NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION)  # record counts: finite and > 0
 
 
 def unusable(key: str, value: float) -> str | None:
@@ -209,8 +208,10 @@ def unusable(key: str, value: float) -> str | None:
     metric = METRICS_BY_KEY.get(key)
     if metric is not None and metric.bounded and not 0.0 <= value <= 1.0:
         return f"is {value!r}, outside [0, 1]"
-    if key in COUNT_KEYS and value <= 0:
+    if key == NUM_EVAL_SAMPLES and value <= 0:
         return f"is {value!r}, not a positive record count"
+    if key == NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION and value < 0:
+        return f"is {value!r}, not a record count"
     return None
 
 
@@ -260,6 +261,8 @@ def _final_metrics(data: dict) -> tuple[dict[str, float], list[str]]:
         why = unusable(key, number)
         if why is None:
             metrics[key] = number
+        elif key == NUM_EVAL_SAMPLES:  # every mean of the summary is over this count
+            raise SummaryError(f"{where} {why}: its means are over no known number of records")
         else:
             problems.append(f"{where} {why}: left out")
             left_out.add(key)
