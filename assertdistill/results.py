@@ -106,15 +106,10 @@ class NoResultsError(RuntimeError):
         self.skipped = list(skipped)
 
 
-@dataclass(frozen=True)
-class Run:
-    """One finished training run: its settings (axes.setting_name -> coordinate), seed and numeric final metrics."""
+class _AlphaTemperature:
+    """`alpha` and `temperature` of an object with `settings` (every run and cell has both)."""
 
-    path: Path
-    settings: dict  # every cell-defining setting of args but the seed: alpha, temperature, ...
-    seed: float
-    metrics: dict[str, float]
-    problems: tuple[str, ...] = ()  # '<key> ...: left out' for each value of the summary that was not usable
+    settings: dict
 
     @property
     def alpha(self) -> float:
@@ -125,6 +120,17 @@ class Run:
     def temperature(self) -> float:
         """The softmax temperature."""
         return self.settings[axes.TEMPERATURE.name]
+
+
+@dataclass(frozen=True)
+class Run(_AlphaTemperature):
+    """One finished training run: its settings (axes.setting_name -> coordinate), seed and numeric final metrics."""
+
+    path: Path
+    settings: dict  # every cell-defining setting of args but the seed: alpha, temperature, ...
+    seed: float
+    metrics: dict[str, float]
+    problems: tuple[str, ...] = ()  # '<key> ...: left out' for each value of the summary that was not usable
 
     def coordinates(self, pool_seeds: bool = True) -> dict:
         """The cell this run belongs to: its settings, and its seed unless seeds are pooled."""
@@ -150,7 +156,7 @@ class Interval(NamedTuple):
 
 
 @dataclass
-class Cell:
+class Cell(_AlphaTemperature):
     """Seeds of one cell (runs agreeing on every setting) aggregated: metric key -> (mean, std, count), intervals."""
 
     settings: dict  # setting name -> coordinate, shared by every run of the cell
@@ -163,16 +169,6 @@ class Cell:
     def n(self) -> int:
         """Number of runs (seeds) in the cell."""
         return len(self.runs)
-
-    @property
-    def alpha(self) -> float:
-        """The cell's KL-loss weight."""
-        return self.settings[axes.ALPHA.name]
-
-    @property
-    def temperature(self) -> float:
-        """The cell's temperature."""
-        return self.settings[axes.TEMPERATURE.name]
 
     def value(self, name: str):
         """The cell's coordinate on one setting (None: not recorded)."""
