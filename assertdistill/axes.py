@@ -56,7 +56,7 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def axis(name: str, values=()) -> Axis:
+def axis(name: str) -> Axis:
     """The Axis of a setting: declared ones as declared, any other labelled by its name."""
     name = canonical_name(name)
     if name in _DECLARED:

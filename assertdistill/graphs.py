@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from assertdistill import axes, comparisons, intervals, plotting, results
-from assertdistill.schema import (ARGS, ACCURACY, COMPARISONS_FILENAME, FINAL_EVALUATION_METRICS, METRICS_FILENAME,
+from assertdistill.schema import (ACCURACY, ARGS, COMPARISONS_FILENAME, FINAL_EVALUATION_METRICS, METRICS_FILENAME,
                                   OVERVIEW_STEM, PREDICTIONS_FILENAME, S_VS_GT_SCRIPT1, SUMMARY_FILENAME,
                                   SWEEP_CSV_FILENAME, SWEEP_MARKDOWN_FILENAME, THESIS_FIGURES, TRAINING_CURVES_STEM,
                                   figure_filename, heatmap_filename, metric_key)

@@ -259,13 +259,13 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
     colour = dict(zip(swept_values, _colours(len(swept_values))))  # colour: swept value
     style = {label: LINESTYLES[i % len(LINESTYLES)] for i, (label, _) in enumerate(groups)}  # dash: the others
     fig = new_figure((12, 4.5))
-    axes_ = fig.subplots(1, len(CURVES))
+    panels = fig.subplots(1, len(CURVES))
     n_runs = 0
     for label, line in groups:
         for cell in line:
             for run in cell.runs:
                 drawn = False
-                for ax, (section, key, _) in zip(axes_, CURVES):
+                for ax, (section, key, _) in zip(panels, CURVES):
                     epochs, values = results.epoch_series(curves.get(run.path, []), section, key)
                     if epochs:
                         ax.plot(epochs, values, marker=".", alpha=0.8, color=colour[cell.value(swept.name)],
@@ -274,7 +274,7 @@ def save_training_curves(cells, curves, swept: Axis, path: Path) -> bool:
                 n_runs += drawn
     if not n_runs:
         return False
-    for ax, (_, _, title) in zip(axes_, CURVES):
+    for ax, (_, _, title) in zip(panels, CURVES):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
