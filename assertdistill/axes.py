@@ -2,17 +2,20 @@
 
 One list, SWEPT, names the settings sweep.sh has shorthands for; every other entry of a summary's
 `args` is a setting too. A results folder's cells are the runs that agree on every setting but the
-seed (and the run-only ones below); the settings whose values differ between cells are its axes:
+seed (and the run-only ones below; an entry a summary lacks counts as its default); the settings whose
+values differ between cells are its axes:
 its CSV columns, figure lines and paired comparisons name them all, so runs that differ in anything
 are never pooled as seeds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 
+from assertdistill.config import RunConfig
 from assertdistill.schema import ARG_ALPHA, ARG_SEED, ARG_TEMPERATURE
 
 
@@ -43,6 +46,10 @@ ALIASES = {"T": TEMPERATURE.name, "temp": TEMPERATURE.name, ARG_ALPHA: ALPHA.nam
 RUN_ONLY_SETTINGS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "save_steps", "save_total_limit",
                      "log_steps")
 _DECLARED = {axis.name: axis for axis in SWEPT}
+# A run made before a setting existed ran as its default does (a new flag's default keeps the old behaviour):
+# a summary without an entry of args is read as holding RunConfig's default for it.
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(RunConfig)
+            if field.default is not dataclasses.MISSING and field.name not in RUN_ONLY_SETTINGS}
 _BY_KEY = {axis.key: axis for axis in SWEPT}
 
 

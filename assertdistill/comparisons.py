@@ -238,8 +238,8 @@ def markdown_section(result: PairedComparisons) -> str:
                          f"{paired.p_value:.3g} | {'yes' if row.significant else 'no'} | {paired.test} | "
                          f"{paired.ci_method} | {paired.records} |")
         lines += ["", "Difference = cell - reference, on per-record scores averaged over each cell's seeds, records "
-                  f"matched by {ROW_LINE_NUMBER}. p: McNemar's exact test for the strict exact match of single runs, "
-                  "else the sign-flip permutation test (exact up to "
+                  f"matched by {ROW_LINE_NUMBER}. p: McNemar's exact test for the strict exact match when every "
+                  "per-record value is 0 or 1, else the sign-flip permutation test (exact up to "
                   f"{statistics.EXACT_MAX_NONZERO} differing records, else Monte Carlo); with m differing records "
                   "no p is below 2 / 2^m, so fewer than 6 can never be significant. Interval: paired bootstrap "
                   f"with >= {statistics.MIN_BOOTSTRAP_RECORDS} records of which >= "

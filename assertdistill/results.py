@@ -232,7 +232,7 @@ def parse_summary(path: Path, data) -> Run:
     student_acc = metric_key(ACCURACY, S_VS_GT_SCRIPT1)
     if STUDENT_SHARE_OF_TEACHER_ACCURACY not in metrics and teacher_acc and student_acc in metrics:  # not of 0
         metrics[STUDENT_SHARE_OF_TEACHER_ACCURACY] = metrics[student_acc] / teacher_acc
-    settings = {axes.setting_name(key): axes.setting_value(value) for key, value in args.items()
+    settings = {axes.setting_name(key): axes.setting_value(value) for key, value in {**axes.DEFAULTS, **args}.items()
                 if key not in axes.RUN_ONLY_SETTINGS and key != ARG_SEED}
     settings.update({name: hyper[name] for name in axes.ALWAYS_SHOWN})
     return Run(path, settings, hyper["seed"], metrics, tuple(problems))

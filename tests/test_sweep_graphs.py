@@ -114,6 +114,17 @@ def test_runs_missing_a_setting_are_not_pooled_with_runs_that_have_it(tmp_path):
     assert cells[1].name == "alpha=0.5, T=2, divergence=none"
 
 
+def test_a_run_without_an_entry_counts_as_having_its_default(tmp_path):
+    from assertdistill.config import RunConfig
+
+    default = RunConfig.__dataclass_fields__["allow_records_without_teacher"].default
+    write_run(tmp_path, "old", summary(0.5, 2.0, 1))  # made before the flag existed
+    write_run(tmp_path, "new", summary(0.5, 2.0, 2, allow_records_without_teacher=default))
+    write_run(tmp_path, "other", summary(0.5, 2.0, 3, allow_records_without_teacher=not default))
+    cells = results.aggregate(results.load_runs(tmp_path)[0])
+    assert [(c.value("allow_records_without_teacher"), c.n) for c in cells] == [(default, 2), (not default, 1)]
+
+
 def test_run_only_settings_never_split_cells(tmp_path):
     write_run(tmp_path, "a", summary(0.5, 2.0, 1, output_dir="a", log_steps=10))
     write_run(tmp_path, "b", summary(0.5, 2.0, 2, output_dir="b", log_steps=50))
