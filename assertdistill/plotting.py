@@ -232,6 +232,8 @@ def load_curves(runs, err) -> dict[Path, list[dict]]:
     for run in runs:
         log = run.path.parent / METRICS_FILENAME
         if not log.is_file():
+            if log.exists():
+                print(f"skip {log}: not a regular file (a FIFO, device or folder)", file=err)
             continue
         try:
             records, problems = results.load_epoch_log(log)

@@ -108,6 +108,10 @@ def test_fifos_are_skipped_not_read(tmp_path):
     assert [run.path.parent.name for run in runs] == ["good"]
     assert sorted(skipped) == [(tmp_path / "fifo_run" / schema.SUMMARY_FILENAME, not_regular),
                                (tmp_path / "flat.json", not_regular)]
+    os.mkfifo(tmp_path / "good" / schema.METRICS_FILENAME)
+    curves_err = io.StringIO()
+    assert plotting.load_curves(runs, curves_err) == {}
+    assert curves_err.getvalue() == f"skip {tmp_path / 'good' / schema.METRICS_FILENAME}: {not_regular}\n"
     err = io.StringIO()
     assert intervals.load_all_predictions(runs, err) == {}
     assert err.getvalue() == (f"skip {tmp_path / 'good' / schema.PREDICTIONS_FILENAME}: {not_regular}; its cell gets "
