@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from assertdistill.codec import compress_logits
+from assertdistill.codec import compress_logits, decode_quantized
 from assertdistill.dataset import Sample, collate
-from assertdistill.codec import decode_quantized, dequantize_codes
 from assertdistill.forward import batch_losses
 from script import DistillationLoss
 from util import tiny_t5, tiny_tokenizer
@@ -106,11 +105,16 @@ def test_trimmed_batch_loss_equals_fully_padded_thesis_loss():
         assert torch.allclose(got, want, rtol=1e-4), (got, want)
 
 
+def dequantized(codes, scale, zero):
+    """The teacher logits of stored codes, (codes - zero_point) * scale, written here (not the codec's function)."""
+    return (codes.double() - zero.double()[:, None]) * scale.double()[:, None]
+
+
 def reference_losses(loss_fn, logits, labels, codes, scale, zero, mask):
     hard = loss_fn.hard_loss(logits, labels)
     soft = torch.zeros(())
     if codes is not None and loss_fn.alpha > 0:
-        teacher = dequantize_codes(codes, scale[:, None], zero[:, None])
+        teacher = dequantized(codes, scale, zero)
         soft = loss_fn.soft_loss_from_rows(logits[mask], teacher, mask.sum())
     return loss_fn.combine(hard, soft), hard, soft
 
@@ -137,9 +141,30 @@ def test_fused_loss_matches_reference_values_and_gradients(temperature, alpha, t
         assert torch.allclose(got.double(), want.double(), rtol=1e-5, atol=1e-7)
     assert not fused[1].requires_grad and not fused[2].requires_grad  # logged, not backpropagated
     for scale_by in (1.0, 0.25):  # 0.25: gradient accumulation divides the loss
-        (got,) = torch.autograd.grad(fused[0] * scale_by if scale_by != 1.0 else fused[0], logits, retain_graph=True)
+        if scale_by != 1.0:  # the fused backward runs once: a fresh graph
+            fused = loss_fn.fused(logits, labels, codes, scale, zero, mask)
+        (got,) = torch.autograd.grad(fused[0] * scale_by if scale_by != 1.0 else fused[0], logits)
         (want,) = torch.autograd.grad(expected[0] * scale_by, logits, retain_graph=True)
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_fused_backward_scales_in_place_and_refuses_a_second_run():
+    logits = torch.randn(2, 4, 30, requires_grad=True)
+    labels = torch.randint(0, 30, (2, 4))
+    saved = []
+
+    def keep(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        total = DistillationLoss(2.0, 0.0).fused(logits, labels, None, None, None, None)[0]
+    (gradient,) = torch.autograd.grad(total * 3.0, logits, retain_graph=True)
+    assert any(tensor.data_ptr() == gradient.data_ptr() for tensor in saved)  # scaled in place, no new (B, L, V)
+    assert torch.allclose(gradient, torch.autograd.grad(F.cross_entropy(logits.reshape(-1, 30), labels.reshape(-1))
+                                                        * 3.0, logits)[0], atol=1e-7)
+    with pytest.raises(RuntimeError, match="runs once"):
+        torch.autograd.grad(total, logits)
 
 
 def test_fused_loss_without_gradient_keeps_no_buffer():
