@@ -205,3 +205,25 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     expected[0].backward()
     for got, want in zip(fused_gradients, (p.grad for p in model.parameters())):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_fp16_fused_gradient_under_a_grad_scaler_matches_float32():
+    """float16 logits (as under fp16 autocast) and a GradScaler-sized factor: no gradient flushed to zero."""
+    generator = torch.Generator().manual_seed(0)
+    rows, vocab = 256, 32100
+    logits32 = (torch.randn(2, rows // 2, vocab, generator=generator) * 2).half().float()
+    labels = torch.randint(0, vocab, (2, rows // 2), generator=generator)
+    mask = labels != -100
+    codes = torch.randint(0, 256, (rows, vocab), generator=generator, dtype=torch.uint8)
+    scale, zero = torch.full((rows,), 0.05), torch.full((rows,), 128.0)
+    loss_fn = DistillationLoss(2.0, 0.5)
+    gradients = []
+    for logits in (logits32.clone().requires_grad_(), logits32.half().requires_grad_()):
+        total = loss_fn.fused(logits, labels, codes, scale, zero, mask)[0]
+        (gradient,) = torch.autograd.grad(total * 65536.0, logits)  # GradScaler's initial scale
+        assert gradient.dtype == logits.dtype
+        gradients.append(gradient.float())
+    reference, half = gradients
+    flushed = ((half == 0) & (reference != 0)).float().mean()
+    assert flushed < 1e-3, flushed
+    assert (half - reference).norm() / reference.norm() < 1e-3
