@@ -17,6 +17,8 @@ import sys
 
 from assertdistill.archive import DEFAULT_MAX_RECORD_BYTES
 from assertdistill.attention import CHOICES as ATTENTION_CHOICES
+from assertdistill.divergences import CHOICES as DIVERGENCE_CHOICES
+from assertdistill.divergences import DEFAULT_DIVERGENCE, DEFAULT_JSD_BETA, DEFAULT_SKEW_LAMBDA
 from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
 from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
 from assertdistill.paths import DEMO
@@ -106,6 +108,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--alpha_kl_loss_weight", "--alpha", dest="alpha_kl_loss_weight", type=float, default=0.7,
                           help="alpha: weight of the soft KL term; (1 - alpha) weighs the hard CE term (0-1)")
     training.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T of the KL term (> 0)")
+    training.add_argument("--divergence", choices=DIVERGENCE_CHOICES, default=DEFAULT_DIVERGENCE,
+                          help="the soft term's divergence between teacher p and student q (docs/LOSSES.md); "
+                               "forward_kl = KL(p || q), the thesis")
+    training.add_argument("--jsd_beta", type=float, default=DEFAULT_JSD_BETA,
+                          help="jsd's beta (0-1, exclusive): beta KL(p || m) + (1 - beta) KL(q || m), "
+                               "m = beta p + (1 - beta) q")
+    training.add_argument("--skew_lambda", type=float, default=DEFAULT_SKEW_LAMBDA,
+                          help="skew_kl / skew_reverse_kl's lambda (0-1, exclusive): KL(p || lambda p + (1 - lambda) q)")
+    training.add_argument("--teacher_text_weight", type=float, default=0.0,
+                          help="w >= 0: adds w * CE on the teacher's predicted text (sequence-level KD; one more "
+                               "student forward per batch when > 0)")
+    training.add_argument("--temperature_final", type=float, default=None,
+                          help="T at the last optimizer step (> 0); T moves from --temperature to it along "
+                               "--temperature_schedule; default: T stays --temperature")
+    training.add_argument("--temperature_schedule", choices=["linear", "cosine"], default="linear",
+                          help="how T moves to --temperature_final over the optimizer steps")
     training.add_argument("--gradient_accumulation_steps", type=int, default=1,
                           help="batches accumulated per optimizer step")
     training.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
@@ -150,6 +168,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     checks = [
         (0.0 <= args.alpha_kl_loss_weight <= 1.0, "--alpha_kl_loss_weight must be between 0 and 1"),
         (args.temperature > 0, "--temperature must be > 0"),
+        (0.0 < args.jsd_beta < 1.0, "--jsd_beta must be between 0 and 1 (exclusive)"),
+        (0.0 < args.skew_lambda < 1.0, "--skew_lambda must be between 0 and 1 (exclusive)"),
+        (args.teacher_text_weight >= 0, "--teacher_text_weight must be >= 0"),
+        (args.temperature_final is None or args.temperature_final > 0, "--temperature_final must be > 0"),
         (args.epochs >= 1, "--epochs must be >= 1"),
         (args.batch_size >= 1 and args.eval_batch_size >= 1, "batch sizes must be >= 1"),
         (args.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1"),

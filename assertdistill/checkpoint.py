@@ -21,7 +21,8 @@ _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
                      "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
                      "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
-                     "num_dataloader_workers", "max_train_samples")
+                     "num_dataloader_workers", "max_train_samples", "divergence", "jsd_beta", "skew_lambda",
+                     "teacher_text_weight", "temperature_final", "temperature_schedule")
 
 
 class CheckpointError(Exception):

@@ -45,6 +45,12 @@ class RunConfig:
     warmup_steps_ratio: float  # 0-1
     alpha_kl_loss_weight: float  # 0-1, weight of the soft KL term
     temperature: float  # > 0
+    divergence: str  # divergences.CHOICES
+    jsd_beta: float  # 0-1 exclusive, jsd only
+    skew_lambda: float  # 0-1 exclusive, skew_kl and skew_reverse_kl only
+    teacher_text_weight: float  # >= 0, weight of CE on the teacher's text
+    temperature_final: float | None  # None = constant temperature
+    temperature_schedule: str  # linear or cosine
     gradient_accumulation_steps: int
     max_grad_norm: float
     precision: str  # fp32, bf16 or fp16
