@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,34 @@ def divergence_per_position(student_rows: torch.Tensor, teacher_rows: torch.Tens
     return divergence.terms(teacher_log_probs, teacher_log_probs.exp(), student_log_probs, parameter).sum(dim=-1)
 
 
+TEMPERATURE_SCHEDULES = ("linear", "cosine")
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """T at each optimizer step: initial at step 0 to final (None: constant) at step total_steps - 1 and after."""
+
+    initial: float
+    final: float | None = None
+    kind: str = "linear"  # TEMPERATURE_SCHEDULES
+    total_steps: int = 1
+
+    def __post_init__(self):
+        if self.kind not in TEMPERATURE_SCHEDULES:
+            raise ValueError(f"unknown temperature schedule {self.kind!r}; choose linear or cosine")
+        if self.initial <= 0 or (self.final is not None and self.final <= 0):
+            raise ValueError(f"temperatures must be > 0, got {self.initial} and {self.final}")
+
+    def at(self, step: int) -> float:
+        """The temperature of optimizer step `step` (0-based), a pure function of the step: resumes restore it."""
+        if self.final is None:
+            return self.initial
+        progress = min(max(step / max(self.total_steps - 1, 1), 0.0), 1.0)
+        if self.kind == "cosine":
+            progress = (1.0 - math.cos(math.pi * progress)) / 2.0
+        return self.initial + (self.final - self.initial) * progress
+
+
 class DistillationLoss(torch.nn.Module):
     """total = (1 - alpha) * CE(labels, ignore -100) + alpha * T^2 * mean over label positions of D.
 
@@ -40,17 +70,27 @@ class DistillationLoss(torch.nn.Module):
     """
 
     def __init__(self, temperature: float, alpha: float, divergence: str = DEFAULT_DIVERGENCE,
-                 jsd_beta: float = DEFAULT_JSD_BETA, skew_lambda: float = DEFAULT_SKEW_LAMBDA):
+                 jsd_beta: float = DEFAULT_JSD_BETA, skew_lambda: float = DEFAULT_SKEW_LAMBDA,
+                 teacher_text_weight: float = 0.0):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if teacher_text_weight < 0:
+            raise ValueError(f"teacher_text_weight must be >= 0, got {teacher_text_weight}")
+        self.teacher_text_weight = float(teacher_text_weight)  # read by forward.batch_losses
         self.parameter = divergence_parameter(divergence, jsd_beta, skew_lambda)
         self.divergence = DIVERGENCES[divergence]
         self.temperature = float(temperature)
+        self.schedule = TemperatureSchedule(self.temperature)  # run.py sets --temperature_final's schedule
         self.alpha = float(alpha)
         self._warned_vocab_mismatch = False
+
+    def at_step(self, step: int) -> float:
+        """Set and return the temperature of optimizer step `step` under self.schedule."""
+        self.temperature = float(self.schedule.at(step))
+        return self.temperature
 
     def hard_loss(self, student_logits: torch.Tensor, hard_labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over label positions; student_logits (B, L, V), hard_labels (B, L)."""
@@ -96,6 +136,11 @@ class DistillationLoss(torch.nn.Module):
             teacher = None
         return _FusedDistillation.apply(student_logits, hard_labels, teacher, self.temperature, self.alpha,
                                         self.divergence, self.parameter)
+
+    def text_loss(self, student_logits: torch.Tensor, text_labels: torch.Tensor) -> torch.Tensor:
+        """CE of student_logits (B, L, V) on other targets (B, L) (the teacher's text), through the fused path."""
+        return _FusedDistillation.apply(student_logits, text_labels, None, self.temperature, 0.0, self.divergence,
+                                        self.parameter)[0]
 
     def combine(self, hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
         """(1 - alpha) * hard + alpha * soft."""

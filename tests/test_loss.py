@@ -91,7 +91,7 @@ def test_trimmed_batch_loss_equals_fully_padded_thesis_loss():
     batch = collate(samples, tokenizer.pad_token_id)
     loss_fn = DistillationLoss(2.0, 0.7)
     with torch.no_grad():
-        total, hard, soft = batch_losses(model, batch, loss_fn)
+        total, hard, soft, _ = batch_losses(model, batch, loss_fn)
 
         # Thesis path: everything padded to fixed lengths, teacher padded to 16 positions in full.
         input_ids = torch.full((3, padded_source), tokenizer.pad_token_id)
@@ -191,7 +191,7 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     batch = collate(samples, tokenizer.pad_token_id)
     model = tiny_t5(tokenizer).eval()
     loss_fn = DistillationLoss(2.0, 0.7)
-    total, hard, soft = batch_losses(model, batch, loss_fn)
+    total, hard, soft, _ = batch_losses(model, batch, loss_fn)
     from assertdistill.forward import student_logits_for
 
     logits = student_logits_for(model, batch)
