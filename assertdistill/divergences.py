@@ -1,9 +1,8 @@
 """The soft term's divergences D(p, q): per-position terms and the gradient with respect to the student's logits.
 
-p = softmax(teacher / T), q = softmax(student / T). Each entry gives, on rows of log p and log q:
-- terms (N, V): the summands whose row sums are D(p, q) (differentiable: the unfused path's autograd);
-- student_gradient (N, V): dD/ds with s = student / T, formed directly (the fused path's gradient).
-The formulas are in docs/LOSSES.md.
+p = softmax(teacher / T), q = softmax(student / T). Each entry evaluates, on rows of log p and log q,
+the terms whose row sums are D(p, q) and, for the fused path, dD/ds (s = student / T) with the
+intermediates shared. The formulas are in docs/LOSSES.md.
 """
 
 from __future__ import annotations
@@ -21,11 +20,15 @@ DEFAULT_SKEW_LAMBDA = 0.1
 
 @dataclass(frozen=True)
 class Divergence:
-    """One divergence: its terms and its student gradient, both f(log_p, p, log_q, parameter) -> (N, V)."""
+    """One divergence: evaluate(log_p, p, log_q, parameter, gradient) -> (terms (N, V), dD/ds (N, V) or None).
+
+    terms are the summands whose row sums are D(p, q), differentiable (the unfused path's autograd);
+    with gradient=True the second value is dD/ds for s = student / T, formed directly (the fused path),
+    and log_q may be overwritten (its last use).
+    """
 
     name: str
-    terms: Callable
-    student_gradient: Callable  # may overwrite log_q (its last use)
+    evaluate: Callable
     parameter: str | None = None  # the DistillationLoss keyword of its parameter (jsd_beta, skew_lambda)
 
 
@@ -39,71 +42,60 @@ def _mixture_log(log_a: torch.Tensor, log_b: torch.Tensor, weight: float) -> tor
     return torch.logaddexp(log_a + math.log(weight), log_b + math.log1p(-weight))
 
 
-def _forward_kl_terms(log_p, p, log_q, _):
-    return p * (log_p - log_q)  # KL(p || q)
+def _forward_kl(log_p, p, log_q, _, gradient):
+    terms = p * (log_p - log_q)  # KL(p || q)
+    return terms, log_q.exp_().sub_(p) if gradient else None  # q - p
 
 
-def _forward_kl_gradient(log_p, p, log_q, _):
-    return log_q.exp_().sub_(p)  # q - p
-
-
-def _reverse_kl_terms(log_p, p, log_q, _):
-    return log_q.exp() * (log_q - log_p)  # KL(q || p)
-
-
-def _reverse_kl_gradient(log_p, p, log_q, _):
+def _reverse_kl(log_p, p, log_q, _, gradient):
     q = log_q.exp()
-    return _through_softmax(q, log_q.sub_(log_p))  # dD/dq = log q - log p (+ 1, which cancels)
+    terms = q * (log_q - log_p)  # KL(q || p)
+    return terms, _through_softmax(q, log_q.sub_(log_p)) if gradient else None  # dD/dq = log q - log p (+ 1)
 
 
-def _jsd_terms(log_p, p, log_q, beta):
+def _jsd(log_p, p, log_q, beta, gradient):
     log_m = _mixture_log(log_p, log_q, beta)  # m = beta p + (1 - beta) q
-    return beta * p * (log_p - log_m) + (1.0 - beta) * log_q.exp() * (log_q - log_m)
-
-
-def _jsd_gradient(log_p, p, log_q, beta):
-    log_m = _mixture_log(log_p, log_q, beta)
     q = log_q.exp()
-    return _through_softmax(q, log_q.sub_(log_m).mul_(1.0 - beta))  # dD/dq = (1 - beta) (log q - log m)
+    terms = beta * p * (log_p - log_m) + (1.0 - beta) * q * (log_q - log_m)
+    if not gradient:
+        return terms, None
+    return terms, _through_softmax(q, log_q.sub_(log_m).mul_(1.0 - beta))  # dD/dq = (1 - beta) (log q - log m)
 
 
-def _skew_kl_terms(log_p, p, log_q, skew):
-    return p * (log_p - _mixture_log(log_p, log_q, skew))  # KL(p || skew p + (1 - skew) q)
-
-
-def _skew_kl_gradient(log_p, p, log_q, skew):
-    log_r = _mixture_log(log_p, log_q, skew)
+def _skew_kl(log_p, p, log_q, skew, gradient):
+    log_r = _mixture_log(log_p, log_q, skew)  # r = skew p + (1 - skew) q
+    terms = p * (log_p - log_r)  # KL(p || r)
+    if not gradient:
+        return terms, None
     q = log_q.exp()
-    return _through_softmax(q, log_r.neg_().add_(log_p).exp_().mul_(skew - 1.0))  # dD/dq = -(1 - skew) p / r
+    return terms, _through_softmax(q, log_r.neg_().add_(log_p).exp_().mul_(skew - 1.0))  # dD/dq = -(1 - skew) p / r
 
 
-def _skew_reverse_kl_terms(log_p, p, log_q, skew):
-    return log_q.exp() * (log_q - _mixture_log(log_q, log_p, skew))  # KL(q || skew q + (1 - skew) p)
-
-
-def _skew_reverse_kl_gradient(log_p, p, log_q, skew):
-    log_r = _mixture_log(log_q, log_p, skew)
+def _skew_reverse_kl(log_p, p, log_q, skew, gradient):
+    log_r = _mixture_log(log_q, log_p, skew)  # r = skew q + (1 - skew) p
     q = log_q.exp()
-    ratio = (log_q - log_r).exp_().mul_(skew)  # skew q / r
-    return _through_softmax(q, log_q.sub_(log_r).sub_(ratio))  # dD/dq = log q - log r - skew q / r (+ 1)
+    log_ratio = log_q - log_r
+    terms = q * log_ratio  # KL(q || r)
+    if not gradient:
+        return terms, None
+    ratio = log_ratio.exp().mul_(skew)  # skew q / r
+    return terms, _through_softmax(q, log_ratio.sub_(ratio))  # dD/dq = log q - log r - skew q / r (+ 1)
 
 
-def _tvd_terms(log_p, p, log_q, _):
-    return 0.5 * (p - log_q.exp()).abs()  # 0.5 |p - q|
-
-
-def _tvd_gradient(log_p, p, log_q, _):
+def _tvd(log_p, p, log_q, _, gradient):
     q = log_q.exp()
-    return _through_softmax(q, torch.sign(q - p).mul_(0.5))  # dD/dq = 0.5 sign(q - p); 0 where equal
+    difference = q - p
+    terms = 0.5 * difference.abs()  # 0.5 |p - q|
+    return terms, _through_softmax(q, difference.sign_().mul_(0.5)) if gradient else None  # 0.5 sign(q - p)
 
 
 DIVERGENCES = {entry.name: entry for entry in (
-    Divergence("forward_kl", _forward_kl_terms, _forward_kl_gradient),
-    Divergence("reverse_kl", _reverse_kl_terms, _reverse_kl_gradient),
-    Divergence("jsd", _jsd_terms, _jsd_gradient, "jsd_beta"),
-    Divergence("skew_kl", _skew_kl_terms, _skew_kl_gradient, "skew_lambda"),
-    Divergence("skew_reverse_kl", _skew_reverse_kl_terms, _skew_reverse_kl_gradient, "skew_lambda"),
-    Divergence("tvd", _tvd_terms, _tvd_gradient),
+    Divergence("forward_kl", _forward_kl),
+    Divergence("reverse_kl", _reverse_kl),
+    Divergence("jsd", _jsd, "jsd_beta"),
+    Divergence("skew_kl", _skew_kl, "skew_lambda"),
+    Divergence("skew_reverse_kl", _skew_reverse_kl, "skew_lambda"),
+    Divergence("tvd", _tvd),
 )}
 CHOICES = tuple(DIVERGENCES)
 

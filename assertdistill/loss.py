@@ -28,7 +28,8 @@ def divergence_per_position(student_rows: torch.Tensor, teacher_rows: torch.Tens
     dtype = torch.promote_types(student_rows.dtype, torch.float32)
     student_log_probs = F.log_softmax(student_rows.to(dtype) / temperature, dim=-1)  # (N, V)
     teacher_log_probs = F.log_softmax(teacher_rows.to(dtype) / temperature, dim=-1).detach()  # (N, V)
-    return divergence.terms(teacher_log_probs, teacher_log_probs.exp(), student_log_probs, parameter).sum(dim=-1)
+    terms, _ = divergence.evaluate(teacher_log_probs, teacher_log_probs.exp(), student_log_probs, parameter, False)
+    return terms.sum(dim=-1)
 
 
 TEMPERATURE_SCHEDULES = ("linear", "cosine")
@@ -260,10 +261,11 @@ class _FusedDistillation(torch.autograd.Function):
                 student_rows = row_logits[:, :kl_vocab] if every else row_logits[:, :kl_vocab].index_select(0, local)
                 student_log_probs = F.log_softmax(student_rows / temperature, dim=-1)
                 teacher_probs = teacher_log_probs.exp()
-                kl_sum += divergence.terms(teacher_log_probs, teacher_probs, student_log_probs, parameter).sum()
+                terms, row_soft = divergence.evaluate(teacher_log_probs, teacher_probs, student_log_probs, parameter,
+                                                      needs_grad)  # (C', V) each; row_soft = dD/ds
+                kl_sum += terms.sum()
                 if needs_grad:  # d (T^2 D) / d logits = T dD/ds, s = logits / T
-                    row_soft = divergence.student_gradient(teacher_log_probs, teacher_probs, student_log_probs,
-                                                           parameter).mul_(kl_weight / temperature)
+                    row_soft.mul_(kl_weight / temperature)
                     if every:
                         row_gradient[:, :kl_vocab] += row_soft
                     else:
