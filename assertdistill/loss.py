@@ -68,6 +68,8 @@ class DistillationLoss(torch.nn.Module):
     of divergences.CHOICES (jsd reads jsd_beta, skew_kl and skew_reverse_kl read skew_lambda). When
     sequence lengths or vocabulary sizes differ, both are cut to the smaller. The soft term is 0 when
     there are no teacher logits or alpha is 0 (as the thesis). forward returns (total, hard, soft).
+    teacher_text_weight (the CE on the teacher's text) is applied by forward.batch_losses, which runs
+    the student on that text too; docs/LOSSES.md.
     """
 
     def __init__(self, temperature: float, alpha: float, divergence: str = DEFAULT_DIVERGENCE,
