@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from assertdistill.codec import compress_logits, decode_quantized
 from assertdistill.dataset import Sample, collate
@@ -227,3 +228,40 @@ def test_fp16_fused_gradient_under_a_grad_scaler_matches_float32():
     flushed = ((half == 0) & (reference != 0)).float().mean()
     assert flushed < 1e-3, flushed
     assert (half - reference).norm() / reference.norm() < 1e-3
+
+
+class _SyncCounter(TorchDispatchMode):
+    """Counts the ops that wait for a CUDA device when their input lives there (.item(), bool(), nonzero)."""
+
+    SYNCING = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+               torch.ops.aten.is_nonzero.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.SYNCING
+        return func(*args, **(kwargs or {}))
+
+
+def test_fused_loss_syncs_a_fixed_number_of_times_whatever_the_chunk_count(monkeypatch):
+    """The chunk loop itself never waits for the device: the syncs do not grow with the number of chunks."""
+    from assertdistill import loss as loss_module
+
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 16, 50, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 50, (4, 16), generator=generator)
+    labels[1, 9:] = -100
+    mask = labels != -100
+    mask[2, 5:] = False
+    count = int(mask.sum())
+    codes = torch.randint(0, 256, (count, 50), generator=generator, dtype=torch.uint8)
+    scale, zero = torch.full((count,), 0.05), torch.full((count,), 128.0)
+    syncs = []
+    for chunk_values in (1 << 22, 50 * 3):  # 1 chunk, then 22 chunks of 3 rows
+        monkeypatch.setattr(loss_module, "FUSED_CHUNK_VALUES", chunk_values)
+        with _SyncCounter() as counter:
+            DistillationLoss(2.0, 0.5, divergence="jsd").fused(logits, labels, codes, scale, zero, mask)
+        syncs.append(counter.count)
+    assert syncs[0] == syncs[1] <= 4, syncs
