@@ -187,3 +187,23 @@ def test_unknown_divergence_and_parameters_out_of_range_are_refused():
 def test_default_is_the_thesis_forward_kl():
     loss = DistillationLoss(temperature=2.0, alpha=0.5)
     assert loss.divergence.name == "forward_kl"
+
+
+@pytest.mark.parametrize("name", CHOICES)
+def test_fused_equals_unfused_on_8_bit_storage(name, monkeypatch):
+    monkeypatch.setattr(loss_module, "FUSED_CHUNK_VALUES", 120)  # three rows per chunk
+    logits, labels, codes, scale, zero, _ = quantized_case(seed=21)
+    mask = labels != -100  # the unfused API reads the teacher at every label position
+    codes = torch.randint(0, 256, (int(mask.sum()), codes.size(1)), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(1))
+    scale, zero = scale[:1].expand(len(codes)).contiguous(), zero[:1].expand(len(codes)).contiguous()
+    teacher = torch.zeros(logits.shape, dtype=torch.float64)
+    teacher[mask] = (codes.double() - zero.double()[:, None]) * scale.double()[:, None]
+    loss = loss_for(name, temperature=1.5, alpha=0.8)
+    fused = loss.fused(logits, labels, codes, scale, zero, mask)
+    unfused = loss(logits, teacher, labels)
+    for got, want in zip(fused, unfused):
+        assert torch.allclose(got.double(), want.double(), rtol=1e-5, atol=1e-8)
+    (got,) = torch.autograd.grad(fused[0], logits)
+    (want,) = torch.autograd.grad(unfused[0], logits)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-9)
