@@ -49,6 +49,17 @@ def test_resuming_with_another_loss_setting_is_refused(name, tmp_path):
         checkpoint_to_resume(str(checkpoint), str(tmp_path), {**flags, name: LOSS_FLAGS[name]})
 
 
+def test_a_checkpoint_from_before_the_loss_flags_resumes_with_their_defaults_only(tmp_path):
+    flags = RunConfig.from_namespace(script.parse_args([])).as_flags()
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-1"
+    checkpoint.mkdir(parents=True)
+    torch.save({"args": {name: value for name, value in flags.items() if name not in LOSS_FLAGS}},
+               checkpoint / "state.pt")
+    assert checkpoint_to_resume(str(checkpoint), str(tmp_path), flags)[0] == str(checkpoint)
+    with pytest.raises(CheckpointError, match="--divergence"):
+        checkpoint_to_resume(str(checkpoint), str(tmp_path), {**flags, "divergence": "tvd"})
+
+
 def test_temperature_schedules():
     assert TemperatureSchedule(2.0).at(0) == TemperatureSchedule(2.0).at(10 ** 6) == 2.0
     linear = TemperatureSchedule(4.0, 1.0, "linear", total_steps=5)
