@@ -208,15 +208,17 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_fp16_fused_gradient_under_a_grad_scaler_matches_float32():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_fp16_fused_gradient_under_a_grad_scaler_matches_float32(device):
     """float16 logits (as under fp16 autocast) and a GradScaler-sized factor: no gradient flushed to zero."""
     generator = torch.Generator().manual_seed(0)
     rows, vocab = 256, 32100
-    logits32 = (torch.randn(2, rows // 2, vocab, generator=generator) * 2).half().float()
-    labels = torch.randint(0, vocab, (2, rows // 2), generator=generator)
+    logits32 = (torch.randn(2, rows // 2, vocab, generator=generator) * 2).half().float().to(device)
+    labels = torch.randint(0, vocab, (2, rows // 2), generator=generator).to(device)
     mask = labels != -100
-    codes = torch.randint(0, 256, (rows, vocab), generator=generator, dtype=torch.uint8)
-    scale, zero = torch.full((rows,), 0.05), torch.full((rows,), 128.0)
+    codes = torch.randint(0, 256, (rows, vocab), generator=generator, dtype=torch.uint8).to(device)
+    scale, zero = torch.full((rows,), 0.05, device=device), torch.full((rows,), 128.0, device=device)
     loss_fn = DistillationLoss(2.0, 0.5)
     gradients = []
     for logits in (logits32.clone().requires_grad_(), logits32.half().requires_grad_()):
