@@ -267,3 +267,26 @@ def test_fused_loss_syncs_a_fixed_number_of_times_whatever_the_chunk_count(monke
             DistillationLoss(2.0, 0.5, divergence="jsd").fused(logits, labels, codes, scale, zero, mask)
         syncs.append(counter.count)
     assert syncs[0] == syncs[1] <= 4, syncs
+
+
+def test_fp16_gradient_rows_far_above_and_below_one_keep_their_values():
+    """Each float16 row gets its own power-of-two scale: a row of gradients near T (one taught position at
+    T = 8) neither overflows nor pushes a row of tiny gradients (many CE-only rows) under float16's range."""
+    generator = torch.Generator().manual_seed(1)
+    vocab = 1000
+    logits32 = (torch.randn(1, 64, vocab, generator=generator) * 4).half().float()
+    labels = torch.randint(0, vocab, (1, 64), generator=generator)
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[0, 0] = True  # one taught position: its gradient is alpha T (q - p), up to ~8
+    teacher = torch.full((1, vocab), -200.0)
+    teacher[0, int(logits32[0, 0].argmin())] = 200.0  # the teacher is sure of the student's least likely token
+    gradients = []
+    for logits in (logits32.clone().requires_grad_(), logits32.half().requires_grad_()):
+        total = DistillationLoss(8.0, 0.999).fused(logits, labels, teacher, torch.ones(1), torch.zeros(1), mask)[0]
+        gradients.append(torch.autograd.grad(total, logits)[0].float())
+    reference, half = gradients
+    assert reference[0, 0].abs().max() > 4 and reference[0, 1:].abs().max() < 1e-4
+    assert torch.isfinite(half).all()
+    best = reference.half().float()  # the float32 gradient cast once: what a float16 gradient can hold
+    for row in (0, 1, 63):
+        assert (half[0, row] - best[0, row]).norm() <= 1e-3 * best[0, row].norm(), row
