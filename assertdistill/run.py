@@ -241,9 +241,16 @@ def set_up_training(state: RunState) -> None:
                             config.log_steps)
     batch, accumulation = config.batch_size, config.gradient_accumulation_steps
     print(f"Training {config.epochs} epochs, {total_steps} optimizer steps, alpha {config.alpha_kl_loss_weight}, "
-          f"T {config.temperature}, effective batch {batch * accumulation} "
+          f"T {describe_temperature(config)}, {config.divergence}, effective batch {batch * accumulation} "
           f"({batch} x {accumulation} accumulation steps x {context.world_size} "
           f"processes: {batch * accumulation * context.world_size} records per step)")
+
+
+def describe_temperature(config: RunConfig) -> str:
+    """'2.0', or '4.0 -> 1.0 (cosine)' with --temperature_final."""
+    if config.temperature_final is None:
+        return f"{config.temperature}"
+    return f"{config.temperature} -> {config.temperature_final} ({config.temperature_schedule})"
 
 
 def training_model(state: RunState) -> torch.nn.Module:
