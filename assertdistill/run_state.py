@@ -13,7 +13,7 @@ from .dataset import DistillationStream
 from .distributed import DistributedContext
 from .loss import DistillationLoss
 from .datastats import DataStats
-from .training import EpochCounters, Trainer
+from .training import Trainer
 
 
 @dataclass
@@ -48,5 +48,5 @@ class RunState:
     eval_data: DataStats = field(default_factory=DataStats)  # the last evaluation's counts
     # where the epoch loop starts (set when resuming)
     start_epoch: int = 0
-    resume_counters: EpochCounters | None = None  # a mid-epoch checkpoint's counters
+    resume_mid_epoch: bool = False  # the trainer's counters are a mid-epoch checkpoint's: skip its batches
     rng_after_skip: dict | None = None  # its random states, restored once its batches are skipped

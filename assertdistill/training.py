@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from .dataset import DistillationStream
 from .datastats import DataStats
+from .distributed import DistributedContext
 from .forward import batch_losses
 from .generation import evaluate_batch
 from .loss import DistillationLoss
@@ -27,15 +28,6 @@ from .rng import set_rng_state
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
                "teacher_zero_point", "teacher_position_mask")
 MAX_CONSECUTIVE_NONFINITE = 20  # stop the run when this many steps in a row give a non-finite loss
-
-
-def uneven_inputs_context(model):
-    """DDP's Join when the model is distributed (ranks may get different numbers of batches), else nothing."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        from torch.distributed.algorithms.join import Join
-
-        return Join([model])
-    return contextlib.nullcontext()
 
 
 class TrainingError(Exception):
@@ -80,11 +72,16 @@ class EpochCounters:
 
 
 class Trainer:
-    """Runs epochs of distillation over a stream with AdamW, warmup, accumulation and clipping."""
+    """Owns one run's optimizer, scheduler, scaler and counters; trains epochs with warmup, accumulation, clipping.
+
+    Under torchrun every process takes the same micro-steps in lock step: a process whose shard has run out
+    adds zeros to the gradient mean, a non-finite loss on any process skips the step on all of them, and
+    gradients are averaged over processes before each optimizer step, so every replica stays identical.
+    """
 
     def __init__(self, model, loss_fn: DistillationLoss, optimizer, scheduler, device: torch.device,
                  gradient_accumulation_steps: int = 1, max_grad_norm: float = 1.0, precision: str = "fp32",
-                 log_steps: int = 50):
+                 log_steps: int = 50, context: DistributedContext | None = None):
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -94,11 +91,28 @@ class Trainer:
         self.max_grad_norm = max_grad_norm
         self.precision = precision
         self.log_steps = log_steps
+        self.context = context or DistributedContext()
         self.global_step = 0
         self.counters = EpochCounters()
+        self.epoch_result: EpochResult | None = None  # the last finished epoch's averages, over every process
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
 
+    def state_dict(self) -> dict:
+        """Optimizer, scheduler, scaler, step and every process's epoch counters (a collective under torchrun)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "global_step": self.global_step,
+                "counters": self.context.gather(vars(self.counters).copy())}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() gave; this process takes its own rank's counters."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state["global_step"]
+        self.counters = EpochCounters(**state["counters"][self.context.rank])
+
     def _optimizer_step(self) -> None:
+        self.context.average_gradients(self.model.parameters())
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         self.scaler.step(self.optimizer)
@@ -108,84 +122,159 @@ class Trainer:
         self.global_step += 1
         self.counters.optimizer_steps += 1
 
-    def train_epoch(self, loader: DataLoader, total_records: int, description: str, resume_counters=None,
-                    rng_after_skip: dict | None = None, on_step=None) -> EpochResult:
-        """One pass over the loader; returns average losses and the pass's data counts.
+    def train_epoch(self, loader, total_records: int, description: str, resume: bool = False,
+                    rng_after_skip: dict | None = None) -> Iterator[int]:
+        """One pass over the loader, yielding the global step after every optimizer step; then sets epoch_result.
 
-        resume_counters: the counters of a checkpoint taken mid-epoch; that many batches are read again
-        but not trained on, then rng_after_skip is restored. on_step(trainer) runs after every
-        optimizer step (e.g. to save a checkpoint).
+        resume: continue the epoch of the counters load_state_dict() restored: their batches are read again
+        but not trained on, then rng_after_skip is restored.
         """
         self.model.train()
-        self.counters = resume_counters or EpochCounters()
-        counters, skip = self.counters, self.counters.batches_seen
+        if not resume:
+            self.counters = EpochCounters()
         data = DataStats()
         progress = tqdm(total=total_records, desc=description, unit="sample", dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with uneven_inputs_context(self.model):
-            pending_micro_steps = self._run_batches(loader, progress, data, skip, rng_after_skip, on_step)
-        if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
-            self._optimizer_step()
-        progress.close()
-        loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / max(counters.batches_trained, 1)
-        return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
-                           counters.optimizer_steps, counters.skipped_nonfinite, data)
-
-    def _run_batches(self, loader, progress, data: DataStats, skip: int, rng_after_skip, on_step) -> int:
-        """Train on the loader's batches; returns the micro-steps still waiting for an optimizer step."""
-        pending_micro_steps = consecutive_nonfinite = seen = 0
-        for item in loader:
-            if isinstance(item, DataStats):
-                data.merge(item)
-                continue
-            seen += 1
-            if seen <= skip:  # trained on before the checkpoint this run resumed from
+        batches = _batches_of(loader, data)
+        for _ in range(self.counters.batches_seen):  # trained on before the checkpoint this run resumed from
+            item = next(batches, None)
+            if item is not None:
                 progress.update(item["input_ids"].size(0))
-                if seen == skip and rng_after_skip is not None:
-                    set_rng_state(rng_after_skip)
-                continue
-            if not self._train_on(item, progress):  # non-finite loss: the accumulated gradients were dropped
+        if self.counters.batches_seen and rng_after_skip is not None:
+            set_rng_state(rng_after_skip)
+        pending_micro_steps = consecutive_nonfinite = 0
+        while True:
+            item = next(batches, None)
+            outcome = self._micro_step(item, progress)
+            if outcome is None:  # every process's shard is done
+                break
+            if not outcome:  # a non-finite loss somewhere: every process dropped its accumulated gradients
                 consecutive_nonfinite += 1
                 pending_micro_steps = 0
                 if consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
-                    raise TrainingError(f"the loss was non-finite for {consecutive_nonfinite} batches in a row "
-                                        f"(last at line {item['line_numbers'][0]}); lower the learning rate "
-                                        f"or check the teacher logits")
+                    raise TrainingError(f"the loss was non-finite for {consecutive_nonfinite} batches in a row; "
+                                        f"lower the learning rate or check the teacher logits")
                 continue
             consecutive_nonfinite = 0
             pending_micro_steps += 1
             if pending_micro_steps == self.gradient_accumulation_steps:
-                self._optimizer_step()
                 pending_micro_steps = 0
+                self._optimizer_step()
                 self._show_losses(progress)
-                if on_step is not None:
-                    on_step(self)
-        return pending_micro_steps
+                yield self.global_step
+        if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
+            self._optimizer_step()
+            yield self.global_step
+        progress.close()
+        self.epoch_result = self._merged_result(data)
 
-    def _train_on(self, item: dict, progress) -> bool:
-        """Forward and backward on one batch, losses counted; False (gradients dropped) if the loss is non-finite."""
+    def _micro_step(self, item: dict | None, progress) -> bool | None:
+        """Forward and backward on this process's batch (if any), decided with every process.
+
+        True: trained; False: a loss was non-finite on some process, every process dropped its gradients;
+        None: no process had a batch left.
+        """
         counters = self.counters
-        counters.batches_seen += 1
-        batch = move_batch(item, self.device)
-        total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
-        progress.update(batch["input_ids"].size(0))
-        if not torch.isfinite(total):
+        finite, batch = True, None
+        if item is not None:
+            counters.batches_seen += 1
+            batch = move_batch(item, self.device)
+            total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
+            progress.update(batch["input_ids"].size(0))
+            finite = bool(torch.isfinite(total))
+        with_batches, nonfinite = self.context.sum_counts([item is not None, not finite])
+        if not with_batches:
+            return None
+        if nonfinite:
+            self._report_nonfinite(None if finite else batch, progress)
             counters.skipped_nonfinite += 1
             self.optimizer.zero_grad(set_to_none=True)
             return False
-        self.scaler.scale(total / self.gradient_accumulation_steps).backward()
-        for index, value in enumerate((total.item(), hard.item(), soft.item())):
-            counters.loss_sums[index] += value
-        counters.batches_trained += 1
+        if batch is not None:
+            self.scaler.scale(total / self.gradient_accumulation_steps).backward()
+            for index, value in enumerate((total.item(), hard.item(), soft.item())):
+                counters.loss_sums[index] += value
+            counters.batches_trained += 1
         return True
+
+    def _report_nonfinite(self, batch: dict | None, progress) -> None:
+        """Name the training records whose loss is non-finite (every process's), on the main process's log."""
+        lines = nonfinite_records(self.model, batch, self.loss_fn, self.precision) if batch is not None else []
+        everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
+        if self.context.is_main:
+            progress.write(f"step skipped on every process: non-finite loss from the training record(s) at "
+                           f"line(s) {', '.join(map(str, everywhere))}")
+
+    def _merged_result(self, data: DataStats) -> EpochResult:
+        """The epoch's averages and data counts over every process (skips and steps are the same on each)."""
+        counters = self.counters
+        merged = self.context.gather(EpochTotals(counters.loss_sums, counters.batches_trained, data))
+        batches = sum(entry.batches_trained for entry in merged)
+        loss, hard_loss, soft_loss = np.sum([entry.loss_sums for entry in merged], axis=0) / max(batches, 1)
+        all_data = DataStats()
+        for entry in merged:
+            all_data.merge(entry.data)
+        return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
+                           counters.optimizer_steps, counters.skipped_nonfinite, all_data)
 
     def _show_losses(self, progress) -> None:
         """The running losses and learning rate on the progress bar, every log_steps optimizer steps and the first."""
         counters = self.counters
-        if self.global_step % max(1, self.log_steps) == 0 or counters.optimizer_steps == 1:
+        if counters.batches_trained and (self.global_step % max(1, self.log_steps) == 0
+                                         or counters.optimizer_steps == 1):
             loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / counters.batches_trained
             progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
                                  hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
+
+
+@dataclass
+class EpochTotals:
+    """One process's sums of an epoch, gathered to average over every process."""
+
+    loss_sums: list
+    batches_trained: int
+    data: DataStats
+
+
+def _batches_of(loader, data: DataStats) -> Iterator[dict]:
+    """The loader's batches; its DataStats items are added to `data`."""
+    for item in loader:
+        if isinstance(item, DataStats):
+            data.merge(item)
+        else:
+            yield item
+
+
+def record_batch(batch: dict, index: int) -> dict:
+    """Record `index` of a batch as a batch of one (teacher rows are those of its label positions)."""
+    mask = batch.get("teacher_position_mask")
+    rows = None
+    if mask is not None and batch.get("teacher_values") is not None:
+        counts = mask.sum(dim=1).tolist()  # (B,) teacher rows per record
+        start = int(sum(counts[:index]))
+        rows = slice(start, start + int(counts[index]))
+    single = {}
+    for key, value in batch.items():
+        if key in ("teacher_values", "teacher_scale", "teacher_zero_point"):
+            single[key] = value[rows] if value is not None and rows is not None else value
+        elif isinstance(value, (torch.Tensor, list)):
+            single[key] = value[index:index + 1]
+        else:
+            single[key] = value
+    return single
+
+
+@torch.no_grad()
+def nonfinite_records(model, batch: dict, loss_fn: DistillationLoss, precision: str) -> list[int]:
+    """Line numbers of the batch's records whose own loss is non-finite (all of them if none alone is)."""
+    was_training = model.training
+    model.eval()  # no dropout: the diagnosis draws no random numbers
+    try:
+        lines = [line for index, line in enumerate(batch["line_numbers"])
+                 if not torch.isfinite(batch_losses(model, record_batch(batch, index), loss_fn, precision)[0])]
+    finally:
+        model.train(was_training)
+    return lines or list(batch["line_numbers"])
 
 
 @dataclass

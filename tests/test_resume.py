@@ -3,6 +3,7 @@ uninterrupted run."""
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -130,3 +131,28 @@ def test_resume_errors_are_one_line(setup, tmp_path, capsys):
     argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--resume_from_checkpoint": "latest"})
     assert script.main(argv) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
+
+
+class OpensAFile:
+    """Unpickled by a full unpickler, it calls open(path, "w"): the file appearing shows that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_a_crafted_checkpoint_runs_no_code_and_is_refused_in_one_line(setup, tmp_path, capsys, writer):
+    _, model_dir, flags = setup
+    marker, crafted = tmp_path / "code_ran", tmp_path / "crafted"
+    crafted.mkdir()
+    payload = {"run": "{}", "format": 2, "model": OpensAFile(str(marker))}
+    with open(crafted / "state.pt", "wb") as stream:
+        pickle.dump(payload, stream) if writer == "pickle" else torch.save(payload, stream)
+    argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--resume_from_checkpoint": str(crafted)})
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert "refusing checkpoint" in err and "could run code" in err and len(err.strip().splitlines()) == 1
