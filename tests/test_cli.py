@@ -245,3 +245,13 @@ def test_dataloader_workers_give_the_same_run_as_none(workspace, tmp_path):
     assert summaries[1][schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 10
     for key in (schema.FINAL_EVALUATION_METRICS, schema.DATA_COUNTS, schema.TRAINING_HISTORY):
         assert_same_numbers(summaries[1][key], summaries[0][key], key)
+
+
+@pytest.mark.parametrize("metric", ["avg_loss", "avg_accuracy_s_vs_gt_script1"])
+def test_best_model_selection_keeps_the_lowest_loss_and_the_highest_other_metric(metric):
+    from assertdistill.run import is_better
+
+    lower_is_better = metric == "avg_loss"
+    assert is_better(metric, 0.5, None)  # the first evaluation is the best so far
+    assert is_better(metric, 0.4, 0.5) is lower_is_better and is_better(metric, 0.6, 0.5) is not lower_is_better
+    assert not is_better(metric, 0.5, 0.5)  # a tie keeps the earlier model
