@@ -287,6 +287,12 @@ def test_shuffle_buffer_permutes_but_keeps_every_record(tmp_path):
     batches, _ = drain(stream_for(flags, shuffle_buffer_size=5))
     order = [line for batch in batches for line in batch["line_numbers"]]
     assert sorted(order) == list(range(2, 12)) and order != sorted(order)
+    stream = stream_for(flags, shuffle_buffer_size=5)
+    stream.set_epoch(1)
+    epoch_two = [line for batch in drain(stream)[0] for line in batch["line_numbers"]]
+    assert sorted(epoch_two) == sorted(order) and epoch_two != order  # each epoch its own order
+    stream.set_epoch(0)
+    assert [line for batch in drain(stream)[0] for line in batch["line_numbers"]] == order  # and the same again
 
 
 @pytest.mark.parametrize("make_problem, message", [

@@ -105,6 +105,8 @@ def test_uneven_shards_with_accumulation_keep_replicas_identical(uneven):
     summary = json.loads((out / schema.SUMMARY_FILENAME).read_text())
     assert [entry[schema.HISTORY_TRAIN][schema.TRAIN_OPTIMIZER_STEPS] for entry in summary[schema.TRAINING_HISTORY]] \
         == [2, 2]
+    # The linear schedule reaches 0 at the last step: it was sized for the ranks' (largest) shard, not all records.
+    assert summary[schema.TRAINING_HISTORY][-1][schema.HISTORY_TRAIN][schema.TRAIN_LEARNING_RATE] == 0.0
     metrics = summary[schema.FINAL_EVALUATION_METRICS]
     assert metrics["num_eval_samples"] == VAL_RECORDS
     assert summary[schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 17
