@@ -26,6 +26,7 @@ from .datastats import DataStats
 from .encoding import InputEncoder
 from .errors import ModelLoadError
 from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
+from .report import final_lines
 from .rng import rng_state, set_rng_state, set_seed
 from .run_state import RunState
 from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
@@ -33,7 +34,7 @@ from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG
                      EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
                      HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
                      NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, RECORD_METRICS, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T,
-                     S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY,
+                     S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG,
                      SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TEACHER_VS_GROUND_TRUTH_METRICS, TRAIN_HARD_LOSS,
                      TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
                      TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, TRAINING_HISTORY,
@@ -379,12 +380,9 @@ def final_report(state: RunState) -> dict:
     elif final_results:
         print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
-    if final_results and final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)] is not None:
-        share = final_results.get(STUDENT_SHARE_OF_TEACHER_ACCURACY)
-        print(f"Final: student accuracy vs truth {final_results[metric_key(ACCURACY, S_VS_GT_SCRIPT1)]:.4f}, "
-              f"teacher {final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)]:.4f}"
-              + (f" (student reaches {share:.1%} of the teacher)" if share is not None else ""))
     print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
+    for line in final_lines(state.final_records):
+        print(line)
     context.barrier()
     return summary
 

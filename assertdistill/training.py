@@ -23,6 +23,7 @@ from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_INFERENCE_TIME_PER_SAMPLE_MS, 
                      ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1, S_VS_GT_SCRIPT1, S_VS_T_CORRECTED,
                      S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY, T_VS_GT_SCRIPT1, metric_key,
                      record_key)
+from .report import telling_record
 from .rng import set_rng_state
 
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
@@ -307,10 +308,7 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
         result = score_batch(model, tokenizer, move_batch(item, device), loss_fn, num_beams, max_target_length,
                              precision)
         batch_results.append(result)
-        rows = result[3]
-        if show_example and len(batch_results) == 1:
-            progress.write(example_text(rows[0]))
-        progress.update(len(rows))
+        progress.update(len(result[3]))
     progress.close()
     if gather is not None:
         batch_results = [entry for results in gather(batch_results) for entry in results]
@@ -318,6 +316,8 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     records = [row for entry in batch_results for row in entry[3]]
     for index, row in enumerate(records):
         row[ROW_INDEX] = index
+    if show_example and records:
+        print(example_text(telling_record(records)))
     return Evaluation(evaluation_metrics(batch_results), data, records)
 
 
@@ -333,8 +333,9 @@ def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_be
 
 
 def example_text(row: dict) -> str:
-    """The first evaluated record's texts and scores, shown once per evaluation."""
-    return (f"\nGT:      {row[ROW_GROUND_TRUTH][:200]}\n"
+    """One evaluated record's texts and scores, shown once per evaluation."""
+    return (f"Sample (record {row[ROW_INDEX]}, line {row[ROW_LINE_NUMBER]}):\n"
+            f"GT:      {row[ROW_GROUND_TRUTH][:200]}\n"
             f"Teacher: {row[ROW_TEACHER_PREDICTION][:200]}\n"
             f"Student: {row[ROW_STUDENT_PREDICTION][:200]}\n"
             f"  accuracy / similarity vs teacher {_accuracy_similarity(row, S_VS_T_SCRIPT1)} (thesis), "
