@@ -9,8 +9,11 @@ import shutil
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from .allocator import keep_freed_memory
@@ -28,22 +31,56 @@ from .errors import ModelLoadError
 from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .report import final_lines
 from .rng import rng_state, set_rng_state, set_seed
-from .run_state import RunState
-from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
-                     CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING, DATA_COUNTS_VALIDATION, ENVIRONMENT,
+from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME,
                      EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
                      HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
-                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, RECORD_METRICS, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T,
-                     S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG,
-                     SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TEACHER_VS_GROUND_TRUTH_METRICS, TRAIN_HARD_LOSS,
+                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T, S_VS_T_CORRECTED,
+                     S_VS_T_SCRIPT1, SIMILARITY_AVG, SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TRAIN_HARD_LOSS,
                      TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
-                     TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, TRAINING_HISTORY,
-                     TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE, avg, metric_key, strict_key)
-from .summary import (append_metrics_line, build_summary, confidence_intervals, environment_info, to_json_compatible,
-                      write_json_atomic, write_predictions, write_text_atomic)
-from .training import Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
+                     TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, avg, metric_key,
+                     strict_key)
+from .summary import (append_metrics_line, run_summary, to_json_compatible, write_json_atomic, write_predictions,
+                      write_text_atomic)
+from .evaluation import evaluate
+from .training import Trainer, TrainingError, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
+
+
+@dataclass
+class RunState:
+    """One run's parts, filled in by run.py's set-up steps, and what its epochs have produced so far."""
+
+    config: RunConfig
+    context: DistributedContext
+    device: torch.device
+    started: float  # time.time() the run's clock counts from (earlier when resumed)
+    # models (run.load_models)
+    tokenizer: Any = None
+    student: torch.nn.Module | None = None  # the plain module: generation and saving use it
+    student_size: float = 0.0  # MiB of trainable parameters
+    teacher_size: float | None = None  # MiB; None when the teacher's config cannot be read
+    # data (run.open_data)
+    train_stream: DistillationStream | None = None
+    val_stream: DistillationStream | None = None
+    # training (run.set_up_training)
+    train_loader: DataLoader | None = None
+    val_loader: DataLoader | None = None
+    loss_fn: DistillationLoss | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    trainer: Trainer | None = None  # holds the compiled and/or DDP-wrapped training model
+    # what the epochs produced (saved in checkpoints)
+    history: list[dict] = field(default_factory=list)  # one metrics.jsonl entry per finished epoch
+    best_value: float | None = None  # of --best_model_metric, over the epochs so far
+    final_results: dict = field(default_factory=dict)  # the last evaluation's metrics
+    final_records: list[dict] = field(default_factory=list)  # the last evaluation's per-record rows
+    train_data: DataStats = field(default_factory=DataStats)  # the first epoch's counts
+    eval_data: DataStats = field(default_factory=DataStats)  # the last evaluation's counts
+    # where the epoch loop starts (set when resuming)
+    start_epoch: int = 0
+    resume_mid_epoch: bool = False  # the trainer's counters are a mid-epoch checkpoint's: skip its batches
+    rng_after_skip: dict | None = None  # its random states, restored once its batches are skipped
 
 
 class OutputDirError(OSError):
@@ -385,19 +422,3 @@ def final_report(state: RunState) -> dict:
         print(line)
     context.barrier()
     return summary
-
-
-def run_summary(state: RunState, training_seconds: float) -> dict:
-    """The thesis's summary layout, with this suite's history, data counts, intervals and environment."""
-    config, final_results = state.config, state.final_results
-    extras = {
-        TRAINING_HISTORY: state.history,
-        DATA_COUNTS: {DATA_COUNTS_TRAINING: state.train_data.as_dict(), DATA_COUNTS_VALIDATION: state.eval_data.as_dict(),
-                      TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
-        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
-        BEST_MODEL_METRIC_VALUE: state.best_value,
-        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
-        ENVIRONMENT: environment_info(str(state.device)),
-    }
-    return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,
-                         state.student_size, state.teacher_size, extras)

@@ -10,10 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .schema import (ARGS, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED, COMPRESSION_RATIO_MODEL_SIZE,
-                     EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
-                     STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME, TEACHER_MODEL_SIZE_MB,
-                     TRAINING_DURATION_SECONDS, avg)
+from .schema import (ARGS, BEST_MODEL_METRIC_VALUE, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED,
+                     COMPRESSION_RATIO_MODEL_SIZE, CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING,
+                     DATA_COUNTS_VALIDATION, ENVIRONMENT, EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, METRICS_FILENAME,
+                     NOT_AVAILABLE, PREDICTIONS_FILENAME, RECORD_METRICS, STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB,
+                     T_VS_GT, TEACHER_MODEL_NAME, TEACHER_MODEL_SIZE_MB, TEACHER_VS_GROUND_TRUTH_METRICS,
+                     TRAINING_DURATION_SECONDS, TRAINING_HISTORY, TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE,
+                     avg)
 from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 
@@ -113,3 +116,20 @@ def build_summary(args_dict: dict, final_metrics: dict, epochs_trained: int, tra
     }
     summary.update(extras)
     return summary
+
+
+def run_summary(state, training_seconds: float) -> dict:
+    """A run's distillation_summary.json from its run.RunState: the thesis's layout, then history, data counts,
+    intervals and environment."""
+    config, final_results = state.config, state.final_results
+    extras = {
+        TRAINING_HISTORY: state.history,
+        DATA_COUNTS: {DATA_COUNTS_TRAINING: state.train_data.as_dict(), DATA_COUNTS_VALIDATION: state.eval_data.as_dict(),
+                      TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
+        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
+        BEST_MODEL_METRIC_VALUE: state.best_value,
+        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
+        ENVIRONMENT: environment_info(str(state.device)),
+    }
+    return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,
+                         state.student_size, state.teacher_size, extras)

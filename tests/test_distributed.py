@@ -19,7 +19,8 @@ from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.distributed import uses_cuda
 from assertdistill.encoding import InputEncoder
 from assertdistill.loss import DistillationLoss
-from assertdistill.training import evaluate, make_loader
+from assertdistill.evaluation import evaluate
+from assertdistill.training import make_loader
 from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
                   tiny_tokenizer, write_archive)
 
