@@ -10,17 +10,13 @@ import shutil
 
 import torch
 
+from .config import RESUME_MUST_MATCH  # the flags declared resume_must_match: a resume refuses others
 from .schema import CHECKPOINTS_DIRNAME
 
 STATE_FILENAME = "state.pt"
 CHECKPOINT_FORMAT = 2  # tensors and plain containers, the run's state as JSON text (format 1 pickled objects)
 FORMAT_KEY, RUN_KEY = "format", "run"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# Flags that must match for a checkpoint to be resumed exactly.
-RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
-                     "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
-                     "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
-                     "num_dataloader_workers", "max_train_samples")
 
 
 class CheckpointError(Exception):

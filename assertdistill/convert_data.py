@@ -91,8 +91,8 @@ def _decoded_logits(compressed: dict, max_positions: int | None) -> np.ndarray:
     if quantized.bits in (4, 8):  # the same float32 arithmetic as codec.dequantize_codes
         logits -= np.float32(quantized.zero_point)
         logits *= np.float32(quantized.scale)
-    shape = compressed["shape"]  # valid: decoding checked it
-    return logits.reshape(shape[:-2] + [-1, shape[-1]] if len(shape) > 1 else shape)
+    shape = quantized.shape  # as decoded: an int or inferred axis resolved
+    return logits.reshape(shape[:-2] + (-1, shape[-1]) if len(shape) > 1 else shape)
 
 
 def convert_line(line: bytes, target: Target) -> tuple[bytes, str | None, dict | None]:
