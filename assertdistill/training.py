@@ -133,7 +133,7 @@ class Trainer:
             item = next(batches, None)
             if item is not None:
                 progress.update(item["input_ids"].size(0))
-        if self.counters.batches_seen and rng_after_skip is not None:
+        if rng_after_skip is not None:  # the random state at the checkpoint, once its batches are read again
             set_rng_state(rng_after_skip)
         pending_micro_steps = consecutive_nonfinite = 0
         while True:
