@@ -32,15 +32,13 @@ from .models import configure_training_kernels, load_student, load_tokenizer, mo
 from .report import final_lines
 from .rng import rng_state, set_rng_state, set_seed
 from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME,
-                     EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
-                     HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
-                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T, S_VS_T_CORRECTED,
-                     S_VS_T_SCRIPT1, SIMILARITY_AVG, SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TRAIN_HARD_LOSS,
-                     TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
-                     TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, avg, metric_key,
-                     strict_key)
-from .summary import (append_metrics_line, run_summary, to_json_compatible, write_json_atomic, write_predictions,
-                      write_text_atomic)
+                     EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EVAL,
+                     LOWER_IS_BETTER, METRICS_FILENAME, NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, S_VS_GT,
+                     S_VS_GT_SCRIPT1, S_VS_T, S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, SUMMARY_FILENAME,
+                     T_VS_GT, T_VS_GT_SCRIPT1, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, avg,
+                     metric_key, strict_key)
+from .summary import (append_metrics_line, history_entry, run_summary, to_json_compatible, write_json_atomic,
+                      write_predictions, write_text_atomic)
 from .evaluation import evaluate
 from .training import Trainer, TrainingError, make_loader, steps_per_epoch
 
@@ -334,11 +332,7 @@ def train_one_epoch(state: RunState, epoch: int) -> dict:
     if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
         raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
                         f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
-    return {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: trainer.global_step,
-            HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
-                            TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
-                            TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
-                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
+    return history_entry(epoch, trainer.global_step, result)
 
 
 def evaluate_one_epoch(state: RunState, epoch: int) -> dict:

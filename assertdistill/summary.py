@@ -12,11 +12,13 @@ import numpy as np
 
 from .schema import (ARGS, BEST_MODEL_METRIC_VALUE, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED,
                      COMPRESSION_RATIO_MODEL_SIZE, CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING,
-                     DATA_COUNTS_VALIDATION, ENVIRONMENT, EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, METRICS_FILENAME,
-                     NOT_AVAILABLE, PREDICTIONS_FILENAME, RECORD_METRICS, STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB,
-                     T_VS_GT, TEACHER_MODEL_NAME, TEACHER_MODEL_SIZE_MB, TEACHER_VS_GROUND_TRUTH_METRICS,
-                     TRAINING_DURATION_SECONDS, TRAINING_HISTORY, TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE,
-                     avg)
+                     DATA_COUNTS_VALIDATION, ENVIRONMENT, EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, HISTORY_EPOCH,
+                     HISTORY_GLOBAL_STEP, HISTORY_TRAIN, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
+                     RECORD_METRICS, STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME,
+                     TEACHER_MODEL_SIZE_MB, TEACHER_VS_GROUND_TRUTH_METRICS, TRAINING_DURATION_SECONDS,
+                     TRAINING_HISTORY, TRAINING_RECORDS_IN_FILE, TRAIN_HARD_LOSS, TRAIN_LEARNING_RATE, TRAIN_LOSS,
+                     TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS, TRAIN_SOFT_LOSS, T_VS_GT,
+                     VALIDATION_RECORDS_IN_FILE, avg)
 from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 
@@ -66,6 +68,15 @@ def append_metrics_line(output_dir: str, entry: dict) -> None:
         with open(path, encoding="utf-8") as stream:
             existing = stream.read()
     write_text_atomic(path, existing + json.dumps(to_json_compatible(entry)) + "\n")
+
+
+def history_entry(epoch: int, global_step: int, result) -> dict:
+    """An epoch's metrics.jsonl entry, train part, from its training.EpochResult (epoch counted from 0)."""
+    return {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: global_step,
+            HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
+                            TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
+                            TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
+                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
 
 
 def write_predictions(output_dir: str, records: list[dict]) -> str:
