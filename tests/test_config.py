@@ -174,7 +174,7 @@ def changed(value):
 @pytest.mark.parametrize("name", RESUME_MUST_MATCH)
 def test_a_resume_with_a_changed_must_match_setting_is_refused_by_name(name, tmp_path):
     flags = RunConfig.from_namespace(script.parse_args(THESIS_FLAGS)).as_flags()
-    path = save_checkpoint(str(tmp_path), {"global_step": 3, "args": flags}, save_total_limit=None)
+    path = save_checkpoint(str(tmp_path), 3, {}, {"args": flags}, save_total_limit=None)
     assert checkpoint_to_resume("latest", str(tmp_path), flags)[0] == path
     with pytest.raises(CheckpointError, match=f"other values of --{name};"):
         checkpoint_to_resume("latest", str(tmp_path), {**flags, name: changed(flags[name])})
@@ -184,9 +184,9 @@ def test_must_match_is_the_declared_metadata_and_other_settings_may_change(tmp_p
     assert RESUME_MUST_MATCH == tuple(spec.name for spec in SETTINGS if spec.resume_must_match)
     assert {"alpha_kl_loss_weight", "temperature", "seed", "batch_size"} <= set(RESUME_MUST_MATCH)
     flags = RunConfig.from_namespace(script.parse_args(THESIS_FLAGS)).as_flags()
-    save_checkpoint(str(tmp_path), {"global_step": 3, "args": flags}, save_total_limit=None)
+    save_checkpoint(str(tmp_path), 3, {}, {"args": flags}, save_total_limit=None)
     free = {name: changed(value) for name, value in flags.items() if name not in RESUME_MUST_MATCH}
-    assert checkpoint_to_resume("latest", str(tmp_path), {**flags, **free})[1]["global_step"] == 3
+    assert checkpoint_to_resume("latest", str(tmp_path), {**flags, **free})[1]["run"]["args"] == flags
 
 
 def test_docs_usage_is_current():

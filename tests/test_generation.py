@@ -129,7 +129,7 @@ def test_evaluate_batch_gives_batch_losses_and_generates_ids(num_beams):
     assert milliseconds > 0
 
 
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_generate_gives_model_generates_ids(precision):
     from assertdistill.forward import autocast_context

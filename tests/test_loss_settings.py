@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import script
 from assertdistill import schema, training
-from assertdistill.checkpoint import CheckpointError, checkpoint_to_resume
+from assertdistill.checkpoint import CheckpointError, checkpoint_to_resume, save_checkpoint
 from assertdistill.codec import compress_logits, decode_quantized
 from assertdistill.config import RunConfig
 from assertdistill.dataset import Sample, collate
@@ -41,23 +41,19 @@ def test_defaults_are_the_thesis_loss():
 @pytest.mark.parametrize("name", LOSS_FLAGS)
 def test_resuming_with_another_loss_setting_is_refused(name, tmp_path):
     flags = RunConfig.from_namespace(script.parse_args([])).as_flags()
-    checkpoint = tmp_path / "checkpoints" / "checkpoint-1"
-    checkpoint.mkdir(parents=True)
-    torch.save({"args": flags}, checkpoint / "state.pt")
-    assert checkpoint_to_resume(str(checkpoint), str(tmp_path), flags)[0] == str(checkpoint)
+    checkpoint = save_checkpoint(str(tmp_path), 1, {}, {"args": flags}, save_total_limit=None)
+    assert checkpoint_to_resume(checkpoint, str(tmp_path), flags)[0] == checkpoint
     with pytest.raises(CheckpointError, match=f"--{name}"):
-        checkpoint_to_resume(str(checkpoint), str(tmp_path), {**flags, name: LOSS_FLAGS[name]})
+        checkpoint_to_resume(checkpoint, str(tmp_path), {**flags, name: LOSS_FLAGS[name]})
 
 
 def test_a_checkpoint_from_before_the_loss_flags_resumes_with_their_defaults_only(tmp_path):
     flags = RunConfig.from_namespace(script.parse_args([])).as_flags()
-    checkpoint = tmp_path / "checkpoints" / "checkpoint-1"
-    checkpoint.mkdir(parents=True)
-    torch.save({"args": {name: value for name, value in flags.items() if name not in LOSS_FLAGS}},
-               checkpoint / "state.pt")
-    assert checkpoint_to_resume(str(checkpoint), str(tmp_path), flags)[0] == str(checkpoint)
+    older = {name: value for name, value in flags.items() if name not in LOSS_FLAGS}
+    checkpoint = save_checkpoint(str(tmp_path), 1, {}, {"args": older}, save_total_limit=None)
+    assert checkpoint_to_resume(checkpoint, str(tmp_path), flags)[0] == checkpoint
     with pytest.raises(CheckpointError, match="--divergence"):
-        checkpoint_to_resume(str(checkpoint), str(tmp_path), {**flags, "divergence": "tvd"})
+        checkpoint_to_resume(checkpoint, str(tmp_path), {**flags, "divergence": "tvd"})
 
 
 def test_temperature_schedules():
@@ -93,10 +89,10 @@ def test_trainer_moves_the_temperature_per_optimizer_step_and_a_restored_step_re
         return result
 
     batches = [{"input_ids": torch.zeros((1, 2), dtype=torch.long), "line_numbers": [1]} for _ in range(6)]
-    trainer().train_epoch(batches, 6, "test")
+    list(trainer().train_epoch(batches, 6, "test"))
     assert seen == [4.0, 4.0, 2.5, 2.5, 1.0, 1.0]  # two micro-steps per optimizer step
     seen.clear()
-    trainer(global_step=1).train_epoch(batches[:2], 2, "resumed")  # a checkpoint restores global_step
+    list(trainer(global_step=1).train_epoch(batches[:2], 2, "resumed"))  # a checkpoint restores global_step
     assert seen == [2.5, 2.5]
 
 

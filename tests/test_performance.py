@@ -193,7 +193,7 @@ def test_stop_at_target_length_ends_every_beam_at_its_records_length():
         assert [int((row == eos).nonzero()[0]) + 1 for row in generated] == lengths.tolist()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision):
     import script
@@ -210,7 +210,7 @@ def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision
     assert np.isfinite(summary[schema.TRAINING_HISTORY][0]["eval"]["avg_loss"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_bench_smoke_runs_both_pipelines_on_the_gpu(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "run_worker", in_process_worker)
     monkeypatch.setitem(runner.PLANS, "tiny-only", runner.Plan(
