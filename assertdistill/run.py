@@ -28,6 +28,7 @@ from .loss import DistillationLoss
 from .datastats import DataStats
 from .encoding import InputEncoder
 from .errors import ModelLoadError
+from .model_card import write_model_cards
 from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .rng import set_seed
 from .run_state import RunState
@@ -356,6 +357,7 @@ def final_report(state: RunState) -> dict:
     elif final_results:
         print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
+    write_model_cards(config.output_dir, summary)
     if final_results and final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)] is not None:
         share = final_results.get(STUDENT_SHARE_OF_TEACHER_ACCURACY)
         print(f"Final: student accuracy vs truth {final_results[metric_key(ACCURACY, S_VS_GT_SCRIPT1)]:.4f}, "
