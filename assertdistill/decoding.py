@@ -65,7 +65,8 @@ class T5StepDecoder:
         # (1, H, L, L): row t is step t's bias over keys 0..t (compute_bias's values, all at once)
         self.position_bias = first.compute_bias(max_length, max_length, device=encoder_states.device)
         self.cache_shape = (rows, heads, max_length, head_dim)
-        self.keys: list = [None] * len(self.blocks)  # self-attention caches, allocated in the projections' dtype
+        # self-attention caches in the projections' dtype; positions past the step are never read
+        self.keys: list = [None] * len(self.blocks)
         self.values: list = [None] * len(self.blocks)
         self.cross = []  # per layer (keys, values): (B, H, S, d_kv) folded, else (rows, H, S, d_kv)
         for block in self.blocks:
@@ -104,7 +105,7 @@ class T5StepDecoder:
             query = module.q(normed).view(shape).transpose(1, 2)  # (rows, H, 1, d_kv)
             key, value = module.k(normed).view(shape).transpose(1, 2), module.v(normed).view(shape).transpose(1, 2)
             if self.keys[index] is None:
-                self.keys[index], self.values[index] = key.new_zeros(self.cache_shape), value.new_zeros(self.cache_shape)
+                self.keys[index], self.values[index] = key.new_empty(self.cache_shape), value.new_empty(self.cache_shape)
                 self.cross_bias = query.new_zeros(1, self.cache_shape[1], 1, self.cross[0][0].size(2))
             self.keys[index][:, :, t:t + 1] = key
             self.values[index][:, :, t:t + 1] = value
