@@ -7,12 +7,13 @@ import stat
 import pytest
 import torch
 
+import export_int8 as export_int8_script
 import generate_assertions
 from assertdistill import schema
 from assertdistill.encoding import InputEncoder
 from assertdistill.java_mining import PLACEHOLDER, MiningStats, mine_repos
 from assertdistill.java_placeholders import FocalFinder, find_placeholders, parses_as_statement
-from assertdistill.saved_student import export_int8, load_saved_student
+from assertdistill.saved_student import load_saved_student
 from util import tiny_t5, tiny_tokenizer
 
 TARGET = "assertEquals(3, calculator.add(1, 2));\nassertTrue(stack.isEmpty());"
@@ -159,7 +160,9 @@ def test_model_input_is_the_datasets(tmp_path, student_dir):
 def test_int8_backend_and_export_write_assertions(tmp_path, student_dir, capsys):
     test = project(tmp_path)
     export = tmp_path / "int8"
-    export_int8(load_saved_student(student_dir), str(export))
+    assert export_int8_script.main(["--model_dir", student_dir, "--output_dir", str(export)]) == 0
+    assert export_int8_script.main(["--model_dir", str(tmp_path), "--output_dir", str(tmp_path / "x")]) == 2
+    assert "int8 export" in capsys.readouterr().out
     for argv in (["--model_dir", student_dir, "--backend", "int8"], ["--model_dir", str(export)]):
         code, out, err = run(argv + ["--json", str(test)], capsys)
         assert code == 0, err
