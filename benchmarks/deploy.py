@@ -33,6 +33,7 @@ from assertdistill.saved_student import INT8_WEIGHTS, export_int8, load_saved_st
 from assertdistill.statistics import mcnemar_exact, paired_bootstrap
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import StopAtTargetLength, target_lengths
+from benchmarks.measure import SHAPES, make_model
 
 WAYS = ("generate", "suite", "int8")  # model.generate fp32, the suite's decoder fp32, the suite's decoder int8
 PAIRED = (("accuracy", "accuracy_s_vs_gt_script1"), ("similarity", "similarity_avg_s_vs_gt_script1"))
@@ -176,7 +177,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     from assertdistill.paths import DEMO
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_dir", required=True, help="a saved student (e.g. a demo run's final_student_model)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model_dir", help="a saved student (e.g. a demo run's final_student_model)")
+    source.add_argument("--shape", choices=sorted(SHAPES),
+                        help="instead: a random T5 of this bench shape (vocabulary 32100) on the records' real inputs "
+                             "(the demo tokenizer, 1024 source tokens), each beam stopped at its record's target length")
     parser.add_argument("--archive", default=DEMO.archive, help="outer ZIP of the validation records (the demo's)")
     parser.add_argument("--inner_zip", default=DEMO.val_inner_zip, help="validation inner ZIP inside the archive")
     parser.add_argument("--jsonl", default=DEMO.val_jsonl, help="validation JSONL inside the inner ZIP")
@@ -189,23 +194,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """A saved student on a validation split: the three ways' latencies, sizes, int8 vs fp32 paired tests."""
     args = parse_args(argv)
-    student = load_saved_student(args.model_dir)
-    max_source = int(student.setting("student_max_src_length", 1024))
-    max_target = int(student.setting("student_max_tgt_length", 512))
+    from transformers import AutoModelForSeq2SeqLM
+
+    from assertdistill.models import load_tokenizer
+    from assertdistill.paths import DEMO
+
+    if args.shape:
+        tokenizer, max_source, max_target = load_tokenizer(DEMO.student), 1024, 512
+        model = make_model(args.shape, tokenizer)
+    else:
+        student = load_saved_student(args.model_dir)
+        tokenizer = student.tokenizer
+        max_source = int(student.setting("student_max_src_length", 1024))
+        max_target = int(student.setting("student_max_tgt_length", 512))
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.model_dir, local_files_only=True, dtype=torch.float32)
     stream = DistillationStream(ArchiveSpec(args.archive, args.inner_zip, args.jsonl),
-                                InputEncoder(student.tokenizer, max_source, max_target), 1, need_logits=False)
+                                InputEncoder(tokenizer, max_source, max_target), 1, need_logits=False)
     try:
         methods = methods_of(stream, args.limit)
     finally:
         stream.close()
-    from transformers import AutoModelForSeq2SeqLM
-
-    plain = AutoModelForSeq2SeqLM.from_pretrained(args.model_dir, local_files_only=True, dtype=torch.float32)
-    results = measure(plain, student.tokenizer, methods, tuple(args.beams), max_target, stop_at_target=False)
+    results = measure(model, tokenizer, methods, tuple(args.beams), max_target, stop_at_target=bool(args.shape))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as stream:
             json.dump(results, stream, indent=2)
-    print("\n".join(figure_lines(results, "demo student")))
+    print("\n".join(figure_lines(results, args.shape or "demo student")))
     return 0
 
 
