@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from .config import RESUME_MUST_MATCH  # the flags declared resume_must_match: a resume refuses others
 from .datastats import DataStats
 from .rng import rng_state, set_rng_state
 from .run_state import RunState
@@ -17,11 +18,6 @@ from .training import EpochCounters
 
 STATE_FILENAME = "state.pt"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# Flags that must match for a checkpoint to be resumed exactly.
-RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
-                     "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
-                     "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
-                     "num_dataloader_workers", "max_train_samples")
 
 
 class CheckpointError(Exception):

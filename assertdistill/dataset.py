@@ -255,6 +255,7 @@ class DistillationStream(IterableDataset):
     def _encode(self, line_number: int, line: bytes, stats: DataStats) -> Sample:
         record = parse_record(line, self.focal_field, self.need_logits, lazy_hex=True,
                               require_teacher=self.require_teacher)
+        stats.notes.update(record.notes)
         labels = self.encoder.encode_target(record.ground_truth_text)
         pad_id = self.encoder.tokenizer.pad_token_id
         labels = [IGNORE_INDEX if token == pad_id else token for token in labels]
@@ -266,6 +267,8 @@ class DistillationStream(IterableDataset):
                 raise RecordError("bad_compressed_logits", str(error)) from None
             if teacher.rows > 1:  # a batch dimension > 1: the thesis's loader kept its first row, so do we
                 stats.notes["teacher_batch_rows_first_kept"] += 1
+            for key in teacher.notes:  # a hint (size, format, ...) that disagrees with the data: used anyway
+                stats.notes[f"compressed_logits_hint_{key}"] += 1
         input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
         return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
                       record.teacher_text_script1, line_number)

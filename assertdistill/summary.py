@@ -14,7 +14,7 @@ from .schema import (ARGS, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED, COMP
                      EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
                      STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME, TEACHER_MODEL_SIZE_MB,
                      TRAINING_DURATION_SECONDS, avg)
-from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
+from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, score_mean_ci
 
 
 def to_json_compatible(value: Any) -> Any:
@@ -73,14 +73,14 @@ def write_predictions(output_dir: str, records: list[dict]) -> str:
 
 
 def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -> dict | None:
-    """Percentile-bootstrap intervals of the means of per-record metrics: {avg_<name>: [low, high]} and the method.
+    """Intervals of the means of per-record scores (statistics.score_mean_ci): {avg_<name>: [low, high]}, the method.
 
     None without records.
     """
     if not records:
         return None
     matrix = np.array([[record[name] for name in names] for record in records], dtype=np.float64)  # (N, M)
-    low, high = bootstrap_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
+    low, high = score_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
     return {CI_METHOD: BOOTSTRAP_METHOD, CI_CONFIDENCE: DEFAULT_CONFIDENCE, CI_RESAMPLES: DEFAULT_RESAMPLES,
             CI_SEED: seed, **{avg(name): [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
 

@@ -16,6 +16,7 @@ from transformers import T5ForConditionalGeneration
 from assertdistill import schema
 from assertdistill.codec import compress_logits
 from assertdistill.schema import RECORD_METRICS
+from assertdistill.statistics import BOOTSTRAP_METHOD
 from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
 
 JAVA_SNIPPETS = [
@@ -156,7 +157,7 @@ def check_predictions_match_summary(output_dir, expected_truths):
     for name in RECORD_METRICS:
         assert float(np.mean([row[name] for row in rows])) == metrics[f"avg_{name}"], name
     intervals = summary[schema.CONFIDENCE_INTERVALS]
-    assert intervals["method"] == "percentile bootstrap over records" and intervals["resamples"] >= 1000
+    assert intervals["method"] == BOOTSTRAP_METHOD and intervals["resamples"] >= 1000
     assert intervals["confidence"] == 0.95
     for name in RECORD_METRICS:
         low, high = intervals[f"avg_{name}"]
