@@ -5,8 +5,8 @@ loaded (transformers' default attention), this suite's decoder (generation.gener
 evaluation and generate_assertions.py run) on float32 weights, and the same decoder on torch dynamic
 int8 weights (saved_student.quantize_int8). Reported: p50 / p95 milliseconds per method (encoder
 included), the texts' agreement, size on disk, and with --model_dir (a trained student on the demo's
-validation split) accuracy / similarity of int8 against float32 with the paired tests of
-assertdistill/statistics.py. Run as `python -m benchmarks.deploy --model_dir DIR` (see docs/PERFORMANCE.md).
+validation split) accuracy / similarity / strict match of int8 against float32 with
+statistics.paired_test. Run as `python -m benchmarks.deploy --model_dir DIR` (see docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ from assertdistill.encoding import InputEncoder
 from assertdistill.metrics import record_metrics
 from assertdistill.models import configure_training_kernels
 from assertdistill.saved_student import INT8_WEIGHTS, export_int8, load_saved_student, quantize_int8
-from assertdistill.statistics import mcnemar_exact, paired_bootstrap
+from assertdistill.schema import ACCURACY, S_VS_GT, S_VS_GT_SCRIPT1, SIMILARITY_AVG, record_key, strict_key
+from assertdistill.statistics import paired_test
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import StopAtTargetLength, target_lengths
 from benchmarks.measure import SHAPES, make_model
 
 WAYS = ("generate", "suite", "int8")  # model.generate fp32, the suite's decoder fp32, the suite's decoder int8
-PAIRED = (("accuracy", "accuracy_s_vs_gt_script1"), ("similarity", "similarity_avg_s_vs_gt_script1"))
-STRICT = "strict_exact_match_s_vs_gt"
+PAIRED = (("accuracy", record_key(ACCURACY, S_VS_GT_SCRIPT1), False),  # (label, per-record metric, 0/1 score)
+          ("similarity", record_key(SIMILARITY_AVG, S_VS_GT_SCRIPT1), False),
+          ("strict exact match", strict_key(S_VS_GT), True))
 
 
 def models_for(model) -> dict:
@@ -126,17 +128,15 @@ def measure(model, tokenizer, methods: list[dict], beams: tuple[int, ...], max_l
 
 
 def paired_int8_test(methods: list[dict], fp32_texts: list[str], int8_texts: list[str]) -> dict:
-    """int8 minus float32 on the same records: mean difference, 95% interval, p value; McNemar on strict match."""
+    """int8 minus float32 on the same records (statistics.paired_test): mean difference, 95% interval, p, test."""
     rows = {name: [record_metrics(text, m["truth"], m["teacher"], m["teacher_script1"]) for m, text in
                    zip(methods, texts)] for name, texts in (("fp32", fp32_texts), ("int8", int8_texts))}
     tests = {}
-    for label, key in PAIRED:
-        fp32, int8 = (np.array([row[key] for row in rows[name]]) for name in ("fp32", "int8"))
-        difference, low, high, p_value = paired_bootstrap(int8, fp32)
-        tests[label] = {"fp32": float(fp32.mean()), "int8": float(int8.mean()), "difference": difference,
-                        "ci": [low, high], "p_value": p_value}
-    strict = {name: np.array([row[STRICT] for row in rows[name]]) > 0.5 for name in ("fp32", "int8")}
-    tests["strict_exact_match_mcnemar_p"] = mcnemar_exact(strict["int8"], strict["fp32"])
+    for label, key, binary in PAIRED:
+        fp32, int8 = (np.array([row[key] for row in rows[name]], dtype=np.float64) for name in ("fp32", "int8"))
+        result = paired_test(int8, fp32, binary=binary)
+        tests[label] = {"fp32": float(fp32.mean()), "int8": float(int8.mean()), "difference": result.difference,
+                        "ci": [result.ci_low, result.ci_high], "p_value": result.p_value, "test": result.test}
     return tests
 
 
@@ -161,9 +161,9 @@ def figure_lines(results: dict, label: str) -> list[str]:
         lines.append(f"  beam {beams}: {timing}; suite = generate's text for {entry['suite_same_text_as_generate']}"
                      f"/{results['methods']}, int8 = fp32's for {entry['int8_same_text_as_fp32']}/{results['methods']}")
         for name, test in entry.get("int8_vs_fp32", {}).items():
-            if isinstance(test, dict):
-                lines.append(f"    {name}: fp32 {test['fp32']:.4f}, int8 {test['int8']:.4f}, difference "
-                             f"{test['difference']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], p {test['p_value']:.3f}")
+            lines.append(f"    {name}: fp32 {test['fp32']:.4f}, int8 {test['int8']:.4f}, difference "
+                         f"{test['difference']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
+                         f"p {test['p_value']:.3f} ({test['test']})")
     key = label.replace(" ", "_").replace("-", "_")
     for beams, entry in results["beams"].items():
         lines.append(f"{key}_decoder_speedup_beam{beams}={entry['speedup_vs_generate']:.2f}")

@@ -18,7 +18,8 @@ def test_measure_reports_every_way_and_the_paired_int8_test():
         assert entry["suite_same_text_as_generate"] == 3  # the suite's decoder writes generate's text
         assert all(entry[way]["p50_ms"] <= entry[way]["p95_ms"] for way in deploy.WAYS)
         tests = entry["int8_vs_fp32"]
-        assert set(tests) == {"accuracy", "similarity", "strict_exact_match_mcnemar_p"}
+        assert set(tests) == {"accuracy", "similarity", "strict exact match"}
+        assert tests["strict exact match"]["test"] == "McNemar exact"
         assert tests["accuracy"]["ci"][0] <= tests["accuracy"]["difference"] <= tests["accuracy"]["ci"][1]
     lines = deploy.figure_lines(results, "tiny")
     assert lines[-1].startswith("tiny_int8_size_ratio=") and "tiny_decoder_speedup_beam2=" in "\n".join(lines)
