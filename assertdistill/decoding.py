@@ -82,6 +82,16 @@ class T5StepDecoder:
         self.cross_mask = create_bidirectional_mask(config=config, inputs_embeds=dummy_states[:, :1],
                                                     attention_mask=repeated_mask, encoder_hidden_states=dummy_states)
         self.cross_bias = None  # T5's cross-attention "bias": zeros (1, H, 1, S) in the queries' dtype
+        # each module's forward, bound once: the same computation without nn.Module's per-call dispatch
+        self.layers = []
+        for block in self.blocks:
+            own, cross = block.layer[0], block.layer[1]
+            attention, encoder_attention = own.SelfAttention, cross.EncDecAttention
+            self.layers.append((own.layer_norm.forward, attention.q.forward, attention.k.forward, attention.v.forward,
+                                attention.o.forward, attention, cross.layer_norm.forward, encoder_attention.q.forward,
+                                encoder_attention.o.forward, encoder_attention, block.layer[-1].forward))
+        self.embed, self.final_norm = self.decoder.embed_tokens.forward, self.decoder.final_layer_norm.forward
+        self.lm_head = model.lm_head.forward
         self.scale = model.model_dim ** -0.5 if getattr(model.config, "scale_decoder_outputs",
                                                          model.config.tie_word_embeddings) else None
         self.step = 0
@@ -95,34 +105,30 @@ class T5StepDecoder:
     def __call__(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Logits (rows, V) of the next token after `token_ids` (rows,) at this step; advances the step."""
         t = self.step
-        hidden = self.decoder.embed_tokens(token_ids[:, None])  # (rows, 1, d_model)
+        hidden = self.embed(token_ids[:, None])  # (rows, 1, d_model)
         bias = self.position_bias[:, :, t:t + 1, :t + 1].contiguous()  # (1, H, 1, t + 1)
-        for index, block in enumerate(self.blocks):
-            layer = block.layer[0]
-            module = layer.SelfAttention
-            normed = layer.layer_norm(hidden)
-            shape = (normed.size(0), 1, -1, module.key_value_proj_dim)
-            query = module.q(normed).view(shape).transpose(1, 2)  # (rows, H, 1, d_kv)
-            key, value = module.k(normed).view(shape).transpose(1, 2), module.v(normed).view(shape).transpose(1, 2)
+        shape = (hidden.size(0), 1, -1, self.cache_shape[-1])
+        for index, (self_norm, q, k, v, o, self_module, cross_norm, cross_q, cross_o, cross_module,
+                    feed_forward) in enumerate(self.layers):
+            normed = self_norm(hidden)
+            query = q(normed).view(shape).transpose(1, 2)  # (rows, H, 1, d_kv)
+            key, value = k(normed).view(shape).transpose(1, 2), v(normed).view(shape).transpose(1, 2)
             if self.keys[index] is None:
                 self.keys[index], self.values[index] = key.new_empty(self.cache_shape), value.new_empty(self.cache_shape)
                 self.cross_bias = query.new_zeros(1, self.cache_shape[1], 1, self.cross[0][0].size(2))
-            self.keys[index][:, :, t:t + 1] = key
-            self.values[index][:, :, t:t + 1] = value
-            attended = self._attend(module, query, self.keys[index][:, :, :t + 1], self.values[index][:, :, :t + 1],
-                                    None, bias)
-            hidden = hidden + module.o(attended)
-            layer = block.layer[1]
-            module = layer.EncDecAttention
-            query = module.q(layer.layer_norm(hidden)).view(shape).transpose(1, 2)
+            keys, values = self.keys[index], self.values[index]
+            keys[:, :, t:t + 1] = key
+            values[:, :, t:t + 1] = value
+            hidden = hidden + o(self._attend(self_module, query, keys[:, :, :t + 1], values[:, :, :t + 1], None, bias))
+            query = cross_q(cross_norm(hidden)).view(shape).transpose(1, 2)
             keys, values = self.cross[index]
-            hidden = hidden + module.o(self._attend(module, query, keys, values, self.cross_mask, self.cross_bias))
-            hidden = block.layer[-1](hidden)
-        hidden = self.decoder.final_layer_norm(hidden)
+            hidden = hidden + cross_o(self._attend(cross_module, query, keys, values, self.cross_mask, self.cross_bias))
+            hidden = feed_forward(hidden)
+        hidden = self.final_norm(hidden)
         if self.scale is not None:
             hidden = hidden * self.scale
         self.step += 1
-        return self.model.lm_head(hidden)[:, -1].float()  # (rows, V)
+        return self.lm_head(hidden)[:, -1].float()  # (rows, V)
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Beam search moved beams: row i continues row rows[i] (self-attention caches of the filled steps only)."""
