@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from .config import RESUME_MUST_MATCH  # the flags declared resume_must_match: a resume refuses others
+from .config import RESUME_MUST_MATCH, SETTINGS  # RESUME_MUST_MATCH: the flags a resume refuses others of
 from .datastats import DataStats
 from .rng import rng_state, set_rng_state
 from .run_state import RunState
@@ -87,7 +87,8 @@ def checkpoint_to_resume(spec: str, output_dir: str, flags: dict) -> tuple[str, 
     """(path, state) of the checkpoint `spec` names, refused unless made with this run's RESUME_MUST_MATCH flags."""
     path = resolve_checkpoint(spec, output_dir)
     checkpoint = load_checkpoint(path)
-    mismatched = [name for name in RESUME_MUST_MATCH if checkpoint["args"].get(name) != flags[name]]
+    made_with = {**{spec.name: spec.default for spec in SETTINGS}, **checkpoint["args"]}  # older: newer flags' defaults
+    mismatched = [name for name in RESUME_MUST_MATCH if made_with.get(name) != flags[name]]
     if mismatched:
         raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
                               f"resume with the same flags")

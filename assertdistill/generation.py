@@ -118,8 +118,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_b
 
 
 def evaluate_batch(model, batch: dict, loss_fn, num_beams: int, max_length: int, precision: str = "fp32",
-                   **generate_kwargs) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, float]:
-    """((total, hard, soft), generated ids (B, L), generation milliseconds per sample) of one eval batch.
+                   **generate_kwargs) -> tuple[tuple, torch.Tensor, float]:
+    """(forward.BatchLosses, generated ids (B, L), generation milliseconds per sample) of one eval batch.
 
     The encoder runs once: the losses are forward.batch_losses's on the batch and the ids model.generate's.
     The generation time counts the encoder, as it did when generate ran it.

@@ -24,7 +24,7 @@ from .config import RunConfig
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .locking import output_dir_lock
-from .loss import DistillationLoss
+from .loss import DistillationLoss, TemperatureSchedule
 from .datastats import DataStats
 from .encoding import InputEncoder
 from .errors import ModelLoadError
@@ -40,8 +40,8 @@ from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG
                      S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY,
                      SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TEACHER_VS_GROUND_TRUTH_METRICS, TRAIN_HARD_LOSS,
                      TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
-                     TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, TRAINING_HISTORY,
-                     TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE, avg, metric_key, strict_key)
+                     TRAIN_SOFT_LOSS, TRAIN_TEACHER_TEXT_LOSS, TRAIN_TEMPERATURE, TRAINING_ARGS_BEST_FILENAME,
+                     TRAINING_ARGS_FINAL_FILENAME, TRAINING_HISTORY, TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE, avg, metric_key, strict_key)
 from .summary import (append_metrics_line, build_summary, confidence_intervals, environment_info, to_json_compatible,
                       write_json_atomic, write_predictions, write_text_atomic)
 from .training import EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
@@ -205,7 +205,7 @@ def open_data(state: RunState) -> None:
     stream_options = dict(encoder=encoder, need_logits=config.alpha_kl_loss_weight > 0,
                           focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
                           rank=context.rank, require_teacher=not config.allow_records_without_teacher,
-                          world_size=context.world_size)
+                          world_size=context.world_size, teacher_text_targets=config.teacher_text_weight > 0)
     state.train_stream = DistillationStream(
         ArchiveSpec(config.distillation_data_path, config.train_outer_zip_internal_path,
                     config.train_inner_zip_jsonl_filename, config.train_jsonl_is_gzipped, config.max_record_bytes),
@@ -227,21 +227,31 @@ def set_up_training(state: RunState) -> None:
     pin_memory = device.type == "cuda"
     state.train_loader = make_loader(train_stream, config.num_dataloader_workers, pin_memory)
     state.val_loader = make_loader(val_stream, config.num_dataloader_workers, pin_memory)
-    state.loss_fn = DistillationLoss(config.temperature, config.alpha_kl_loss_weight)
+    state.loss_fn = DistillationLoss(config.temperature, config.alpha_kl_loss_weight, config.divergence,
+                                     config.jsd_beta, config.skew_lambda, config.teacher_text_weight)
     state.optimizer = make_optimizer(state.student, config.learning_rate, config.weight_decay, device)
     records_per_process = math.ceil(len(train_stream) / context.world_size)
     total_steps = steps_per_epoch(records_per_process, config.batch_size,
                                   config.gradient_accumulation_steps) * config.epochs
     state.scheduler = get_linear_schedule_with_warmup(state.optimizer, int(config.warmup_steps_ratio * total_steps),
                                                       total_steps)
+    state.loss_fn.schedule = TemperatureSchedule(config.temperature, config.temperature_final,
+                                                 config.temperature_schedule, total_steps)
     state.trainer = Trainer(training_model(state), state.loss_fn, state.optimizer, state.scheduler, device,
                             config.gradient_accumulation_steps, config.max_grad_norm, config.precision,
                             config.log_steps)
     batch, accumulation = config.batch_size, config.gradient_accumulation_steps
     print(f"Training {config.epochs} epochs, {total_steps} optimizer steps, alpha {config.alpha_kl_loss_weight}, "
-          f"T {config.temperature}, effective batch {batch * accumulation} "
+          f"T {describe_temperature(config)}, {config.divergence}, effective batch {batch * accumulation} "
           f"({batch} x {accumulation} accumulation steps x {context.world_size} "
           f"processes: {batch * accumulation * context.world_size} records per step)")
+
+
+def describe_temperature(config: RunConfig) -> str:
+    """'2.0', or '4.0 -> 1.0 (cosine)' with --temperature_final."""
+    if config.temperature_final is None:
+        return f"{config.temperature}"
+    return f"{config.temperature} -> {config.temperature_final} ({config.temperature_schedule})"
 
 
 def training_model(state: RunState) -> torch.nn.Module:
@@ -288,7 +298,17 @@ def train_one_epoch(state: RunState, epoch: int) -> dict:
             HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
                             TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
                             TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
-                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
+                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps, **loss_extras(state, result)}}
+
+
+def loss_extras(state: RunState, result: EpochResult) -> dict:
+    """The train entry's keys of the optional losses: teacher-text CE, the temperature a schedule reached."""
+    extras = {}
+    if state.config.teacher_text_weight > 0:
+        extras[TRAIN_TEACHER_TEXT_LOSS] = result.teacher_text_loss
+    if state.config.temperature_final is not None:
+        extras[TRAIN_TEMPERATURE] = state.loss_fn.at_step(state.trainer.global_step)
+    return extras
 
 
 def _save_every_n_steps(state: RunState, epoch: int, trainer: Trainer) -> None:
@@ -300,6 +320,7 @@ def _save_every_n_steps(state: RunState, epoch: int, trainer: Trainer) -> None:
 def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
     """Evaluate the student on the validation stream (gathered over processes); returns its metrics."""
     config, context = state.config, state.context
+    state.loss_fn.at_step(state.trainer.global_step)  # the soft loss at the temperature training has reached
     evaluation = evaluate(state.student, state.tokenizer, state.val_loader, len(state.val_stream), state.loss_fn,
                           state.device, config.num_beams, config.student_max_tgt_length, config.precision,
                           show_example=context.is_main, gather=context.gather if context.enabled else None)
@@ -396,4 +417,4 @@ def merge_epoch_results(result: EpochResult, trainer: Trainer, context: Distribu
     for entry in counters:
         data.merge(entry[3])
     return EpochResult(float(sums[0]), float(sums[1]), float(sums[2]), result.learning_rate,
-                       result.optimizer_steps, sum(entry[2] for entry in counters), data)
+                       result.optimizer_steps, sum(entry[2] for entry in counters), data, float(sums[3]))

@@ -18,6 +18,7 @@ from .generation import evaluate_batch
 from .loss import DistillationLoss
 from .metrics import average_record_metrics, record_metrics
 from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, AVG_SOFT_LOSS,
+                     AVG_TEACHER_TEXT_LOSS,
                      NUM_EVAL_SAMPLES, ROW_GROUND_TRUTH, ROW_INDEX, ROW_LINE_NUMBER, ROW_STUDENT_PREDICTION,
                      ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1, S_VS_GT_SCRIPT1, S_VS_T_CORRECTED,
                      S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY, T_VS_GT_SCRIPT1, metric_key,
@@ -25,7 +26,7 @@ from .schema import (ACCURACY, AVG_HARD_LOSS, AVG_INFERENCE_TIME_PER_SAMPLE_MS, 
 from .rng import set_rng_state
 
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
-               "teacher_zero_point", "teacher_position_mask")
+               "teacher_zero_point", "teacher_position_mask", "teacher_labels")
 MAX_CONSECUTIVE_NONFINITE = 20  # stop the run when this many steps in a row give a non-finite loss
 
 
@@ -66,17 +67,21 @@ class EpochResult:
     optimizer_steps: int
     skipped_nonfinite_steps: int
     data: DataStats = field(default_factory=DataStats)
+    teacher_text_loss: float = 0.0
 
 
 @dataclass
 class EpochCounters:
     """Running totals of the epoch in progress (saved in checkpoints so a resumed epoch adds up the same)."""
 
-    loss_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # total, hard, soft
+    loss_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # total, hard, soft, teacher text
     batches_trained: int = 0
     batches_seen: int = 0  # batches taken from the loader, including skipped non-finite ones
     optimizer_steps: int = 0
     skipped_nonfinite: int = 0
+
+    def __post_init__(self):
+        self.loss_sums = list(self.loss_sums) + [0.0] * (4 - len(self.loss_sums))  # older checkpoints hold 3
 
 
 class Trainer:
@@ -127,9 +132,9 @@ class Trainer:
         if pending_micro_steps:  # the epoch's last, partial accumulation still updates the model
             self._optimizer_step()
         progress.close()
-        loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / max(counters.batches_trained, 1)
+        loss, hard_loss, soft_loss, text_loss = np.asarray(counters.loss_sums) / max(counters.batches_trained, 1)
         return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
-                           counters.optimizer_steps, counters.skipped_nonfinite, data)
+                           counters.optimizer_steps, counters.skipped_nonfinite, data, float(text_loss))
 
     def _run_batches(self, loader, progress, data: DataStats, skip: int, rng_after_skip, on_step) -> int:
         """Train on the loader's batches; returns the micro-steps still waiting for an optimizer step."""
@@ -167,15 +172,17 @@ class Trainer:
         counters = self.counters
         counters.batches_seen += 1
         batch = move_batch(item, self.device)
-        total, hard, soft = batch_losses(self.model, batch, self.loss_fn, self.precision)
+        self.loss_fn.at_step(self.global_step)  # --temperature_final's schedule
+        losses = batch_losses(self.model, batch, self.loss_fn, self.precision)
+        total = losses.total
         progress.update(batch["input_ids"].size(0))
         if not torch.isfinite(total):
             counters.skipped_nonfinite += 1
             self.optimizer.zero_grad(set_to_none=True)
             return False
         self.scaler.scale(total / self.gradient_accumulation_steps).backward()
-        for index, value in enumerate((total.item(), hard.item(), soft.item())):
-            counters.loss_sums[index] += value
+        for index, value in enumerate(losses):
+            counters.loss_sums[index] += value.item()
         counters.batches_trained += 1
         return True
 
@@ -183,7 +190,7 @@ class Trainer:
         """The running losses and learning rate on the progress bar, every log_steps optimizer steps and the first."""
         counters = self.counters
         if self.global_step % max(1, self.log_steps) == 0 or counters.optimizer_steps == 1:
-            loss, hard_loss, soft_loss = np.asarray(counters.loss_sums) / counters.batches_trained
+            loss, hard_loss, soft_loss = np.asarray(counters.loss_sums[:3]) / counters.batches_trained
             progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
                                  hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
 
@@ -229,18 +236,18 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     records = [row for entry in batch_results for row in entry[3]]
     for index, row in enumerate(records):
         row[ROW_INDEX] = index
-    return Evaluation(evaluation_metrics(batch_results), data, records)
+    return Evaluation(evaluation_metrics(batch_results, loss_fn.teacher_text_weight > 0), data, records)
 
 
 def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_beams: int, max_target_length: int,
                 precision: str) -> tuple:
-    """(batch index, (total, hard, soft), ms per sample, [record row]) of one batch on the device."""
-    (total, hard, soft), generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
-                                                                      max_target_length, precision)
+    """(batch index, (total, hard, soft, teacher text), ms per sample, [record row]) of one batch on the device."""
+    losses, generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams, max_target_length,
+                                                         precision)
     generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
     rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
                                                batch["teacher_texts"], batch["teacher_texts_script1"])]
-    return batch["batch_index"], (total.item(), hard.item(), soft.item()), milliseconds, rows
+    return batch["batch_index"], tuple(value.item() for value in losses), milliseconds, rows
 
 
 def example_text(row: dict) -> str:
@@ -265,12 +272,17 @@ def _accuracy_similarity(row: dict, suffix: str) -> str:
     return f"{row[record_key(ACCURACY, suffix)]:.3f} / {row[record_key(SIMILARITY_AVG, suffix)]:.3f}"
 
 
-def evaluation_metrics(batch_results: list) -> dict:
-    """Average losses (per batch, as the thesis), per-record metrics (per record, in order) and inference time."""
+def evaluation_metrics(batch_results: list, with_teacher_text: bool = False) -> dict:
+    """Average losses (per batch, as the thesis), per-record metrics (per record, in order) and inference time.
+
+    with_teacher_text: also the teacher-text CE (--teacher_text_weight > 0).
+    """
     rows = [row for entry in batch_results for row in entry[3]]
-    losses = np.asarray([entry[1] for entry in batch_results]).reshape(-1, 3)
-    loss, hard_loss, soft_loss = losses.mean(axis=0) if len(losses) else (0.0, 0.0, 0.0)
+    losses = np.asarray([entry[1] for entry in batch_results]).reshape(-1, 4)
+    loss, hard_loss, soft_loss, text_loss = losses.mean(axis=0) if len(losses) else (0.0,) * 4
     results = {AVG_LOSS: float(loss), AVG_HARD_LOSS: float(hard_loss), AVG_SOFT_LOSS: float(soft_loss)}
+    if with_teacher_text:
+        results[AVG_TEACHER_TEXT_LOSS] = float(text_loss)
     results.update(average_record_metrics(rows))
     results[AVG_INFERENCE_TIME_PER_SAMPLE_MS] = (float(np.mean([entry[2] for entry in batch_results]))
                                                  if batch_results else 0.0)

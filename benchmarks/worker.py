@@ -109,7 +109,7 @@ def _step(args, model, batch, optimizer, scheduler, loss_fn, train_model) -> tup
     if args.pipeline == "thesis":
         total, _, _ = thesis_losses(model, batch, TEMPERATURE, ALPHA)
     else:
-        total, _, _ = batch_losses(train_model, batch, loss_fn, args.precision)
+        total = batch_losses(train_model, batch, loss_fn, args.precision).total
     total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
     optimizer.step()
@@ -206,7 +206,7 @@ def task_check(args, tokenizer) -> dict:
                 losses = thesis_losses(model, batch, TEMPERATURE, ALPHA)
             else:
                 configure_training_kernels(model, "auto", device)
-                losses = batch_losses(model, batch, DistillationLoss(TEMPERATURE, ALPHA))
+                losses = batch_losses(model, batch, DistillationLoss(TEMPERATURE, ALPHA))[:3]
             results[pipeline] = [float(value) for value in losses]
     results["max_relative_difference"] = max(abs(s - t) / max(abs(t), 1e-12)
                                              for s, t in zip(results["suite"], results["thesis"]))

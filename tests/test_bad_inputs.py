@@ -9,6 +9,7 @@ import torch
 
 import script
 from assertdistill import schema, summary, training
+from assertdistill.forward import BatchLosses
 from assertdistill.loss import DistillationLoss
 from assertdistill.training import Trainer, TrainingError
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
@@ -131,7 +132,7 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run_when_persistent(
 
     def fake_losses(*_):
         value = torch.tensor(next(values)) * model.weight.sum() / model.weight.sum().detach()
-        return value, value.detach(), value.detach()
+        return BatchLosses(value, value.detach(), value.detach(), value.detach())
 
     monkeypatch.setattr(training, "batch_losses", fake_losses)
     batch = {"input_ids": torch.zeros((1, 2), dtype=torch.long), "line_numbers": [7]}

@@ -100,7 +100,7 @@ def test_help_lists_every_flag_with_its_help(capsys):
         assert spec.group in shown
 
 
-BOUNDED = [spec for spec in SETTINGS if {spec.minimum, spec.maximum, spec.above} != {None}]
+BOUNDED = [spec for spec in SETTINGS if {spec.minimum, spec.maximum, spec.above, spec.below} != {None}]
 
 
 @pytest.mark.parametrize("spec", BOUNDED, ids=[spec.name for spec in BOUNDED])
@@ -108,13 +108,15 @@ def test_a_value_out_of_range_is_one_line_and_exit_2(spec, capsys):
     low = spec.above if spec.above is not None else spec.minimum
     outside = [low - 1] if low is not None else []
     outside += [spec.maximum + 1] if spec.maximum is not None else []
+    outside += [spec.below, spec.below + 1] if spec.below is not None else []
     for value in outside:
         with pytest.raises(SystemExit) as exit_info:
             script.parse_args([spec.flags[0], str(spec.kind(value))])
         assert exit_info.value.code == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
         assert len(errors) == 1 and f"error: {spec.flags[0]} must " in errors[0]
-    inside = spec.maximum if spec.maximum is not None else (low + 1)
+    inside = spec.maximum if spec.maximum is not None else (low + spec.below) / 2 if spec.below is not None \
+        else (low + 1)
     assert getattr(script.parse_args([spec.flags[0], str(spec.kind(inside))]), spec.name) == spec.kind(inside)
 
 
