@@ -1,6 +1,9 @@
 """Evaluation-time generation: model.generate's token ids on the same batch, with less work.
 
-What model.generate repeats or copies that evaluation does not need (docs/PERFORMANCE.md):
+T5 students with default search settings are decoded by decoding.py's loop (preallocated caches, the
+beam search written out; its docstring). For other models, and settings that loop leaves to
+transformers, model.generate runs with a prefilled cache. What model.generate repeats or copies that
+evaluation does not need (docs/PERFORMANCE.md):
 - the encoder: evaluate() already runs it for the eval loss; here it runs once per batch and both the
   loss and generation use its output;
 - cross-attention keys and values: generate projects the encoder output of every beam (num_beams
