@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     files, failures = collect_files(args.paths, args.mask_existing)
     for line in failures:
         print(f"error: {line}", file=sys.stderr)
-    without_focal = placeholders = done = 0
+    without_focal = placeholders = done = empty = 0
     for path in files:
         try:
             result = writer.process(path, args.mask_existing)
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         done += 1
         without_focal += result.without_focal
         placeholders += len(result.written)
+        empty += sum(1 for written in result.written if not written.assertion)
         if result.outside_methods:
             print(f"note: {path}: {result.outside_methods} placeholder(s) outside a method left alone", file=sys.stderr)
         if args.json:
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if without_focal:
         print(f"note: no focal class found for {without_focal} method(s): their input is the test method alone",
               file=sys.stderr)
+    if empty:
+        print(f"note: the student wrote no line for {empty} placeholder(s); they are left as they are", file=sys.stderr)
     print(f"{placeholders} placeholder(s) in {done} file(s) filled ({student.backend}, beam {num_beams}); "
           f"{len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
