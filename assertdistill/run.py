@@ -28,6 +28,7 @@ from .loss import DistillationLoss, TemperatureSchedule
 from .datastats import DataStats
 from .encoding import InputEncoder
 from .errors import ModelLoadError
+from .model_card import write_model_cards
 from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
 from .report import final_lines
 from .rng import rng_state, set_rng_state, set_seed
@@ -433,6 +434,7 @@ def final_report(state: RunState) -> dict:
     elif final_results:
         print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
+    write_model_cards(config.output_dir, summary)
     print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
     for line in final_lines(state.final_records):
         print(line)

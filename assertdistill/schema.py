@@ -15,6 +15,7 @@ TRAINING_ARGS_FINAL_FILENAME = "training_args_final.json"  # inside FINAL_MODEL_
 BEST_MODEL_DIRNAME = "best_student_model"  # --save_best_model: the best epoch's student
 EVAL_RESULTS_BEST_FILENAME = "eval_results_best.json"  # inside BEST_MODEL_DIRNAME
 TRAINING_ARGS_BEST_FILENAME = "training_args_best.json"  # inside BEST_MODEL_DIRNAME
+MODEL_CARD_FILENAME = "README.md"  # Hugging Face model card, inside FINAL_MODEL_DIRNAME and BEST_MODEL_DIRNAME
 CHECKPOINTS_DIRNAME = "checkpoints"  # --save_steps: checkpoint-<step>/ directories (sweep.sh looks here too)
 LOCK_FILENAME = ".run.lock"  # hidden; never taken for output (see locking.py)
 

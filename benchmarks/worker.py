@@ -43,7 +43,7 @@ LEARNING_RATE, WEIGHT_DECAY, MAX_GRAD_NORM = 5e-5, 0.01, 1.0
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=["data", "train", "eval", "check", "decode", "matmul"])
+    parser.add_argument("task", choices=["data", "train", "eval", "check", "decode", "matmul", "deploy"])
     parser.add_argument("--archive", help="generated archive (benchmarks.data)")
     parser.add_argument("--tokenizer", help="tokenizer directory")
     parser.add_argument("--pipeline", choices=["thesis", "suite"], default="suite")
@@ -254,6 +254,11 @@ def main(argv=None) -> int:
     if args.task == "decode" or args.pipeline == "suite":
         keep_freed_memory()  # what script.py does at start; the thesis pipeline runs with malloc's defaults
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    if args.task == "deploy":  # per-method latency, size and int8 (benchmarks/deploy.py)
+        from benchmarks.deploy import task_deploy
+
+        print(json.dumps(task_deploy(args, tokenizer, make_model(args.shape, tokenizer, vocab_size=args.vocab_size))))
+        return 0
     task = {"data": task_data, "train": task_train, "eval": task_eval, "check": task_check,
             "decode": task_decode}[args.task]
     print(json.dumps(task(args, tokenizer)))

@@ -99,6 +99,9 @@ def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch
     train = {name: results[f"train_tiny_{name}"] for name in ("thesis", "suite")}
     assert train["thesis"]["executed_flops_per_sample"] > train["suite"]["executed_flops_per_sample"]  # padding
     assert any("computed work per sample" in line for line in lines)
+    deploy = results["deploy"]["beams"]  # benchmarks/deploy.py's per-method figures, their name=value lines
+    assert [deploy[beams]["suite_same_text_as_generate"] for beams in ("1", "4")] == [3, 3]
+    assert {"tiny_decoder_speedup_beam4", "tiny_int8_size_ratio"} <= {line.split("=")[0] for line in lines}
     assert not [name for name in os.listdir(tmp_path) if name.startswith("assertdistill_bench_")]  # cleaned up
 
 
