@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 from .archive import DEFAULT_MAX_RECORD_BYTES
 from .attention import CHOICES as ATTENTION_CHOICES
+from .divergences import CHOICES as DIVERGENCE_CHOICES
+from .divergences import DEFAULT_DIVERGENCE, DEFAULT_JSD_BETA, DEFAULT_SKEW_LAMBDA
 from .layout import SplitMembers
+from .loss import TEMPERATURE_SCHEDULES
 from .paths import DEMO
 from .schema import BEST_MODEL_METRICS, DEFAULT_BEST_MODEL_METRIC
 
@@ -32,16 +35,16 @@ class SettingError(ValueError):
 
 def setting(default, group: str, help: str, *, aliases: tuple[str, ...] = (), resume_must_match: bool = False,
             minimum: float | None = None, maximum: float | None = None, above: float | None = None,
-            choices: tuple[str, ...] | list[str] | None = None):
+            below: float | None = None, choices: tuple[str, ...] | list[str] | None = None):
     """A RunConfig field: its default and what the parser, the checks, resumes and docs/USAGE.md read.
 
     The field's type gives the flag's kind: bool = a switch (store_true; default None = "not given"),
     int / float = parsed as such, str = as given. aliases are extra spellings (`--alpha`);
     resume_must_match: a checkpoint made with another value is refused; minimum / maximum (inclusive)
-    and above (exclusive) bound a number; choices list the allowed strings.
+    and above / below (exclusive) bound a number; choices list the allowed strings.
     """
     metadata = {"group": group, "help": help, "aliases": tuple(aliases), "resume_must_match": resume_must_match,
-                "minimum": minimum, "maximum": maximum, "above": above,
+                "minimum": minimum, "maximum": maximum, "above": above, "below": below,
                 "choices": tuple(choices) if choices is not None else None}
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -114,7 +117,26 @@ class RunConfig:
         0.7, TRAINING, "alpha: weight of the soft KL term; (1 - alpha) weighs the hard CE term (0-1)",
         aliases=("--alpha",), resume_must_match=True, minimum=0, maximum=1)
     temperature: float = setting(
-        2.0, TRAINING, "softmax temperature T of the KL term (> 0)", resume_must_match=True, above=0)
+        2.0, TRAINING, "softmax temperature T of the KL term (> 0)", aliases=("--temp",), resume_must_match=True,
+        above=0)  # --temp: the abbreviation argparse took before --temperature_final made it ambiguous
+    divergence: str = setting(
+        DEFAULT_DIVERGENCE, TRAINING, "the soft term's divergence between teacher p and student q (docs/LOSSES.md); "
+        "forward_kl = KL(p || q), the thesis", resume_must_match=True, choices=DIVERGENCE_CHOICES)
+    jsd_beta: float = setting(
+        DEFAULT_JSD_BETA, TRAINING, "jsd's beta: beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q",
+        resume_must_match=True, above=0, below=1)
+    skew_lambda: float = setting(
+        DEFAULT_SKEW_LAMBDA, TRAINING, "skew_kl's and skew_reverse_kl's lambda: KL(p || lambda p + (1 - lambda) q), "
+        "KL(q || lambda q + (1 - lambda) p)", resume_must_match=True, above=0, below=1)
+    teacher_text_weight: float = setting(
+        0.0, TRAINING, "w: adds w * CE on the teacher's predicted text (sequence-level KD; the student runs on the "
+        "batch twice over when > 0)", resume_must_match=True, minimum=0)
+    temperature_final: float | None = setting(
+        None, TRAINING, "T at the last optimizer step; T moves from --temperature to it along --temperature_schedule "
+        "(default: T stays --temperature)", resume_must_match=True, above=0)
+    temperature_schedule: str = setting(
+        "linear", TRAINING, "how T moves to --temperature_final over the optimizer steps", resume_must_match=True,
+        choices=TEMPERATURE_SCHEDULES)
     gradient_accumulation_steps: int = setting(
         1, TRAINING, "batches accumulated per optimizer step", resume_must_match=True, minimum=1)
     max_grad_norm: float = setting(1.0, TRAINING, "gradient clipping norm")
@@ -194,6 +216,7 @@ class Setting:
     minimum: float | None
     maximum: float | None
     above: float | None
+    below: float | None
     choices: tuple[str, ...] | None
 
     @property
@@ -227,6 +250,8 @@ class Setting:
             return f"--{self.name} must be <= {high:g}"
         if self.above is not None and not value > self.above:
             return f"--{self.name} must be > {self.above:g}"
+        if self.below is not None and not value < self.below:
+            return f"--{self.name} must be < {self.below:g}"
         return None
 
 

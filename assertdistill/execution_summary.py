@@ -15,31 +15,21 @@ from .schema import (EXEC_CANDIDATE, EXEC_COMPILED, EXEC_KILLED, EXEC_MUTANTS, E
                      SUM_ONLY_FIRST_PASSES, SUM_ONLY_SECOND_PASSES, SUM_OUTCOMES, SUM_PAIRED, SUM_PASS_MCNEMAR_P,
                      SUM_PASS_RATE, SUM_RECORDS, SUM_TRIED, SUM_VALUE)
 from .metrics import strict_exact_match
-from .statistics import (DEFAULT_CONFIDENCE, bootstrap_mean_ci, bounded_mean_ci, mcnemar_exact, paired_bootstrap)
+from .statistics import BOOTSTRAP_METHOD, mcnemar_exact, paired_test, score_mean_ci
 
-INTERVAL_METHOD = ("rates: percentile bootstrap over records widened to cover the Wilson score interval; "
-                   "mutation scores: percentile bootstrap over records; paired: McNemar exact (pass), "
-                   "paired bootstrap (mutation score, a failing candidate scoring 0)")
+INTERVAL_METHOD = (f"rates and mutation scores: {BOOTSTRAP_METHOD} (fewer records: the bound their mean allows); "
+                   "paired: McNemar exact (pass); statistics.paired_test (mutation score, a failing candidate "
+                   "scoring 0: sign-flip permutation test, paired bootstrap interval)")
 PAIRS = ((ROW_STUDENT_PREDICTION, ROW_TEACHER_PREDICTION), (ROW_STUDENT_PREDICTION, ROW_GROUND_TRUTH),
          (ROW_TEACHER_PREDICTION, ROW_GROUND_TRUTH))
 
 
 def rate(values: list[float]) -> dict:
-    """{value, interval, count} of a mean of 0/1 (or [0, 1]) scores; the interval covers bootstrap and Wilson."""
+    """{value, interval, count} of a mean of scores in [0, 1] (statistics.score_mean_ci: at least Wilson)."""
     if not values:
         return {SUM_VALUE: None, SUM_INTERVAL: None, SUM_COUNT: 0}
-    mean = float(np.mean(values))
-    low, high = bounded_mean_ci(mean, len(values), DEFAULT_CONFIDENCE)
-    boot_low, boot_high = bootstrap_mean_ci(np.asarray(values, dtype=np.float64))
-    return {SUM_VALUE: mean, SUM_INTERVAL: [min(low, boot_low), max(high, boot_high)], SUM_COUNT: len(values)}
-
-
-def score(values: list[float]) -> dict:
-    """{value, interval, count} of a mean of scores in [0, 1] (percentile bootstrap)."""
-    if not values:
-        return {SUM_VALUE: None, SUM_INTERVAL: None, SUM_COUNT: 0}
-    low, high = bootstrap_mean_ci(np.asarray(values, dtype=np.float64))
-    return {SUM_VALUE: float(np.mean(values)), SUM_INTERVAL: [float(low), float(high)], SUM_COUNT: len(values)}
+    low, high = score_mean_ci(np.asarray(values, dtype=np.float64))
+    return {SUM_VALUE: float(np.mean(values)), SUM_INTERVAL: [low, high], SUM_COUNT: len(values)}
 
 
 def _mutation_fraction(row: dict) -> float | None:
@@ -75,8 +65,8 @@ def summarize(rows: list[dict], candidates: tuple[str, ...]) -> dict:
                                    if truth is not None]),
             SUM_COMPILE_RATE: rate([float(bool(row[EXEC_COMPILED])) for row, _ in cells]),
             SUM_PASS_RATE: rate([float(bool(row[EXEC_PASSED])) for row, _ in cells]),
-            SUM_MUTATION_SCORE: score([mine for mine, _ in scored]),
-            SUM_GROUND_TRUTH_MUTATION_SCORE: score([truth for _, truth in scored if truth is not None]),
+            SUM_MUTATION_SCORE: rate([mine for mine, _ in scored]),
+            SUM_GROUND_TRUTH_MUTATION_SCORE: rate([truth for _, truth in scored if truth is not None]),
             SUM_OUTCOMES: dict(collections.Counter(row[EXEC_OUTCOME] for row, _ in cells).most_common()),
         }
     for first, second in PAIRS:
@@ -92,8 +82,9 @@ def summarize(rows: list[dict], candidates: tuple[str, ...]) -> dict:
         fractions = [(_mutation_fraction(a), _mutation_fraction(b)) for a, b in both]
         fractions = [(x, y) for x, y in fractions if x is not None and y is not None]
         if fractions:
-            difference, low, high, p_value = paired_bootstrap([x for x, _ in fractions], [y for _, y in fractions])
-            entry.update({SUM_MUTATION_DIFFERENCE: difference, SUM_MUTATION_DIFFERENCE_INTERVAL: [low, high],
-                          SUM_MUTATION_P: p_value})
+            result = paired_test([x for x, _ in fractions], [y for _, y in fractions])
+            entry.update({SUM_MUTATION_DIFFERENCE: result.difference,
+                          SUM_MUTATION_DIFFERENCE_INTERVAL: [result.ci_low, result.ci_high],
+                          SUM_MUTATION_P: result.p_value})
         summary[SUM_PAIRED][f"{first}_vs_{second}"] = entry
     return summary

@@ -10,9 +10,8 @@ import numpy as np
 
 from .java_mining import make_parser
 from .schema import (EVALUATION_RECORD_METRICS, PARSES_AS_JAVA, SCRIPT1_AVERAGED, SCRIPT1_COMPARISONS,
-                     STATIC_RECORD_METRICS, STATIC_SCORED_TEXTS, STRICT_COMPARISONS, avg, metric_key, record_key,
+                     STATIC_SCORED_TEXTS, STRICT_COMPARISONS, avg, metric_key, record_key,
                      script1, script1_result_key, strict_key)
-from .statistics import DEFAULT_CONFIDENCE, bounded_mean_ci
 
 ASSERT_NAMES = "Equals|That|True|False|Null|NotNull|Throws|Same|NotSame|ArrayEquals"
 _WHITESPACE = re.compile(r"\s+")
@@ -195,18 +194,3 @@ def average_record_metrics(rows: list[dict]) -> dict[str, float | None]:
     return {avg(name): float(np.mean([row[name] for row in rows])) if rows else None
             for name in EVALUATION_RECORD_METRICS}
 
-
-def floor_static_intervals(intervals: dict | None, rows: list[dict]) -> dict | None:
-    """The summary's intervals with each STATIC_RECORD_METRICS interval widened to cover its Wilson interval.
-
-    A 0/1 rate of 0 or 1 has a bootstrap interval of one point; the Wilson score interval does not.
-    """
-    if intervals is None or not rows:
-        return intervals
-    floored = dict(intervals)
-    for name in STATIC_RECORD_METRICS:
-        mean = float(np.mean([row[name] for row in rows]))
-        low, high = bounded_mean_ci(mean, len(rows), DEFAULT_CONFIDENCE)
-        bootstrap_low, bootstrap_high = floored.get(avg(name), (low, high))
-        floored[avg(name)] = [min(low, bootstrap_low), max(high, bootstrap_high)]
-    return floored

@@ -61,6 +61,8 @@ def _rules(spec: Setting) -> str:
         rules.append(f"<= {spec.maximum:g}")
     if spec.above is not None:
         rules.append(f"> {spec.above:g}")
+    if spec.below is not None:
+        rules.append(f"< {spec.below:g}")
     if spec.resume_must_match:
         rules.append("resume must match")
     return "; ".join(rules)

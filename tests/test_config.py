@@ -100,7 +100,7 @@ def test_help_lists_every_flag_with_its_help(capsys):
         assert spec.group in shown
 
 
-BOUNDED = [spec for spec in SETTINGS if {spec.minimum, spec.maximum, spec.above} != {None}]
+BOUNDED = [spec for spec in SETTINGS if {spec.minimum, spec.maximum, spec.above, spec.below} != {None}]
 
 
 @pytest.mark.parametrize("spec", BOUNDED, ids=[spec.name for spec in BOUNDED])
@@ -108,13 +108,15 @@ def test_a_value_out_of_range_is_one_line_and_exit_2(spec, capsys):
     low = spec.above if spec.above is not None else spec.minimum
     outside = [low - 1] if low is not None else []
     outside += [spec.maximum + 1] if spec.maximum is not None else []
+    outside += [spec.below, spec.below + 1] if spec.below is not None else []
     for value in outside:
         with pytest.raises(SystemExit) as exit_info:
             script.parse_args([spec.flags[0], str(spec.kind(value))])
         assert exit_info.value.code == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
         assert len(errors) == 1 and f"error: {spec.flags[0]} must " in errors[0]
-    inside = spec.maximum if spec.maximum is not None else (low + 1)
+    inside = spec.maximum if spec.maximum is not None else (low + spec.below) / 2 if spec.below is not None \
+        else (low + 1)
     assert getattr(script.parse_args([spec.flags[0], str(spec.kind(inside))]), spec.name) == spec.kind(inside)
 
 
@@ -172,7 +174,7 @@ def changed(value):
 @pytest.mark.parametrize("name", RESUME_MUST_MATCH)
 def test_a_resume_with_a_changed_must_match_setting_is_refused_by_name(name, tmp_path):
     flags = RunConfig.from_namespace(script.parse_args(THESIS_FLAGS)).as_flags()
-    path = save_checkpoint(str(tmp_path), {"global_step": 3, "args": flags}, save_total_limit=None)
+    path = save_checkpoint(str(tmp_path), 3, {}, {"args": flags}, save_total_limit=None)
     assert checkpoint_to_resume("latest", str(tmp_path), flags)[0] == path
     with pytest.raises(CheckpointError, match=f"other values of --{name};"):
         checkpoint_to_resume("latest", str(tmp_path), {**flags, name: changed(flags[name])})
@@ -182,9 +184,9 @@ def test_must_match_is_the_declared_metadata_and_other_settings_may_change(tmp_p
     assert RESUME_MUST_MATCH == tuple(spec.name for spec in SETTINGS if spec.resume_must_match)
     assert {"alpha_kl_loss_weight", "temperature", "seed", "batch_size"} <= set(RESUME_MUST_MATCH)
     flags = RunConfig.from_namespace(script.parse_args(THESIS_FLAGS)).as_flags()
-    save_checkpoint(str(tmp_path), {"global_step": 3, "args": flags}, save_total_limit=None)
+    save_checkpoint(str(tmp_path), 3, {}, {"args": flags}, save_total_limit=None)
     free = {name: changed(value) for name, value in flags.items() if name not in RESUME_MUST_MATCH}
-    assert checkpoint_to_resume("latest", str(tmp_path), {**flags, **free})[1]["global_step"] == 3
+    assert checkpoint_to_resume("latest", str(tmp_path), {**flags, **free})[1]["run"]["args"] == flags
 
 
 def test_docs_usage_is_current():

@@ -22,7 +22,8 @@ from assertdistill.codec import compress_logits, decode_quantized, decompress_lo
 from assertdistill.dataset import ArchiveSpec, DistillationStream
 from assertdistill.datastats import DataStats
 from assertdistill.encoding import InputEncoder
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from util import (assert_same_numbers, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
+                  write_archive)
 from published_decoder import check_against_oracle, published_decompress
 
 try:
@@ -301,7 +302,7 @@ def test_a_run_on_logits_with_only_the_keys_the_published_decoder_reads_matches_
     assert summaries[1][schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 4
     assert summaries[1][schema.FINAL_EVALUATION_METRICS]["avg_soft_loss"] > 0  # the teacher's logits were used
     for key in (schema.DATA_COUNTS, schema.TRAINING_HISTORY, schema.FINAL_EVALUATION_METRICS):
-        assert summaries[1][key] == summaries[0][key], key
+        assert_same_numbers(summaries[1][key], summaries[0][key], key)  # within 1e-4 where CUDA ran
 
 
 def test_records_whose_hints_disagree_are_used_and_the_hints_counted(tmp_path):
