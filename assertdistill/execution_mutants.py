@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,25 +38,34 @@ class MutantError(ValueError):
     """LittleDarwin could not mutate a source (its Java grammar does not cover every construct)."""
 
 
+LITTLEDARWIN_RECURSION_LIMIT = 100000  # the limit LittleDarwin sets for itself on import
+
+
 def generate_mutants(source: str) -> list[str]:
     """Every order-1 mutant LittleDarwin's traditional operators make of a Java source, sorted by text.
 
     Sorted because LittleDarwin's own order changes with Python's string hashing (PYTHONHASHSEED); each
     mutant's text starts with LittleDarwin's comment naming the operator, so the order groups by operator.
     """
+    limit = sys.getrecursionlimit()  # LittleDarwin raises it for the whole process when imported
     try:
         from antlr4.error.Errors import CancellationException, RecognitionException
         from littledarwin.JavaMutate import JavaMutate
         from littledarwin.JavaParse import JavaParse
     except ImportError as error:
         raise MutationUnavailable("--mutants needs LittleDarwin: pip install littledarwin") from error
+    finally:
+        sys.setrecursionlimit(limit)
     parser = JavaParse(False)
+    sys.setrecursionlimit(max(limit, LITTLEDARWIN_RECURSION_LIMIT))  # its parse trees recurse deeply
     try:
         tree = parser.parse(source)
         mutated, _ = JavaMutate(tree, source, parser, False).gatherMutants(["Traditional"])
     except (CancellationException, RecognitionException, RecursionError, AttributeError, TypeError, IndexError,
             KeyError, ValueError) as error:
         raise MutantError(f"{type(error).__name__}: {error}") from error
+    finally:  # anything else in the process (json's C scanner on hostile records) keeps the usual limit
+        sys.setrecursionlimit(limit)
     return sorted(mutated)
 
 

@@ -1,6 +1,7 @@
 """evaluate_execution.py on tests/data/java_projects/calc (JUnit 4): every outcome, mutants, bad input, the summary."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import evaluate_execution
 import make_dataset
 from assertdistill import schema
 from assertdistill.execution_jvm import JavaUnavailable, find_java_tools, junit_jars
-from assertdistill.execution_mutants import spread
+from assertdistill.execution_mutants import generate_mutants, spread
 from assertdistill.execution_source import SourceError, mask_test
 from assertdistill.execution_summary import summarize
 
@@ -192,3 +193,10 @@ def test_summary_pairs_only_counted_records():
     assert teacher["exact_match"]["value"] == 1.0  # the same text as the ground truth
     paired = summary["paired"]["student_prediction_vs_teacher_prediction"]
     assert paired["only_second_passes"] == 1 and paired["mutation_score_difference"] == -0.25
+
+
+def test_making_mutants_leaves_the_process_recursion_limit_as_it_was():
+    pytest.importorskip("littledarwin")
+    limit = sys.getrecursionlimit()
+    generate_mutants("class A { int f(int x) { return x + 1; } }")
+    assert sys.getrecursionlimit() == limit  # json's C scanner on a deeply nested record needs the usual limit
