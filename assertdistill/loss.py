@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -89,6 +90,16 @@ class DistillationLoss(torch.nn.Module):
         self.schedule = TemperatureSchedule(self.temperature)  # run.py sets --temperature_final's schedule
         self.alpha = float(alpha)
         self._warned_vocab_mismatch = False
+
+    @classmethod
+    def from_config(cls, config) -> "DistillationLoss":
+        """The loss of a run: every keyword of __init__ taken from the run setting of the same name.
+
+        So a new loss setting is one RunConfig field plus the keyword that uses it, nothing in between.
+        """
+        names = inspect.signature(cls.__init__).parameters
+        settings = {name: getattr(config, name) for name in names if name != "self" and hasattr(config, name)}
+        return cls(alpha=config.alpha_kl_loss_weight, **settings)
 
     def at_step(self, step: int) -> float:
         """Set and return the temperature of optimizer step `step` under self.schedule."""

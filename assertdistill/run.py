@@ -265,8 +265,7 @@ def set_up_training(state: RunState) -> None:
     pin_memory = device.type == "cuda"
     state.train_loader = make_loader(train_stream, config.num_dataloader_workers, pin_memory)
     state.val_loader = make_loader(val_stream, config.num_dataloader_workers, pin_memory)
-    state.loss_fn = DistillationLoss(config.temperature, config.alpha_kl_loss_weight, config.divergence,
-                                     config.jsd_beta, config.skew_lambda, config.teacher_text_weight)
+    state.loss_fn = DistillationLoss.from_config(config)
     state.optimizer = make_optimizer(state.student, config.learning_rate, config.weight_decay, device)
     records_per_process = math.ceil(len(train_stream) / context.world_size)
     total_steps = steps_per_epoch(records_per_process, config.batch_size,

@@ -152,3 +152,11 @@ def test_a_run_with_every_new_loss_setting_reports_them(tmp_path):
     assert train[-1][schema.TRAIN_TEMPERATURE] == 1.0 and 1.0 < train[0][schema.TRAIN_TEMPERATURE] < 4.0
     assert summary[schema.FINAL_EVALUATION_METRICS][schema.AVG_TEACHER_TEXT_LOSS] > 0
     assert os.path.isdir(output_dir / schema.FINAL_MODEL_DIRNAME)
+
+
+def test_the_run_builds_its_loss_from_the_settings_of_the_same_names():
+    config = RunConfig.from_namespace(script.parse_args(["--alpha", "0.3", "--temperature", "4", "--divergence", "jsd",
+                                                         "--jsd_beta", "0.2", "--teacher_text_weight", "0.5"]))
+    loss = DistillationLoss.from_config(config)
+    assert (loss.alpha, loss.temperature, loss.teacher_text_weight) == (0.3, 4.0, 0.5)
+    assert loss.divergence is DistillationLoss(1.0, 0.5, divergence="jsd").divergence and loss.parameter == 0.2
