@@ -1,7 +1,7 @@
 """Inspect, convert and measure teacher-logit archives; also the codec API the thesis script imports.
 
-    from compress import compress_logits, decompress_logits   # the published 4/8/16/32-bit codec
-                                                              # (every shape it writes decodes to its array)
+    from compress import compress_logits, decompress_logits   # the published 4/8/16/32-bit codec: every
+                                                              # object its decoder reads gives its array
 
     python compress.py inspect DATA.zip [--inner PATH ...] [--limit N] [--json]
     python compress.py convert IN.zip OUT.zip --to topk --k 64 [--max_positions 128]

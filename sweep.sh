@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Run script.py once per (alpha, temperature, seed) cell of a sweep; resumable.
+# Run script.py once per cell of a sweep (alpha x temperature x any other setting x seed); resumable.
 #
 # Usage:
 #   bash sweep.sh alpha|temp [--alphas "0.0 0.5 1.0"] [--temps "2.0"] [--seeds "42 43 44"]
-#                            [--results_dir DIR] [--dry_run] [-- EXTRA_ARGS_FOR_SCRIPT_PY...]
-#   bash sweep.sh alpha|temp ... --slurm [--submit] [--partition P] [--gpus 1] [--cpus 8]
-#                            [--time 04:00:00] [--mem 32G] [-- EXTRA_ARGS...]
+#                            [--axis NAME --values "V1 V2"]... [--results_dir DIR] [--dry_run]
+#                            [-- EXTRA_ARGS_FOR_SCRIPT_PY...]
+#   bash sweep.sh --axis NAME --values "V1 V2" [--axis NAME2 --values "..."]... [--alphas ...] [--temps ...]
+#                 [--seeds ...] [--results_dir DIR] [--dry_run] [-- EXTRA_ARGS...]
+#   bash sweep.sh ... --slurm [--submit] [--partition P] [--gpus 1] [--cpus 8]
+#                     [--time 04:00:00] [--mem 32G] [-- EXTRA_ARGS...]
 #     writes <results_dir>/sweep_<mode>.sbatch, a SLURM job array with one task per cell, each running
 #     this script for its one cell (same command, same skip-if-done rule); --submit also runs sbatch.
+#
+#   --axis NAME --values "..." sweeps any flag of script.py (NAME is its name without the dashes, e.g.
+#   student_model_name); alpha, temp (temperature) and seed as NAME are the same as --alphas, --temps,
+#   --seeds. Without a mode (alpha|temp) only the axes named are swept (alpha and temperature keep
+#   script.py's defaults unless --alphas/--temps or ALPHAS/TEMPS are given) and the results go to
+#   results_<first NAME>/. Plot any axis with: python sweep_graphs.py --axis NAME.
 #
 #   alpha: sweeps ALPHAS (default "0.0 0.1 0.25 0.5 0.75 0.9 1.0") at TEMPS (default "2.0"),
 #          into results_alpha/.
@@ -19,8 +28,10 @@
 # Environment: PYTHON (default: python), SCRIPT_PY (default: script.py next to this file).
 #
 # Each cell runs
-#   $PYTHON $SCRIPT_PY --alpha_kl_loss_weight A --temperature T --seed S --output_dir RUN_DIR EXTRA_ARGS...
-# with RUN_DIR = <results_dir>/alpha_<A>_temp_<T>_seed_<S>, its output appended to RUN_DIR/run.log.
+#   $PYTHON $SCRIPT_PY --alpha_kl_loss_weight A --temperature T [--NAME V]... --seed S --output_dir RUN_DIR EXTRA_ARGS...
+# with RUN_DIR = <results_dir>/alpha_<A>_temp_<T>[_<NAME>_<V>]..._seed_<S> (one <prefix>_<value> per swept
+# setting, in that order; characters of V other than letters, digits and ._+- written as %XX), its
+# output appended to RUN_DIR/run.log.
 # Numbers are written in one canonical form, so "1", "1.0" and "1.00" are the same cell:
 # alpha and T as plain decimals with at least one digit after the point and no trailing zeros
 # (1 -> 1.0, .50 -> 0.5, 0.25 -> 0.25); seeds as integers without leading zeros. The same form is
@@ -53,12 +64,16 @@ canonical_number() {  # print $1 as a plain decimal with >= 1 fractional digit a
     printf '%s.%s\n' "${whole:-0}" "${fraction:-0}"
 }
 
+canonical_text() {  # any other setting's value, as given
+    printf '%s\n' "$1"
+}
+
 canonical_seed() {
     [[ $1 =~ ^[0-9]+$ ]] || die "not a non-negative integer seed: '$1'"
     printf '%d\n' "$((10#$1))"
 }
 
-canonical_list() {  # canonical_list number|seed NAME "VALUES...": print the distinct canonical values
+canonical_list() {  # canonical_list number|seed|text NAME "VALUES...": print the distinct canonical values
     local kind=$1 name=$2 value canon
     local -a values seen=()
     read -ra values <<<"$3"
@@ -79,23 +94,37 @@ hms() {  # seconds -> H:MM:SS
 }
 
 # ---- command line ----------------------------------------------------------------------------
+original_args=("$@")
 mode=${1:-}
 case $mode in
-    alpha) default_alphas="0.0 0.1 0.25 0.5 0.75 0.9 1.0" default_temps="2.0" results_dir=results_alpha ;;
-    temp) default_alphas="0.5" default_temps="0.5 1 2 4 8" results_dir=results_temp ;;
+    alpha) default_alphas="0.0 0.1 0.25 0.5 0.75 0.9 1.0" default_temps="2.0" results_dir=results_alpha; shift ;;
+    temp) default_alphas="0.5" default_temps="0.5 1 2 4 8" results_dir=results_temp; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "first argument must be 'alpha' or 'temp', got '${mode}'" ;;
+    --?*) mode="" default_alphas="" default_temps="" results_dir="" ;;  # no mode: only the settings named
+    *) usage >&2; die "first argument must be 'alpha' or 'temp', got '${mode}' (or start with --axis NAME --values \"V1 V2\")" ;;
 esac
-shift
 alphas=${ALPHAS:-$default_alphas}
 temps=${TEMPS:-$default_temps}
 seeds=${SEEDS:-42 43 44}
 dry_run=0
 slurm=0 submit=0 partition="" gpus=1 cpus=8 time_limit="04:00:00" mem="32G"
 extra_args=()
+axis_names=() axis_values=()  # the swept settings other than alpha, temperature and seed
+pending_axis="" named=()  # named: every --axis NAME, in order
+set_axis() {  # set_axis NAME VALUES: --axis NAME --values VALUES
+    case $1 in
+        alpha | alpha_kl_loss_weight) alphas=$2 ;;
+        temp | temperature | T) temps=$2 ;;
+        seed) seeds=$2 ;;
+        *)
+            [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "--axis '$1' is not a flag name of script.py (letters, digits, _)"
+            [[ " ${axis_names[*]} " != *" $1 "* ]] || die "--axis $1 given twice"
+            axis_names+=("$1") axis_values+=("$2") ;;
+    esac
+}
 while (($# > 0)); do
     case $1 in
-        --alphas | --temps | --seeds | --results_dir | --partition | --gpus | --cpus | --time | --mem)
+        --alphas | --temps | --seeds | --results_dir | --partition | --gpus | --cpus | --time | --mem | --axis | --values)
             (($# >= 2)) || die "$1 needs a value"
             case $1 in
                 --alphas) alphas=$2 ;;
@@ -107,6 +136,12 @@ while (($# > 0)); do
                 --cpus) cpus=$2 ;;
                 --time) time_limit=$2 ;;
                 --mem) mem=$2 ;;
+                --axis) [[ -z $pending_axis ]] || die "--axis $pending_axis needs --values"; pending_axis=$2 ;;
+                --values)
+                    [[ -n $pending_axis ]] || die "--values must follow --axis NAME"
+                    set_axis "$pending_axis" "$2"
+                    [[ -n $results_dir || -n $mode ]] || results_dir=results_$pending_axis
+                    named+=("$pending_axis") pending_axis="" ;;
             esac
             shift 2 ;;
         --alphas=*) alphas=${1#*=}; shift ;;
@@ -121,29 +156,85 @@ while (($# > 0)); do
         *) die "unknown option '$1' (arguments for script.py go after --)" ;;
     esac
 done
+[[ -z $pending_axis ]] || die "--axis $pending_axis needs --values"
+if [[ -z $mode ]]; then
+    ((${#named[@]} > 0)) || die "without 'alpha' or 'temp' first, name the swept setting: --axis NAME --values \"V1 V2\""
+    mode=$(IFS=x; echo "${named[*]}")
+fi
 for arg in "${extra_args[@]+"${extra_args[@]}"}"; do
+    for name in "${axis_names[@]+"${axis_names[@]}"}"; do
+        if [[ $arg == "--$name" || $arg == "--$name="* ]]; then
+            die "'$arg' is set per cell by sweep.sh (--axis $name)"
+        fi
+    done
     case $arg in
         --alpha_kl_loss_weight* | --temperature* | --seed* | --output_dir*)
             die "'$arg' is set per cell by sweep.sh; use --alphas/--temps/--seeds/--results_dir" ;;
     esac
 done
-alphas=$(canonical_list number alphas "$alphas")
-temps=$(canonical_list number temps "$temps")
+if [[ -n $default_alphas || -n $alphas ]]; then alphas=$(canonical_list number alphas "$alphas"); fi
+if [[ -n $default_temps || -n $temps ]]; then temps=$(canonical_list number temps "$temps"); fi
 seeds=$(canonical_list seed seeds "$seeds")
+for i in "${!axis_names[@]}"; do
+    axis_values[i]=$(canonical_list text "${axis_names[i]}" "${axis_values[i]}")
+done
 [[ -n $results_dir ]] || die "--results_dir is empty"
 PYTHON=${PYTHON:-python}
 SCRIPT_PY=${SCRIPT_PY:-"$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/script.py"}
 
-# ---- the sweep -------------------------------------------------------------------------------
-read -ra alpha_list <<<"$alphas"
-read -ra temp_list <<<"$temps"
-read -ra seed_list <<<"$seeds"
-total=$((${#alpha_list[@]} * ${#temp_list[@]} * ${#seed_list[@]}))
+# ---- the swept settings, in run-directory order: (flag, directory prefix, values) -------------
+flags=() prefixes=() lists=()
+[[ -z $alphas ]] || { flags+=(alpha_kl_loss_weight) prefixes+=(alpha) lists+=("$alphas"); }
+[[ -z $temps ]] || { flags+=(temperature) prefixes+=(temp) lists+=("$temps"); }
+for i in "${!axis_names[@]}"; do
+    flags+=("${axis_names[i]}") prefixes+=("${axis_names[i]}") lists+=("${axis_values[i]}")
+done
+flags+=(seed) prefixes+=(seed) lists+=("$seeds")
+cells=("")  # every combination, one space-separated value per swept setting
+for list in "${lists[@]}"; do
+    read -ra values <<<"$list"
+    next=()
+    for cell in "${cells[@]}"; do
+        for value in "${values[@]}"; do
+            next+=("${cell:+$cell }$value")
+        done
+    done
+    cells=("${next[@]}")
+done
+total=${#cells[@]}
+
+dir_part() {  # a value as a run-directory name part: letters, digits and ._+- kept, others as %XX
+    local LC_ALL=C value=$1 out="" char i
+    for ((i = 0; i < ${#value}; i++)); do
+        char=${value:i:1}
+        if [[ $char =~ [A-Za-z0-9._+-] ]]; then out+=$char; else out+=$(printf '%%%02X' "'$char"); fi
+    done
+    printf '%s' "$out"
+}
+
+cell_parts() {  # cell_parts "V1 V2 ...": set run_dir, label and cell_flags for one cell
+    local -a values
+    read -ra values <<<"$1"
+    local i parts=()
+    label="" cell_flags=()
+    for i in "${!values[@]}"; do
+        parts+=("${prefixes[i]}_$(dir_part "${values[i]}")")
+        label+="${label:+ }${prefixes[i]}=${values[i]}"
+        cell_flags+=("--${flags[i]}" "${values[i]}")
+    done
+    run_dir="$results_dir/$(IFS=_; echo "${parts[*]}")"
+}
 
 if ((slurm)); then  # one SLURM array task per cell, each running this script for its one cell
     mkdir -p "$results_dir"
     results_abs=$(cd "$results_dir" && pwd)
     batch_file="$results_abs/sweep_${mode}.sbatch"
+    task_mode=""
+    [[ $mode == alpha || $mode == temp ]] && task_mode="$mode "
+    task_axes=""
+    for i in "${!prefixes[@]}"; do
+        task_axes+=" --axis ${prefixes[i]} --values \"\${values[$i]}\""
+    done
     {
         echo "#!/usr/bin/env bash"
         echo "#SBATCH --job-name=distill-$mode"
@@ -154,27 +245,23 @@ if ((slurm)); then  # one SLURM array task per cell, each running this script fo
         echo "#SBATCH --time=$time_limit"
         echo "#SBATCH --mem=$mem"
         echo "#SBATCH --output=$results_abs/slurm-%A_%a.out"
-        echo "# Written by: $(quoted bash "${BASH_SOURCE[0]}" "$mode" --alphas "$alphas" --temps "$temps" --seeds "$seeds" --slurm)"
+        echo "# Written by: $(quoted bash "${BASH_SOURCE[0]}" "${original_args[@]}")"
+        echo "# Swept: ${prefixes[*]}"
         echo "set -euo pipefail"
         echo "cells=("
-        for alpha in "${alpha_list[@]}"; do
-            for temp in "${temp_list[@]}"; do
-                for seed in "${seed_list[@]}"; do
-                    echo "    \"$alpha $temp $seed\""
-                done
-            done
+        for cell in "${cells[@]}"; do
+            echo "    $(quoted "$cell")"
         done
         echo ")"
-        echo 'read -r alpha temp seed <<<"${cells[$SLURM_ARRAY_TASK_ID]}"'
+        echo 'read -ra values <<<"${cells[$SLURM_ARRAY_TASK_ID]}"'
         echo "cd $(quoted "$(pwd)")"
         echo "export PYTHON=$(quoted "$PYTHON") SCRIPT_PY=$(quoted "$SCRIPT_PY")"
         passed_on=""
         ((${#extra_args[@]} > 0)) && passed_on=" -- $(quoted "${extra_args[@]}")"
-        echo "exec bash $(quoted "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/sweep.sh") $mode" \
-            '--alphas "$alpha" --temps "$temp" --seeds "$seed"' \
+        echo "exec bash $(quoted "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/sweep.sh") ${task_mode}${task_axes# }" \
             "--results_dir $(quoted "$results_abs")$passed_on"
     } >"$batch_file"
-    echo "wrote $batch_file: $total array tasks (one per alpha x temp x seed cell; finished cells are skipped)"
+    echo "wrote $batch_file: $total array tasks (one per ${prefixes[*]} cell; finished cells are skipped)"
     if ((submit)); then
         command -v sbatch >/dev/null || die "--submit: sbatch not found (is this a SLURM login node?)"
         sbatch "$batch_file"
@@ -194,61 +281,60 @@ report() {  # the final line; called on normal exit and on Ctrl-C
 }
 trap 'echo; echo "interrupted at cell $k/$total" >&2; report; exit 130' INT
 
-echo "sweep $mode: alphas=[$alphas] temps=[$temps] seeds=[$seeds] -> $total runs in $results_dir/"
-for alpha in "${alpha_list[@]}"; do
-    for temp in "${temp_list[@]}"; do
-        for seed in "${seed_list[@]}"; do
-            k=$((k + 1))
-            run_dir="$results_dir/alpha_${alpha}_temp_${temp}_seed_${seed}"
-            cmd=("$PYTHON" "$SCRIPT_PY" --alpha_kl_loss_weight "$alpha" --temperature "$temp" --seed "$seed"
-                 --output_dir "$run_dir" "${extra_args[@]+"${extra_args[@]}"}")
-            if [[ -f $run_dir/distillation_summary.json ]]; then
-                echo "[$k/$total] skip alpha=$alpha temp=$temp seed=$seed ($run_dir/distillation_summary.json exists)"
-                skipped=$((skipped + 1))
-                continue
-            fi
-            if ((dry_run)); then
-                echo "[$k/$total] would run: $(quoted "${cmd[@]}")"
-                continue
-            fi
-            mkdir -p "$run_dir"
-            lock_status=0  # 75: a live script.py holds the cell's lock (another sweep or array task runs it now)
-            if command -v flock >/dev/null; then
-                flock -n -E 75 "$run_dir/.run.lock" true 2>/dev/null || lock_status=$?
-            fi
-            if ((lock_status == 75)); then
-                failures+=("alpha=$alpha temp=$temp seed=$seed (busy: another run holds $run_dir)")
-                echo "[$k/$total] BUSY alpha=$alpha temp=$temp seed=$seed: another run holds $run_dir; left alone" >&2
-                continue
-            fi
-            echo "[$k/$total] alpha=$alpha temp=$temp seed=$seed -> $run_dir/run.log"
-            log=$run_dir/run.log
-            printf '=== %s: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$(quoted "${cmd[@]}")" >>"$log"
-            if compgen -G "$run_dir/checkpoints/checkpoint-*/state.pt" >/dev/null; then
-                # a killed attempt left checkpoints (run with -- --save_steps N): continue it
-                cmd+=(--resume_from_checkpoint latest)
-                echo "resuming from the latest checkpoint in $run_dir/checkpoints" >>"$log"
-            elif [[ -f $run_dir/metrics.jsonl ]]; then  # from an attempt that failed; script.py would append
-                stale=$run_dir/metrics.jsonl.failed-$(date '+%Y%m%d-%H%M%S')
-                if mv "$run_dir/metrics.jsonl" "$stale" 2>/dev/null; then  # a racing sweep may have moved it
-                    echo "moved the failed attempt's metrics.jsonl to $stale" >>"$log"
-                fi
-            fi
-            status=0
-            "${cmd[@]}" >>"$log" 2>&1 || status=$?
-            if ((status == 0)) && [[ ! -f $run_dir/distillation_summary.json ]]; then
-                echo "script.py exited 0 but wrote no distillation_summary.json" >>"$log"
-                status=missing-summary
-            fi
-            if [[ $status == 0 ]]; then
-                done_count=$((done_count + 1))
-            else
-                failures+=("alpha=$alpha temp=$temp seed=$seed (exit $status, see $log)")
-                echo "[$k/$total] FAILED alpha=$alpha temp=$temp seed=$seed (exit $status); last lines of $log:" >&2
-                tail -n 5 "$log" | sed 's/^/    /' >&2
-            fi
-        done
-    done
+grid=""
+for i in "${!prefixes[@]}"; do
+    grid+="${grid:+ }${prefixes[i]}s=[${lists[i]}]"
+done
+echo "sweep $mode: $grid -> $total runs in $results_dir/"
+for cell in "${cells[@]}"; do
+    k=$((k + 1))
+    cell_parts "$cell"
+    cmd=("$PYTHON" "$SCRIPT_PY" "${cell_flags[@]}" --output_dir "$run_dir" "${extra_args[@]+"${extra_args[@]}"}")
+    if [[ -f $run_dir/distillation_summary.json ]]; then
+        echo "[$k/$total] skip $label ($run_dir/distillation_summary.json exists)"
+        skipped=$((skipped + 1))
+        continue
+    fi
+    if ((dry_run)); then
+        echo "[$k/$total] would run: $(quoted "${cmd[@]}")"
+        continue
+    fi
+    mkdir -p "$run_dir"
+    lock_status=0  # 75: a live script.py holds the cell's lock (another sweep or array task runs it now)
+    if command -v flock >/dev/null; then
+        flock -n -E 75 "$run_dir/.run.lock" true 2>/dev/null || lock_status=$?
+    fi
+    if ((lock_status == 75)); then
+        failures+=("$label (busy: another run holds $run_dir)")
+        echo "[$k/$total] BUSY $label: another run holds $run_dir; left alone" >&2
+        continue
+    fi
+    echo "[$k/$total] $label -> $run_dir/run.log"
+    log=$run_dir/run.log
+    printf '=== %s: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$(quoted "${cmd[@]}")" >>"$log"
+    if compgen -G "$run_dir/checkpoints/checkpoint-*/state.pt" >/dev/null; then
+        # a killed attempt left checkpoints (run with -- --save_steps N): continue it
+        cmd+=(--resume_from_checkpoint latest)
+        echo "resuming from the latest checkpoint in $run_dir/checkpoints" >>"$log"
+    elif [[ -f $run_dir/metrics.jsonl ]]; then  # from an attempt that failed; script.py would append
+        stale=$run_dir/metrics.jsonl.failed-$(date '+%Y%m%d-%H%M%S')
+        if mv "$run_dir/metrics.jsonl" "$stale" 2>/dev/null; then  # a racing sweep may have moved it
+            echo "moved the failed attempt's metrics.jsonl to $stale" >>"$log"
+        fi
+    fi
+    status=0
+    "${cmd[@]}" >>"$log" 2>&1 || status=$?
+    if ((status == 0)) && [[ ! -f $run_dir/distillation_summary.json ]]; then
+        echo "script.py exited 0 but wrote no distillation_summary.json" >>"$log"
+        status=missing-summary
+    fi
+    if [[ $status == 0 ]]; then
+        done_count=$((done_count + 1))
+    else
+        failures+=("$label (exit $status, see $log)")
+        echo "[$k/$total] FAILED $label (exit $status); last lines of $log:" >&2
+        tail -n 5 "$log" | sed 's/^/    /' >&2
+    fi
 done
 
 report

@@ -65,8 +65,9 @@ def _probabilities(query_rows, key_t, bias, mask, scaling, heads: int, log_sum_e
         return scores.sub_(log_sum_exp.unsqueeze(-1)).exp_(), log_sum_exp, None
     row_max = scores.amax(dim=-1, keepdim=True)  # (BH, c, 1); in-place passes, no temporaries
     weights = scores.sub_(row_max).exp_()  # unnormalized: the caller divides the (BH, c, Dv) product
-    row_sum = weights.sum(dim=-1, keepdim=True)  # (BH, c, 1)
-    return weights, (row_max + row_sum.log()).squeeze(-1), row_sum
+    wide = torch.promote_types(scores.dtype, torch.float32)  # float32 under bf16/fp16 autocast too
+    row_sum = weights.sum(dim=-1, keepdim=True, dtype=wide)  # (BH, c, 1)
+    return weights, (row_max.to(wide) + row_sum.log()).squeeze(-1), row_sum
 
 
 class ChunkedAttention(torch.autograd.Function):
@@ -80,7 +81,8 @@ class ChunkedAttention(torch.autograd.Function):
         query3, key3, value3 = (t.reshape(batch * heads, *t.shape[2:]) for t in (query, key, value))
         rows = _chunk_rows(batch * heads, key.size(-2))
         output = query3.new_empty(batch * heads, queries, value.size(-1))  # (BH, Q, Dv)
-        log_sum_exp = query3.new_empty(batch * heads, queries)  # (BH, Q)
+        log_sum_exp = query3.new_empty(batch * heads, queries,  # (BH, Q), never in bf16/fp16
+                                        dtype=torch.promote_types(query3.dtype, torch.float32))
         masks = dropout_masks(dropout, seed, query.device)
         for start, stop in _chunks(queries, rows):
             weights, log_sum_exp[:, start:stop], row_sum = _probabilities(

@@ -1,27 +1,22 @@
-"""Atomic training checkpoints: a run's weights, optimizer, scheduler, RNG states and place in the data."""
+"""Atomic training checkpoints that load without running code: tensors and plain containers, JSON beside them."""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import shutil
-import time
 
 import torch
 
-from .datastats import DataStats
-from .rng import rng_state, set_rng_state
-from .run_state import RunState
+from .config import RESUME_MUST_MATCH, SETTINGS  # the flags declared resume_must_match: a resume refuses others
 from .schema import CHECKPOINTS_DIRNAME
-from .training import EpochCounters
 
 STATE_FILENAME = "state.pt"
+CHECKPOINT_FORMAT = 2  # tensors and plain containers, the run's state as JSON text (format 1 pickled objects)
+FORMAT_KEY, RUN_KEY = "format", "run"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# Flags that must match for a checkpoint to be resumed exactly.
-RESUME_MUST_MATCH = ("distillation_data_path", "train_outer_zip_internal_path", "train_inner_zip_jsonl_filename",
-                     "student_model_name", "batch_size", "gradient_accumulation_steps", "epochs", "seed",
-                     "alpha_kl_loss_weight", "temperature", "learning_rate", "shuffle_buffer_size",
-                     "num_dataloader_workers", "max_train_samples")
 
 
 class CheckpointError(Exception):
@@ -42,17 +37,21 @@ def checkpoints_in(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def save_checkpoint(output_dir: str, state: dict, save_total_limit: int | None) -> str:
-    """Write checkpoint-<step>/ through a temporary directory and a rename; keep the newest `limit`."""
+def save_checkpoint(output_dir: str, step: int, tensors: dict, run: dict, save_total_limit: int | None) -> str:
+    """Write checkpoint-<step>/ through a temporary directory and a rename; keep the newest `limit`.
+
+    tensors: state dicts and other tensors in plain containers; run: JSON values, stored beside them as text,
+    so the file loads with torch.load(weights_only=True) and no pickled object.
+    """
     root = os.path.join(output_dir, CHECKPOINTS_DIRNAME)
     os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, f"checkpoint-{state['global_step']}")
+    final = os.path.join(root, f"checkpoint-{step}")
     temporary = final + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
     state_path = os.path.join(temporary, STATE_FILENAME)
     with open(state_path, "wb") as stream:
-        torch.save(state, stream)
+        torch.save({**tensors, FORMAT_KEY: CHECKPOINT_FORMAT, RUN_KEY: json.dumps(run)}, stream)
         stream.flush()
         os.fsync(stream.fileno())
     if os.path.exists(final):
@@ -79,54 +78,35 @@ def resolve_checkpoint(spec: str, output_dir: str) -> str:
 
 
 def load_checkpoint(path: str) -> dict:
-    """The state dict saved by save_checkpoint."""
+    """The state save_checkpoint wrote, its run part parsed; read with weights_only=True, so loading runs no code."""
+    state_path = os.path.join(path, STATE_FILENAME)
     try:
-        with open(os.path.join(path, STATE_FILENAME), "rb") as stream:
-            return torch.load(stream, map_location="cpu", weights_only=False)
+        with open(state_path, "rb") as stream:
+            state = torch.load(stream, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"refusing checkpoint {path}: {STATE_FILENAME} holds objects other than tensors and "
+                              f"plain values (loading it could run code); only this suite's checkpoints resume") \
+            from None
     except (OSError, EOFError, RuntimeError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    if not isinstance(state, dict) or state.get(FORMAT_KEY) != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"refusing checkpoint {path}: not a checkpoint of this version of the suite "
+                              f"(format {state.get(FORMAT_KEY) if isinstance(state, dict) else None}, "
+                              f"expected {CHECKPOINT_FORMAT})")
+    try:
+        state[RUN_KEY] = json.loads(state[RUN_KEY])
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: its run state is not JSON ({error})") from None
+    return state
 
 
 def checkpoint_to_resume(spec: str, output_dir: str, flags: dict) -> tuple[str, dict]:
     """(path, state) of the checkpoint `spec` names, refused unless made with this run's RESUME_MUST_MATCH flags."""
     path = resolve_checkpoint(spec, output_dir)
     checkpoint = load_checkpoint(path)
-    mismatched = [name for name in RESUME_MUST_MATCH if checkpoint["args"].get(name) != flags[name]]
+    made_with = {**{spec.name: spec.default for spec in SETTINGS}, **checkpoint[RUN_KEY]["args"]}  # older: newer flags' defaults
+    mismatched = [name for name in RESUME_MUST_MATCH if made_with.get(name) != flags[name]]
     if mismatched:
         raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "
                               f"resume with the same flags")
     return path, checkpoint
-
-
-def save_run_checkpoint(state: RunState, epoch: int, epoch_finished: bool) -> str:
-    """Save the run as it stands: weights, optimizer, scheduler, scaler, RNG, counters, history, flags."""
-    trainer = state.trainer
-    checkpoint = {"model": state.student.state_dict(), "optimizer": state.optimizer.state_dict(),
-                  "scheduler": state.scheduler.state_dict(), "scaler": trainer.scaler.state_dict(),
-                  "rng": rng_state(), "global_step": trainer.global_step, "epoch": epoch,
-                  "epoch_finished": epoch_finished, "counters": vars(trainer.counters).copy(),
-                  "history": state.history, "best_value": state.best_value, "final_results": state.final_results,
-                  "final_records": state.final_records,
-                  "train_data": vars(state.train_data).copy(), "eval_data": vars(state.eval_data).copy(),
-                  "elapsed_seconds": time.time() - state.started, "args": state.config.as_flags()}
-    return save_checkpoint(state.config.output_dir, checkpoint, state.config.save_total_limit)
-
-
-def restore_run_state(state: RunState, checkpoint: dict) -> None:
-    """Put a checkpoint back into the run; a mid-epoch one's RNG waits until its batches are skipped again."""
-    state.student.load_state_dict(checkpoint["model"])
-    state.optimizer.load_state_dict(checkpoint["optimizer"])
-    state.scheduler.load_state_dict(checkpoint["scheduler"])
-    state.trainer.scaler.load_state_dict(checkpoint["scaler"])
-    state.trainer.global_step = checkpoint["global_step"]
-    state.history, state.best_value = checkpoint["history"], checkpoint["best_value"]
-    state.final_results = checkpoint["final_results"]
-    state.final_records = checkpoint.get("final_records", [])  # absent in checkpoints of older versions
-    state.train_data.merge(DataStats(**checkpoint["train_data"]))
-    state.eval_data.merge(DataStats(**checkpoint["eval_data"]))
-    state.start_epoch = checkpoint["epoch"]
-    if checkpoint["epoch_finished"]:
-        state.start_epoch += 1
-        set_rng_state(checkpoint["rng"])
-    else:
-        state.resume_counters, state.rng_after_skip = EpochCounters(**checkpoint["counters"]), checkpoint["rng"]

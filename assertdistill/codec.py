@@ -7,10 +7,11 @@ axis is the vocabulary V, the one before it the positions T ([V] alone is one po
 axes before those are batch rows. Decoding can stop after the first `max_positions` positions, which
 is what training needs: targets are 20-80 tokens long but every block is padded to T = 512.
 
-Keys a decoder needs: format, shape, bits, data_encoded{encoding, data, original_size,
-compressed_size}; scale and zero_point for 4/8 bits; packed (true) for 4 bits. values_per_byte and
-padded are checked when present; the "compression" stats dict is informational and not read. The
-hex/LZ4 container of each array is checked and read by hexframes.py.
+The dense form is read by the published decoder's rules (dense.py): it needs only bits, shape,
+data_encoded{encoding (default "none"), data}, and scale/zero_point (defaults 1.0/0.0) and packed
+(default false) where they apply; format, the sizes, values_per_byte, padded and the "compression"
+stats are hints, checked when present and named in QuantizedLogits.notes when they disagree. The
+hex/LZ4 container of each array is read by hexframes.py.
 
 A second, sparse format (docs/TOPK_FORMAT.md) keeps per position only the k largest logits:
     {"format": "topk", "shape": [1, T, V] or [T, V], "k": k, "index_dtype": "uint16" | "int32",
@@ -32,6 +33,7 @@ import lz4.frame
 import numpy as np
 import torch
 
+from .dense import decode_full, fast_prefix, read_layout
 from .hexframes import check_array as _check_array
 from .hexframes import fail as _fail
 from .hexframes import get_key as _get
@@ -59,6 +61,8 @@ class QuantizedLogits:
     bits: int
     num_positions: int  # T of the stored block, before the max_positions cut
     rows: int = 1  # batch rows of the stored array (product of the axes before T); values hold the first
+    notes: tuple[str, ...] = ()  # hint keys that disagree with the data (dense.py), e.g. "original_size"
+    shape: tuple[int, ...] = ()  # the stored array's shape as decoded (a negative axis inferred), before the cut
 
     def dequantize(self) -> torch.Tensor:
         """Return float32 logits (T', V); for 32 bits the tensor shares memory with `values`."""
@@ -134,6 +138,7 @@ def compress_logits(logits, bits: int = 8) -> dict:
 def decode_quantized(compressed: dict, max_positions: int | None = None, all_rows: bool = False) -> QuantizedLogits:
     """Decode a compressed_logits dict to codes/raw floats (T', V) of its first batch row, reading only T' positions.
 
+    Refuses (CodecError) what training cannot use: no shape, rank 0, an empty axis, non-finite values.
     With all_rows, values are every batch row's (R * T', V) (rows is R; decompress_logits' shape restores them).
     """
     return _decode(compressed, max_positions, all_rows)[0]
@@ -143,8 +148,9 @@ def decompress_logits(compressed: dict, max_positions: int | None = None) -> tor
     """Decode a compressed_logits dict to float32 logits of the stored shape, positions (axis -2) cut to max_positions.
 
     (1, T', V) or (T', V) for what the generator writes; (..., T', V) for any other rank, (V,) for rank 1.
+    The same array as the published decoder's, NaN, Inf, empty and rank-0 arrays included.
     """
-    quantized, shape = _decode(compressed, max_positions, all_rows=True)
+    quantized, shape = _decode(compressed, max_positions, all_rows=True, finite=False)
     logits = quantized.dequantize()  # (R * T', V)
     return logits.reshape(shape)
 
@@ -284,65 +290,87 @@ def _quantize(block: np.ndarray, levels: int) -> tuple[np.ndarray, float, float]
     return codes, scale, zero_point
 
 
-def _decode(compressed, max_positions, all_rows: bool) -> tuple[QuantizedLogits, tuple[int, ...]]:
+def _decode(compressed, max_positions, all_rows: bool, finite: bool = True) -> tuple[QuantizedLogits, tuple[int, ...]]:
     """The decoded values and the shape decompress_logits returns them in.
 
     values: (R * T', V), every batch row, with all_rows; else (T', V) of the first row only, which is a
-    prefix of the data (rows are consecutive blocks of T * V values), so nothing after it is read.
+    prefix of the data (rows are consecutive blocks of T * V values), so nothing after it is read when the
+    data records its size. The dense form is read by the published decoder's rules (dense.py); with finite,
+    an array the thesis's loader could not train on is refused: no shape (flat), rank 0, an empty axis, or
+    a value that is not finite once dequantized.
     """
     _check_max_positions(max_positions)
-    if not isinstance(compressed, dict):
-        _fail(f"expected a dict, got {type(compressed).__name__}")
-    format_name = _get(compressed, "format")
-    if isinstance(format_name, str) and format_name == "topk":
+    if isinstance(compressed, dict) and compressed.get("format") == "topk":
         sparse, shape = _decode_topk(compressed, max_positions)
         dense = sparse.dense()  # (T', V)
-        quantized = QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions)
+        quantized = QuantizedLogits(dense, 1.0, 0.0, 8 * dense.itemsize, sparse.num_positions,
+                                    shape=tuple(int(d) for d in shape))
         return quantized, _output_shape(shape, dense.shape[0])
-    if not isinstance(format_name, str) or format_name != "lz4":
-        _fail(f"unknown format {_show(format_name)} (expected 'lz4' or 'topk')")
-    bits = _get(compressed, "bits")
-    if not _is_int(bits) or bits not in _VALUE_DTYPES:
-        _fail(f"unknown bits {_show(bits)} (expected 4, 8, 16 or 32)")
-    shape = _get(compressed, "shape")
-    rows, num_positions, vocab_size = _check_any_shape(shape)
-    total = rows * num_positions * vocab_size
-    scale, zero_point = _check_params(compressed, bits, total)
-
-    expected_size = _byte_count(bits, total)  # bytes of the whole array
-    encoding, hex_data = _check_encoded(_get(compressed, "data_encoded"), bits, shape, expected_size)
-
-    positions = num_positions if max_positions is None else min(max_positions, num_positions)
+    layout = read_layout(compressed)
+    values, dims = None, _plain_dims(layout.shape)
+    if dims is not None:
+        rows, num_positions, vocab_size = _rows_positions_vocab(dims)
+        positions = num_positions if max_positions is None else min(max_positions, num_positions)
+        if (rows == 1 or not all_rows) and positions * vocab_size < math.prod(dims):  # a prefix of the data
+            values = fast_prefix(compressed, layout, dims, positions * vocab_size)  # (T' * V,) or None
+    if values is None:
+        full, layout = decode_full(compressed)  # in the stored shape
+        if finite:
+            _check_usable(compressed.get("shape"), full.shape)
+        dims = list(full.shape)
+        rows, num_positions, vocab_size = _rows_positions_vocab(dims or [1])
+        positions = num_positions if max_positions is None else min(max_positions, num_positions)
+        blocks = full.reshape(rows, num_positions, vocab_size)  # (R, T, V)
+        values = blocks[:, :positions] if all_rows else blocks[0, :positions]
     read_rows = rows if all_rows else 1
-    # Several rows cut to T' positions are not a prefix of the data: read them whole, then cut.
-    count = total if read_rows > 1 else positions * vocab_size
-    full = count == total
-    need = _byte_count(bits, count)
-    if encoding == "none":
-        buffer = _read_plain(hex_data, need)
-    else:
-        what = f"shape {list(shape)}" + ("" if full else f" (first {positions} positions)")
-        buffer = _read_lz4(hex_data, need, full, f"{bits}-bit data", what)
+    values = values.reshape(read_rows * positions, vocab_size)  # (R * T', V) or (T', V)
+    if finite:
+        _check_finite(values, layout)
+    quantized = QuantizedLogits(values, layout.scale, layout.zero_point, layout.bits, num_positions, rows,
+                                tuple(layout.notes), tuple(dims))
+    return quantized, _output_shape(dims, positions)
 
-    values = np.frombuffer(buffer, dtype=_VALUE_DTYPES[bits])
-    if bits == 4:
-        codes = np.empty(2 * values.size, dtype=np.uint8)
-        np.bitwise_and(values, 0x0F, out=codes[0::2])
-        np.right_shift(values, 4, out=codes[1::2])
-        values = codes[:count]
-    if read_rows > 1:
-        values = values.reshape(rows, num_positions, vocab_size)[:, :positions]  # (R, T', V)
-    values = values.reshape(-1, vocab_size)  # (R * T', V) or (T', V)
-    if bits not in _LEVELS and not np.isfinite(values).all():
-        _fail(f"{bits}-bit data contains NaN or Inf")
-    quantized = QuantizedLogits(values, scale, zero_point, int(bits), num_positions, rows)
-    return quantized, _output_shape(shape, positions)
+
+def _plain_dims(shape) -> list[int] | None:
+    """The axes of a shape that is a list of positive ints (the fast path's), else None."""
+    if isinstance(shape, (list, tuple)) and shape and all(_is_int(d) and d > 0 for d in shape):
+        return [int(d) for d in shape]
+    return None
+
+
+def _rows_positions_vocab(dims: list[int]) -> tuple[int, int, int]:
+    """(R, T, V) of a shape: axes before T are batch rows (R is their product); [V] is one position."""
+    if len(dims) == 1:
+        return 1, 1, dims[0]
+    return math.prod(dims[:-2]), dims[-2], dims[-1]
+
+
+def _check_usable(shape, decoded_shape: tuple[int, ...]) -> None:
+    """Refuse what the thesis's loader could not train on: a flat array without shape, rank 0, no values."""
+    if shape is None:
+        _fail("no shape: the published decoder returns a flat array, which the thesis's loader sets aside")
+    if not decoded_shape:
+        _fail(f"shape {_show(shape)} is a single value (rank 0), not logits")
+    if 0 in decoded_shape:
+        _fail(f"shape {list(decoded_shape)} has an empty axis: no logits to train on")
+
+
+def _check_finite(values: np.ndarray, layout) -> None:
+    """Refuse values that are NaN or infinite once dequantized (the thesis's loss turns them into NaN)."""
+    if layout.bits in _LEVELS:
+        with np.errstate(over="ignore", invalid="ignore"):
+            table = (np.arange(256, dtype=np.float32) - np.float32(layout.zero_point)) * np.float32(layout.scale)
+        bad = ~np.isfinite(table)  # (256,) which codes dequantize to a non-finite value
+        if bad.any() and bad[values].any():
+            _fail(f"scale {layout.scale!r} and zero_point {layout.zero_point!r} dequantize codes to NaN or Inf")
+    elif not np.isfinite(values).all():
+        _fail(f"{layout.bits}-bit data contains NaN or Inf")
 
 
 def _output_shape(shape, positions: int) -> tuple[int, ...]:
     """The stored shape with its positions axis (-2) cut to `positions`; [V] stays [V]."""
-    if len(shape) == 1:
-        return (int(shape[0]),)
+    if len(shape) <= 1:  # [V] stays [V], rank 0 stays rank 0
+        return tuple(int(d) for d in shape)
     return tuple(int(d) for d in shape[:-2]) + (positions, int(shape[-1]))
 
 
@@ -401,16 +429,6 @@ def _decode_topk(compressed: dict, max_positions) -> tuple[TopkLogits, list]:
     return TopkLogits(values, indices, tail, vocab_size, num_positions), shape
 
 
-def _check_any_shape(shape) -> tuple[int, int, int]:
-    """(R, T, V) of a published shape: axes before T are batch rows (R is their product); [V] is one position."""
-    if not isinstance(shape, (list, tuple)) or not shape or not all(_is_int(d) and d > 0 for d in shape):
-        _fail(f"shape must be a list of positive ints, got {_show(shape)}")
-    dims = [int(d) for d in shape]
-    if len(dims) == 1:
-        return 1, 1, dims[0]
-    return math.prod(dims[:-2]), dims[-2], dims[-1]
-
-
 def _check_shape(shape) -> tuple[int, int]:
     """(T, V) of a top-k shape, which is [T, V] or [1, T, V]."""
     if not isinstance(shape, (list, tuple)) or not all(_is_int(d) and d > 0 for d in shape):
@@ -420,51 +438,5 @@ def _check_shape(shape) -> tuple[int, int]:
     if len(shape) == 2:
         return int(shape[0]), int(shape[1])
     _fail(f"a top-k shape must be [T, V] or [1, T, V], got {_show(list(shape))}")
-
-
-def _check_encoded(encoded, bits: int, shape, expected_size: int) -> tuple[str, str]:
-    original_size = encoded.get("original_size") if isinstance(encoded, dict) else None
-    # The generator wrote float16 teacher logits unchanged under bits=32; name that case.
-    halved = bits == 32 and original_size == expected_size // 2
-    hint = " (float16 values under bits=32?)" if halved else ""
-    return _check_array(encoded, "data_encoded", f"{bits}-bit data", f"{bits}-bit shape {list(shape)}",
-                        f"shape {list(shape)}", expected_size, hint)
-
-
-def _check_params(compressed: dict, bits: int, count: int) -> tuple[float, float]:
-    if bits not in _LEVELS:
-        return 1.0, 0.0
-    params = []
-    for key in ("scale", "zero_point"):
-        value = _get(compressed, key)
-        is_number = isinstance(value, (int, float, np.integer, np.floating))
-        if not is_number or isinstance(value, (bool, np.bool_)):
-            _fail(f"{key} must be a number, got {_show(value)}")
-        number = float(value) if abs(value) <= _FLOAT32_MAX else math.inf  # also guards huge ints
-        if not abs(number) <= _FLOAT32_MAX:
-            _fail(f"{key} is {_show(value)}, not a finite float32")
-        params.append(number)
-    scale, zero_point = params
-    if not float(np.float32(scale)) > 0.0:
-        _fail(f"scale must be > 0, got {scale!r}")
-    largest = max(abs(zero_point), abs(_LEVELS[bits] - zero_point)) * scale  # max |(q - z) * s|
-    if largest > _FLOAT32_MAX / 2:  # half: a margin for float32 rounding of s and z
-        _fail(f"scale {scale!r} and zero_point {zero_point!r} overflow float32 when dequantized")
-    if bits == 4:
-        packed = _get(compressed, "packed")
-        if not isinstance(packed, (bool, np.bool_)) or not packed:
-            _fail(f"4-bit data must have packed=true, got {_show(compressed['packed'])}")
-        values_per_byte = compressed.get("values_per_byte", 2)
-        if not _is_int(values_per_byte) or values_per_byte != 2:
-            _fail(f"4-bit data must have values_per_byte=2, got {_show(values_per_byte)}")
-        padded = compressed.get("padded", count % 2 == 1)
-        if not isinstance(padded, (bool, np.bool_)) or bool(padded) != (count % 2 == 1):
-            need_pad = "need a" if count % 2 else "need no"
-            _fail(f"padded is {_show(padded)} but {count} values {need_pad} pad nibble")
-    return scale, zero_point
-
-
-def _byte_count(bits: int, count: int) -> int:
-    return (count + 1) // 2 if bits == 4 else count * np.dtype(_VALUE_DTYPES[bits]).itemsize
 
 

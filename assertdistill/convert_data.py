@@ -64,6 +64,11 @@ class MemberStats:
     dropped: Counter = field(default_factory=Counter)  # reason -> records not copied (too_large: never read whole)
     bytes: Counter = field(default_factory=Counter)  # float32 / source_hex / hex / lz4, converted records only
 
+    @property
+    def records(self) -> int:
+        """Records read from the member: converted, kept unchanged or dropped."""
+        return self.converted + sum(self.kept.values()) + sum(self.dropped.values())
+
     def describe(self) -> str:
         """One line: counts and sizes before -> after."""
         text = f"{self.inner_zip} / {self.member}: {self.converted} records converted"
@@ -91,8 +96,8 @@ def _decoded_logits(compressed: dict, max_positions: int | None) -> np.ndarray:
     if quantized.bits in (4, 8):  # the same float32 arithmetic as codec.dequantize_codes
         logits -= np.float32(quantized.zero_point)
         logits *= np.float32(quantized.scale)
-    shape = compressed["shape"]  # valid: decoding checked it
-    return logits.reshape(shape[:-2] + [-1, shape[-1]] if len(shape) > 1 else shape)
+    shape = quantized.shape  # as decoded: an int or inferred axis resolved
+    return logits.reshape(shape[:-2] + (-1, shape[-1]) if len(shape) > 1 else shape)
 
 
 def convert_line(line: bytes, target: Target) -> tuple[bytes, str | None, dict | None]:
@@ -266,6 +271,9 @@ def convert_archive(in_path: str, out_path: str, target: Target, progress: bool 
                 except _READ_ERRORS as error:
                     raise DataError(f"{in_path}:{info.filename}: cannot read "
                                     f"({type(error).__name__}: {error})") from error
+        if not any(stats.records for stats in results):
+            raise DataError(f"{in_path} holds no records (no JSONL member of an inner ZIP has a record line); "
+                            "nothing written")
         os.replace(partial, out_path)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

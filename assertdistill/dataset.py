@@ -48,6 +48,7 @@ class Sample:
     teacher_text: str
     teacher_text_script1: str
     line_number: int
+    teacher_labels: list[int] | None = None  # the teacher's text tokenized as the target (--teacher_text_weight)
 
 
 COUNT_CHUNK_BYTES = 1 << 23  # inflated bytes scanned at a time when counting records
@@ -178,6 +179,13 @@ def collate(samples: list[Sample], pad_token_id: int) -> dict:
         "teacher_values": None, "teacher_scale": None, "teacher_zero_point": None,
         "teacher_position_mask": teacher_position_mask,
     }
+    if any(sample.teacher_labels is not None for sample in samples):
+        text_length = max(1, max(len(sample.teacher_labels or ()) for sample in samples))
+        teacher_labels = torch.full((batch_size, text_length), IGNORE_INDEX, dtype=torch.long)  # (B, Lt)
+        for index, sample in enumerate(samples):
+            if sample.teacher_labels:
+                teacher_labels[index, : len(sample.teacher_labels)] = torch.tensor(sample.teacher_labels)
+        batch["teacher_labels"] = teacher_labels
     if rows:
         if len(rows) != batch_size:
             raise DataError("a batch mixes records with and without teacher logits")
@@ -208,9 +216,10 @@ class DistillationStream(IterableDataset):
     def __init__(self, spec: ArchiveSpec, encoder: InputEncoder, batch_size: int, need_logits: bool,
                  focal_field: str = "focal_file", shuffle_buffer_size: int = 0, seed: int = 42,
                  strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None,
-                 require_teacher: bool = True):
+                 require_teacher: bool = True, teacher_text_targets: bool = False):
         super().__init__()
         self.require_teacher = require_teacher
+        self.teacher_text_targets = teacher_text_targets  # also encode the teacher's text as a target
         self.spec = spec
         self.encoder = encoder
         self.batch_size = batch_size
@@ -255,9 +264,11 @@ class DistillationStream(IterableDataset):
     def _encode(self, line_number: int, line: bytes, stats: DataStats) -> Sample:
         record = parse_record(line, self.focal_field, self.need_logits, lazy_hex=True,
                               require_teacher=self.require_teacher)
-        labels = self.encoder.encode_target(record.ground_truth_text)
-        pad_id = self.encoder.tokenizer.pad_token_id
-        labels = [IGNORE_INDEX if token == pad_id else token for token in labels]
+        stats.notes.update(record.notes)
+        labels = self._target_labels(record.ground_truth_text)
+        teacher_labels = None
+        if self.teacher_text_targets:  # no teacher text (--allow_records_without_teacher): no position counts
+            teacher_labels = self._target_labels(record.teacher_text) if record.teacher_text else []
         teacher = None
         if record.compressed_logits is not None:
             try:
@@ -266,9 +277,16 @@ class DistillationStream(IterableDataset):
                 raise RecordError("bad_compressed_logits", str(error)) from None
             if teacher.rows > 1:  # a batch dimension > 1: the thesis's loader kept its first row, so do we
                 stats.notes["teacher_batch_rows_first_kept"] += 1
+            for key in teacher.notes:  # a hint (size, format, ...) that disagrees with the data: used anyway
+                stats.notes[f"compressed_logits_hint_{key}"] += 1
         input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
         return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
-                      record.teacher_text_script1, line_number)
+                      record.teacher_text_script1, line_number, teacher_labels)
+
+    def _target_labels(self, text: str) -> list[int]:
+        """A text's target ids, padding ids as IGNORE_INDEX."""
+        pad_id = self.encoder.tokenizer.pad_token_id
+        return [IGNORE_INDEX if token == pad_id else token for token in self.encoder.encode_target(text)]
 
     def _owned_lines(self) -> Iterator[tuple[int, int, bytes]]:
         """(group, line number, raw line) of this shard's records, in file order; other lines are never joined."""

@@ -1,6 +1,9 @@
 """Evaluation-time generation: model.generate's token ids on the same batch, with less work.
 
-What model.generate repeats or copies that evaluation does not need (docs/PERFORMANCE.md):
+T5 students with default search settings are decoded by decoding.py's loop (preallocated caches, the
+beam search written out; its docstring). For other models, and settings that loop leaves to
+transformers, model.generate runs with a prefilled cache. What model.generate repeats or copies that
+evaluation does not need (docs/PERFORMANCE.md):
 - the encoder: evaluate() already runs it for the eval loss; here it runs once per batch and both the
   loss and generation use its output;
 - cross-attention keys and values: generate projects the encoder output of every beam (num_beams
@@ -26,6 +29,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
+from . import decoding
 from .attention import ATTENTION_NAME
 from .forward import autocast_context, batch_losses
 
@@ -95,12 +99,18 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_b
              encoder_outputs: BaseModelOutput | None = None, **generate_kwargs) -> torch.Tensor:
     """model.generate(input_ids, attention_mask, max_length, num_beams, early_stopping=num_beams > 1)'s ids, faster.
 
+    T5 students with default search settings run decoding.decode's loop; other models model.generate
+    with the cache below.
+
     encoder_outputs: the batch's encoder output when already computed (it is not modified).
     generate_kwargs go to model.generate (e.g. a logits_processor). Returns (B, L) token ids.
     """
     if encoder_outputs is None:
         encoder_outputs = encode(model, input_ids, attention_mask)
     states = encoder_outputs.last_hidden_state  # (B, S, d_model)
+    if decoding.supported(model, generate_kwargs):
+        return decoding.decode(model, states, attention_mask, num_beams, max_length, folds_beams(model),
+                               generate_kwargs.get("logits_processor"))
     settings = dict(max_length=max_length, num_beams=num_beams, early_stopping=num_beams > 1, **generate_kwargs)
     cache = prefilled_cache(model, states, num_beams)
     if cache is not None:
@@ -111,8 +121,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_b
 
 
 def evaluate_batch(model, batch: dict, loss_fn, num_beams: int, max_length: int, precision: str = "fp32",
-                   **generate_kwargs) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, float]:
-    """((total, hard, soft), generated ids (B, L), generation milliseconds per sample) of one eval batch.
+                   **generate_kwargs) -> tuple[tuple, torch.Tensor, float]:
+    """(forward.BatchLosses, generated ids (B, L), generation milliseconds per sample) of one eval batch.
 
     The encoder runs once: the losses are forward.batch_losses's on the batch and the ids model.generate's.
     The generation time counts the encoder, as it did when generate ran it.

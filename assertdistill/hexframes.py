@@ -1,9 +1,10 @@
 """Hex-encoded LZ4 frames, the container of every compressed_logits array (docs/DATA_FORMAT.md).
 
 An array's bytes are one LZ4 frame (or, with "encoding": "none", the bytes themselves) written as a hex
-string, described by {encoding, data, original_size, compressed_size}. The sizes are checked before
-anything is allocated, and a reader can inflate only a prefix: training needs the first positions.
-Every problem raises CodecError with a one-line message.
+string, described by {encoding, data, original_size, compressed_size}. check_array (the top-k arrays)
+checks the sizes before anything is allocated; the dense form treats them as hints (dense.py). A reader
+can inflate only a prefix: training needs the first positions. Every problem raises CodecError with a
+one-line message.
 """
 
 import binascii
@@ -162,6 +163,26 @@ def lz4_frame_length(frame: bytes) -> int | None:
             return position + (4 if flags & 0x04 else 0)
         position += (block_size & 0x7FFFFFFF) + block_checksum
     return None
+
+
+def frame_is_whole(hex_data: str | HexBytes) -> bool:
+    """True when a hex LZ4 frame's blocks run to its end mark inside the data (block headers read, nothing inflated).
+
+    Bytes after the end mark are allowed (lz4.frame.decompress ignores them); a cut frame is not.
+    """
+    size = len(hex_data) // 2
+    if size < 7:  # magic number, FLG, BD, header checksum
+        return False
+    flags = unhex(hex_data[8:10])[0]  # FLG, after the 4-byte magic number
+    position = 4 + 2 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0) + 1  # magic, FLG, BD, size, dict, HC
+    block_checksum = 4 if flags & 0x10 else 0
+    while position + 4 <= size:
+        block_size = int.from_bytes(unhex(hex_data[2 * position : 2 * position + 8]), "little")
+        position += 4
+        if block_size == 0:  # the end mark, then the optional content checksum
+            return position + (4 if flags & 0x04 else 0) <= size
+        position += (block_size & 0x7FFFFFFF) + block_checksum
+    return False
 
 
 def read_lz4(hex_data: str, need: int, full: bool, data_name: str, shape_name: str) -> bytearray | bytes:

@@ -68,6 +68,7 @@ class MemberReport:
     bad_examples: dict = field(default_factory=dict)  # reason -> first "line N: message"
     formats: Counter = field(default_factory=Counter)  # "8-bit", "topk k=64", ...
     vocab_sizes: Counter = field(default_factory=Counter)
+    hint_mismatches: Counter = field(default_factory=Counter)  # hint key -> decodable records it disagrees in
     positions: Distribution = field(default_factory=Distribution)  # T per record
     sizes: dict = field(default_factory=lambda: {name: Distribution() for name in SIZE_NAMES})
     steps: dict = field(default_factory=dict)  # "8-bit" -> Distribution of the scale s
@@ -89,6 +90,7 @@ class MemberReport:
             "limit_reached": self.limit_reached,
             "bad_records": dict(sorted(self.bad.items())), "bad_examples": dict(sorted(self.bad_examples.items())),
             "formats": dict(sorted(self.formats.items())),
+            "hint_mismatches": dict(sorted(self.hint_mismatches.items())),
             "vocab_sizes": {str(size): count for size, count in sorted(self.vocab_sizes.items())},
             "positions": self.positions.as_dict(),
             "bytes_per_record": sizes,
@@ -108,24 +110,31 @@ def _with_bound(step: dict) -> dict:
     return step
 
 
-def logits_summary(compressed: dict) -> tuple[str, list[int], dict]:
-    """Validate a compressed_logits dict by decoding it; (format name, [T, V], sizes in bytes)."""
+def logits_summary(compressed: dict) -> tuple[str, list[int], dict, tuple[str, ...], float | None]:
+    """Validate a compressed_logits dict by decoding it; (format name, [T, V], sizes in bytes, hint keys that
+    disagree with the data, quantization step s or None)."""
     if compressed.get("format") == "topk":
         sparse = decode_topk(compressed)  # CodecError when malformed
         name = f"topk k={compressed['k']}"
         arrays = [compressed["data_encoded"][array] for array in ("values", "indices", "tail")]
         rows, positions, vocab = 1, sparse.num_positions, sparse.vocab_size
+        decoded = sum(array["original_size"] for array in arrays)  # checked by decode_topk
+        notes, step = (), None
     else:
         quantized = decode_quantized(compressed, all_rows=True)  # CodecError when malformed
         rows = quantized.rows
         name = f"{quantized.bits}-bit" + (f" ({rows} batch rows; training reads the first)" if rows > 1 else "")
         arrays = [compressed["data_encoded"]]
         positions, vocab = quantized.num_positions, quantized.values.shape[1]
-    sizes = {"hex_bytes": sum(len(array["data"]) for array in arrays),
-             "lz4_bytes": sum(array["compressed_size"] for array in arrays),
-             "decoded_bytes": sum(array["original_size"] for array in arrays),
+        count = rows * positions * vocab
+        packed = quantized.bits == 4 and quantized.values.size and bool(compressed.get("packed", False))
+        decoded = (count + 1) // 2 if packed else count * quantized.values.itemsize
+        notes, step = quantized.notes, (quantized.scale if quantized.bits in (4, 8) else None)
+    hex_size = sum(len(array["data"]) for array in arrays)
+    lz4_size = hex_size // 2 if all(array.get("encoding", "none") == "lz4" for array in arrays) else None
+    sizes = {"hex_bytes": hex_size, "lz4_bytes": lz4_size, "decoded_bytes": decoded,
              "float32_bytes": rows * positions * vocab * 4}
-    return name, [positions, vocab], sizes
+    return name, [positions, vocab], sizes, notes, step
 
 
 def inspect_member(location: InnerZipLocation, report: MemberReport, label: str, limit: int | None,
@@ -156,7 +165,7 @@ def _inspect_record(line_number: int, line: bytes | OversizeLine, report: Member
     report.sizes["line_bytes"].add(line.size if isinstance(line, OversizeLine) else len(line))
     try:
         record = parse_record(line, "focal_file", need_logits=True)
-        name, (positions, vocab), sizes = logits_summary(record.compressed_logits)
+        name, (positions, vocab), sizes, notes, step = logits_summary(record.compressed_logits)
     except RecordError as error:
         _count_bad(report, error.reason, line_number, str(error))
         return
@@ -167,10 +176,12 @@ def _inspect_record(line_number: int, line: bytes | OversizeLine, report: Member
     report.formats[name] += 1
     report.vocab_sizes[vocab] += 1
     report.positions.add(positions)
+    report.hint_mismatches.update(notes)
     for key, value in sizes.items():
-        report.sizes[key].add(value)
+        if value is not None:  # plain hex has no LZ4 frame
+            report.sizes[key].add(value)
     if name in ("4-bit", "8-bit"):
-        report.steps.setdefault(name, Distribution()).add(float(record.compressed_logits["scale"]))
+        report.steps.setdefault(name, Distribution()).add(step)
 
 
 def _count_bad(report: MemberReport, reason: str, line_number: int, message: str) -> None:
@@ -225,6 +236,9 @@ def format_reports(outer_path: str, reports: list[MemberReport]) -> str:
         if isinstance(count, int) and not report.limit_reached and count != report.records:
             lines.append(f"  note: header item_count {count} != {report.records} records in the file")
         lines.append("  formats: " + (", ".join(f"{name} x{n}" for name, n in data["formats"].items()) or "-"))
+        if report.hint_mismatches:
+            lines.append("  hints that disagree with the data (records decoded anyway): "
+                         + ", ".join(f"{key} x{n}" for key, n in data["hint_mismatches"].items()))
         lines.append(f"  positions T: {_spread(data['positions'])}; vocab V: "
                      + (", ".join(f"{size} x{n}" for size, n in data["vocab_sizes"].items()) or "-"))
         sizes = data["bytes_per_record"]

@@ -1,13 +1,15 @@
 """Per-record scores of a run (predictions.jsonl) and the confidence interval of each cell's mean.
 
-A cell whose runs all have usable per-record scores gets a percentile bootstrap over its records
-(with several seeds: resample the seeds, then the records within each). Otherwise a metric in [0, 1]
-gets the conservative interval its mean and record count allow (variance <= p(1 - p)), widened by
-the spread of the seed means when the cell has several seeds. Unbounded metrics (losses, times) get
-no interval.
+A cell whose runs all have usable per-record scores over >= statistics.MIN_BOOTSTRAP_RECORDS records
+gets a percentile bootstrap over its records (with several seeds: resample the seeds, then the
+records within each). Otherwise a metric in [0, 1] gets the conservative interval its mean and record
+count allow (variance <= p(1 - p)), widened by the spread of the seed means when the cell has several
+seeds. No interval is narrower than the Wilson interval of the cell's mean and record count.
+Unbounded metrics (losses, times) get no interval.
 """
 
 import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -16,8 +18,8 @@ import numpy as np
 
 from assertdistill import statistics
 from assertdistill.results import CONFIDENCE, METRICS, Cell, Interval, Metric, Run, json_lines
-from assertdistill.schema import (NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, ROW_GROUND_TRUTH, ROW_INDEX, SUMMARY_FILENAME,
-                                  unaveraged)
+from assertdistill.schema import (NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, ROW_GROUND_TRUTH, ROW_INDEX,
+                                  ROW_LINE_NUMBER, SUMMARY_FILENAME, unaveraged)
 
 MEAN_TOLERANCE = 1e-6  # |mean of the per-record column - the summary's avg_| allowed (JSON float rounding)
 BOUNDED = {m.key: m for m in METRICS if m.bounded}  # the metrics that get intervals and comparisons
@@ -32,7 +34,8 @@ class RecordScores:
     """One run's per-record scores: metric key -> (N,) values (NaN where a record has none)."""
 
     path: Path
-    ground_truths: tuple[str, ...]  # (N,) identifies the records when pairing two runs
+    line_numbers: tuple[int, ...] | None  # (N,) the records' lines in the validation file (None: not recorded)
+    ground_truths: tuple[str, ...]  # (N,) checks that a line number means the same record in two runs
     scores: dict[str, np.ndarray]
 
     def __len__(self) -> int:
@@ -46,9 +49,11 @@ def load_predictions(run: Run) -> RecordScores | None:
     with the summary (then it belongs to another evaluation and must not be used).
     """
     path = run.path.parent / PREDICTIONS_FILENAME
-    if run.path.name != SUMMARY_FILENAME or not path.is_file():
+    if run.path.name != SUMMARY_FILENAME or not path.exists():
         return None  # a flat summary (the thesis's layout) has no per-run directory
-    truths, columns = [], {key: [] for key in BOUNDED}
+    if not path.is_file() or not stat.S_ISREG(path.stat().st_mode):
+        raise PredictionsError("not a regular file (a FIFO, device or folder)")
+    truths, lines, columns = [], [], {key: [] for key in BOUNDED}
     try:
         with open(path, encoding="utf-8") as f:
             for lineno, record, error in json_lines(f):
@@ -57,6 +62,8 @@ def load_predictions(run: Run) -> RecordScores | None:
                 if not isinstance(record, dict) or record.get(ROW_INDEX) != len(truths):
                     raise PredictionsError(f"line {lineno}: not the object with {ROW_INDEX} {len(truths)}")
                 truths.append(str(record.get(ROW_GROUND_TRUTH)))
+                line = record.get(ROW_LINE_NUMBER)
+                lines.append(line if isinstance(line, int) and not isinstance(line, bool) else None)
                 for key, values in columns.items():
                     values.append(_score(record.get(BOUNDED[key].record_key), lineno, key))
     except (OSError, UnicodeDecodeError) as e:
@@ -65,14 +72,14 @@ def load_predictions(run: Run) -> RecordScores | None:
         raise PredictionsError("holds no record")
     scores = {key: np.asarray(values) for key, values in columns.items() if not np.isnan(values).all()}
     _check_against_summary(run, len(truths), scores)
-    return RecordScores(path, tuple(truths), scores)
+    return RecordScores(path, None if None in lines else tuple(lines), tuple(truths), scores)
 
 
 def _score(value, lineno: int, key: str) -> float:
     """A per-record score in [0, 1] as float (NaN when absent or null)."""
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:  # NaN too
         raise PredictionsError(f"line {lineno}: {unaveraged(key)} is not a score in [0, 1]: {value!r}")
     return float(value)
 
@@ -138,11 +145,14 @@ def _bootstrap_intervals(records: list[RecordScores], keys: list[str]) -> dict[s
         for run_records in records:
             matrix = np.column_stack([run_records.scores[key] for key in group])  # (N, M)
             per_seed.append(matrix[~np.isnan(matrix).any(axis=1)])
-        if any(len(matrix) == 0 for matrix in per_seed):
-            continue
+        counts = [len(matrix) for matrix in per_seed]
+        if min(counts) < statistics.MIN_BOOTSTRAP_RECORDS:
+            continue  # too few records to trust the bootstrap: the conservative interval
         low, high = statistics.seeds_then_records_ci(per_seed, confidence=CONFIDENCE)
-        for key, lo, hi in zip(group, np.atleast_1d(low), np.atleast_1d(high)):
-            intervals[key] = Interval(float(lo), float(hi), method)
+        means = np.mean([matrix.mean(axis=0) for matrix in per_seed], axis=0)  # (M,) the cell means
+        for key, lo, hi, mean in zip(group, np.atleast_1d(low), np.atleast_1d(high), np.atleast_1d(means)):
+            floored = statistics.at_least_wilson((float(lo), float(hi)), float(mean), min(counts), CONFIDENCE)
+            intervals[key] = Interval(*floored, method)
     return intervals
 
 

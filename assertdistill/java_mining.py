@@ -331,21 +331,26 @@ def _line_indent(src: bytes, pos: int) -> bytes:
     return re.match(rb"[ \t]*", src[line_start:pos]).group(0)
 
 
-def mask_method(src: bytes, method: Node, statements: list[Node]) -> str:
-    """Method source (dedented) with each statement replaced by the placeholder at its indentation."""
-    line_start = src.rfind(b"\n", 0, method.start_byte) + 1
-    start = method.start_byte if src[line_start:method.start_byte].strip() else line_start
+def mask_span(src: bytes, start: int, end: int, statements: list[Node]) -> bytes:
+    """src[start:end] with each statement (inside it, in order) replaced by the placeholder at its indentation."""
     pieces, pos = [], start
     for stmt in statements:
         pieces += [src[pos:stmt.start_byte], PLACEHOLDER.encode()]
-        line_end = src.find(b"\n", stmt.end_byte, method.end_byte)
-        rest = src[stmt.end_byte:line_end if line_end >= 0 else method.end_byte]
+        line_end = src.find(b"\n", stmt.end_byte, end)
+        rest = src[stmt.end_byte:line_end if line_end >= 0 else end]
         pos = stmt.end_byte
         if rest.strip():  # code or a comment follows on the same line: keep it out of the // comment
             pieces.append(b"\n" + _line_indent(src, stmt.start_byte))
             pos += len(rest) - len(rest.lstrip())
-    pieces.append(src[pos:method.end_byte])
-    return textwrap.dedent(b"".join(pieces).decode("utf-8"))
+    pieces.append(src[pos:end])
+    return b"".join(pieces)
+
+
+def mask_method(src: bytes, method: Node, statements: list[Node]) -> str:
+    """Method source (dedented) with each statement replaced by the placeholder at its indentation."""
+    line_start = src.rfind(b"\n", 0, method.start_byte) + 1
+    start = method.start_byte if src[line_start:method.start_byte].strip() else line_start
+    return textwrap.dedent(mask_span(src, start, method.end_byte, statements).decode("utf-8"))
 
 
 def _uncovered_reason(calls: list[Node], statements: list[Node], method: Node) -> str | None:
@@ -362,6 +367,36 @@ def _uncovered_reason(calls: list[Node], statements: list[Node], method: Node) -
             return "assert_in_lambda_or_nested"
         reason = "assert_in_other_expression"
     return reason
+
+
+def _references(index: RepoIndex, parsed: ParsedFile) -> collections.Counter:
+    declared = {cls.simple_name for cls in parsed.classes}
+    refs = collections.Counter()
+    nodes = QueryCursor(REFERENCE_QUERY).captures(parsed.root).get("ref", [])
+    for node in sorted(nodes, key=lambda n: n.start_byte):
+        name = _text(node)
+        if name not in declared and index.has_production_class(name):
+            refs[name] += 1
+    return refs
+
+
+def find_focal(index: RepoIndex, parsed: ParsedFile, top_level: str, refs_cache: dict) -> tuple[str | None, str]:
+    """The focal file of a test class in `index`: (path, how it was found: name / name_prefix / fallback / none)."""
+    for name in focal_name_candidates(top_level):
+        if path := index.find_class(name, parsed.rel_path, parsed.package_dir):
+            return path, "name"
+    if "refs" not in refs_cache:
+        refs_cache["refs"] = _references(index, parsed)
+    refs = refs_cache["refs"]
+    for candidate in focal_name_candidates(top_level):
+        for prefix in camel_prefixes(candidate):
+            if refs[prefix] and (path := index.find_class(prefix, parsed.rel_path, parsed.package_dir)):
+                return path, "name_prefix"
+    if refs:
+        # most referenced; ties: a name contained in the test class name, then first referenced
+        best = max(refs, key=lambda n: (refs[n], n in top_level))
+        return index.find_class(best, parsed.rel_path, parsed.package_dir), "fallback"
+    return None, "none"
 
 
 class RepoMiner:
@@ -405,33 +440,9 @@ class RepoMiner:
             self._junit3[class_name] = result
         return self._junit3[class_name]
 
-    def _references(self, parsed: ParsedFile) -> collections.Counter:
-        declared = {cls.simple_name for cls in parsed.classes}
-        refs = collections.Counter()
-        nodes = QueryCursor(REFERENCE_QUERY).captures(parsed.root).get("ref", [])
-        for node in sorted(nodes, key=lambda n: n.start_byte):
-            name = _text(node)
-            if name not in declared and self.index.has_production_class(name):
-                refs[name] += 1
-        return refs
-
     def find_focal(self, parsed: ParsedFile, top_level: str, refs_cache: dict) -> tuple[str | None, str]:
         """(focal path, how it was found: name / name_prefix / fallback / none)."""
-        for name in focal_name_candidates(top_level):
-            if path := self.index.find_class(name, parsed.rel_path, parsed.package_dir):
-                return path, "name"
-        if "refs" not in refs_cache:
-            refs_cache["refs"] = self._references(parsed)
-        refs = refs_cache["refs"]
-        for candidate in focal_name_candidates(top_level):
-            for prefix in camel_prefixes(candidate):
-                if refs[prefix] and (path := self.index.find_class(prefix, parsed.rel_path, parsed.package_dir)):
-                    return path, "name_prefix"
-        if refs:
-            # most referenced; ties: a name contained in the test class name, then first referenced
-            best = max(refs, key=lambda n: (refs[n], n in top_level))
-            return self.index.find_class(best, parsed.rel_path, parsed.package_dir), "fallback"
-        return None, "none"
+        return find_focal(self.index, parsed, top_level, refs_cache)
 
     def mine(self) -> Iterator[dict]:
         """Yield one record per usable test method of the repository (duplicates not yet removed)."""

@@ -92,15 +92,3 @@ def loads_record_line(line: bytes | str, lazy_hex: bool = False):
     if not restored:
         return json.loads(line)  # a placeholder used as a key or repeated: take the slow path
     return entry
-
-
-def first_lone_surrogate(entry) -> str | None:
-    """The first lone surrogate (a "\\ud800" escape decodes to one: not text) in a string, key or value, else None."""
-    for _, key, value in _nested_items(entry):
-        for text in (key, value):
-            if isinstance(text, str) and not text.isascii():  # isascii is O(1); hex strings are ASCII
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as error:
-                    return text[error.start]
-    return None

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .archive import OversizeLine
-from .jsonline import first_lone_surrogate, loads_record_line
+from .jsonline import loads_record_line
 
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
 GROUND_TRUTH_FIELDS = ("original_target", "assertions")  # first non-null wins, as in the thesis's loader
 TEACHER_TEXT_FIELDS = ("model_prediction", "predicted_assertions")
+_SURROGATES = re.compile("[\ud800-\udfff]")  # in a str decoded from JSON, every one left is lone
 
 
 class RecordError(ValueError):
@@ -31,6 +33,7 @@ class Record:
     teacher_text: str  # the teacher's lines joined with newlines (corrected metrics, strict match, t_vs_gt)
     teacher_text_script1: str  # str() of the teacher's field, as the thesis's loader made it (*_s_vs_t_script1)
     compressed_logits: dict | None
+    notes: tuple[str, ...] = ()  # what was worth knowing about a kept record (DataStats.notes keys)
 
 
 def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
@@ -79,12 +82,28 @@ def teacher_texts_of(entry: dict) -> tuple[str, str]:
     return joined, str(value)
 
 
-def _reject_lone_surrogates(entry) -> None:
-    """RecordError for a string (key or value) holding a lone surrogate escape ("\\ud800"): not text."""
-    surrogate = first_lone_surrogate(entry)
+def _lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in a string (a "\\ud800" escape decodes to one: not text), else None."""
+    if text.isascii():  # O(1); hex strings are ASCII
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return text[error.start]
+    return None
+
+
+def _reject_lone_surrogate(name: str, text: str) -> None:
+    """RecordError for a tokenized field holding a lone surrogate: no tokenizer (the thesis's neither) reads it."""
+    surrogate = _lone_surrogate(text)
     if surrogate is not None:
-        raise RecordError("lone_surrogate", f"a string holds the lone surrogate "
-                                            f"\\u{ord(surrogate):04x}, which is not text")
+        raise RecordError("lone_surrogate", f"'{name}' holds the lone surrogate \\u{ord(surrogate):04x}, "
+                                            f"which is not text")
+
+
+def _replace_lone_surrogates(text: str) -> str:
+    """The text with each lone surrogate replaced by U+FFFD (it cannot be printed or written as UTF-8)."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_hex: bool = False,
@@ -105,7 +124,6 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
         raise RecordError("invalid_utf8", f"not UTF-8 text ({error})") from None
     except ValueError as error:
         raise RecordError("invalid_json", f"invalid JSON ({error})") from None
-    _reject_lone_surrogates(entry)
     if not isinstance(entry, dict):
         raise RecordError("not_an_object", f"a record must be a JSON object, got {type(entry).__name__}")
 
@@ -115,14 +133,20 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
     if not isinstance(test_method, str):
         raise RecordError("wrong_field_type", f"'test_method_masked' must be a string, "
                                               f"got {type(test_method).__name__}")
+    _reject_lone_surrogate("test_method_masked", test_method)
 
     ground_truth = ground_truth_of(entry)
+    _reject_lone_surrogate("ground truth", ground_truth)
+    notes = ()
     try:
         teacher_text, teacher_text_script1 = teacher_texts_of(entry)
     except RecordError:
         if require_teacher:
             raise
         teacher_text = teacher_text_script1 = ""
+    if any(_lone_surrogate(text) is not None for text in (teacher_text, teacher_text_script1)):  # scored, not tokenized
+        teacher_text, teacher_text_script1 = map(_replace_lone_surrogates, (teacher_text, teacher_text_script1))
+        notes = ("teacher_text_lone_surrogate_replaced",)
 
     compressed_logits = entry.get("compressed_logits")  # required even at alpha 0, as by the thesis
     if compressed_logits is None and (require_teacher or need_logits):
@@ -134,5 +158,6 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
     focal_names = (focal_field,) + tuple(name for name in FOCAL_FALLBACK_FIELDS if name != focal_field)
     focal = _first_present(entry, focal_names)
     focal_code = focal[1] if focal and isinstance(focal[1], str) else ""
+    _reject_lone_surrogate(focal[0] if focal else "focal code", focal_code)
     return Record(focal_code, test_method, ground_truth, teacher_text, teacher_text_script1,
-                  compressed_logits if need_logits else None)
+                  compressed_logits if need_logits else None, notes)

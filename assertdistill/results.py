@@ -3,18 +3,22 @@
 A run is one summary: `<run_dir>/distillation_summary.json` as script.py and sweep.sh write it, or a
 flat `<any name>.json` directly in the results directory, as the thesis kept them
 (results_alpha/alpha0.1.json, ...). Both layouts may be mixed in one directory. Only the thesis keys
-are required; everything else is optional.
+are required; everything else is optional. A value that is not a finite number in its range is left
+out with one line naming file and key; runs are grouped into cells by every setting (axes.py).
 """
 
 import csv
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from assertdistill import axes
 from assertdistill.schema import (ACCURACY, ARG_ALPHA, ARG_SEED, ARG_TEMPERATURE, ARGS, AVG_HARD_LOSS,
                                   AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, AVG_SOFT_LOSS, F1,
                                   FINAL_EVALUATION_METRICS, HISTORY_EPOCH, NUM_EVAL_SAMPLES,
@@ -24,7 +28,7 @@ from assertdistill.schema import (ACCURACY, ARG_ALPHA, ARG_SEED, ARG_TEMPERATURE
                                   TRAINING_DURATION_SECONDS, avg, metric_key, strict_key, unaveraged)
 
 LAYOUTS = f"*.json or */{SUMMARY_FILENAME}"  # the two layouts load_runs reads, for messages
-ARG_KEYS = {"alpha": ARG_ALPHA, "temperature": ARG_TEMPERATURE, "seed": ARG_SEED}  # Run attribute -> args entry
+ARG_KEYS = {"alpha": ARG_ALPHA, "temperature": ARG_TEMPERATURE, "seed": ARG_SEED}  # required args, as numbers
 
 
 @dataclass(frozen=True)
@@ -102,27 +106,42 @@ class NoResultsError(RuntimeError):
         self.skipped = list(skipped)
 
 
-@dataclass(frozen=True)
-class Run:
-    """One finished training run: its hyperparameters and its numeric final metrics."""
+class _AlphaTemperature:
+    """`alpha` and `temperature` of an object with `settings` (every run and cell has both)."""
 
-    path: Path
-    alpha: float
-    temperature: float
-    seed: float
-    metrics: dict[str, float]
+    settings: dict
 
     @property
-    def cell(self) -> tuple[float, float]:
-        """The (alpha, temperature) grid cell this run belongs to."""
-        return (self.alpha, self.temperature)
+    def alpha(self) -> float:
+        """The KL-loss weight."""
+        return self.settings[axes.ALPHA.name]
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature."""
+        return self.settings[axes.TEMPERATURE.name]
+
+
+@dataclass(frozen=True)
+class Run(_AlphaTemperature):
+    """One finished training run: its settings (axes.setting_name -> coordinate), seed and numeric final metrics."""
+
+    path: Path
+    settings: dict  # every cell-defining setting of args but the seed: alpha, temperature, ...
+    seed: float
+    metrics: dict[str, float]
+    problems: tuple[str, ...] = ()  # '<key> ...: left out' for each value of the summary that was not usable
+
+    def coordinates(self, pool_seeds: bool = True) -> dict:
+        """The cell this run belongs to: its settings, and its seed unless seeds are pooled."""
+        return self.settings if pool_seeds else {**self.settings, axes.SEED.name: self.seed}
 
 
 CONFIDENCE = 0.95  # of every interval and paired comparison
 # How a cell's interval was made: method code -> the words figures and tables use.
 INTERVAL_METHODS = {
-    "records": "bootstrap over records",
-    "seeds+records": "bootstrap over seeds, then records",
+    "records": "bootstrap over records, at least the Wilson interval",
+    "seeds+records": "bootstrap over seeds, then records, at least the Wilson interval",
     "bounded": "conservative, from the record count and variance <= p(1-p)",
     "bounded+seeds": "conservative from the record count, plus the spread over seeds",
 }
@@ -137,11 +156,11 @@ class Interval(NamedTuple):
 
 
 @dataclass
-class Cell:
-    """Seeds of one (alpha, temperature) cell aggregated: metric key -> (mean, std, count), intervals."""
+class Cell(_AlphaTemperature):
+    """Seeds of one cell (runs agreeing on every setting) aggregated: metric key -> (mean, std, count), intervals."""
 
-    alpha: float
-    temperature: float
+    settings: dict  # setting name -> coordinate, shared by every run of the cell
+    axes: tuple[str, ...] = ()  # the settings that tell the folder's cells apart (alpha, temperature first)
     runs: list[Run] = field(default_factory=list)
     stats: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     intervals: dict[str, Interval] = field(default_factory=dict)  # bounded metrics only
@@ -151,9 +170,15 @@ class Cell:
         """Number of runs (seeds) in the cell."""
         return len(self.runs)
 
-    def value(self, name: str) -> float:
-        """The cell's alpha or temperature."""
-        return getattr(self, name)
+    def value(self, name: str):
+        """The cell's coordinate on one setting (None: not recorded)."""
+        return self.settings.get(axes.canonical_name(name))
+
+    @property
+    def name(self) -> str:
+        """'alpha=0.5, T=2' (and every other axis of the folder: ', student_model_name=dir2')."""
+        return ", ".join(f"{axes.axis(a).column if a in axes.ALWAYS_SHOWN else a}={axes.format_value(self.value(a))}"
+                         for a in self.axes)
 
 
 def as_number(value, what: str) -> float:
@@ -168,6 +193,22 @@ def as_number(value, what: str) -> float:
         except ValueError:
             pass
     raise SummaryError(f"{what} is not numeric: {value!r}")
+
+
+
+
+def unusable(key: str, value: float) -> str | None:
+    """Why a summary's metric value cannot be used ('is nan', 'is 1.5, outside [0, 1]'); None when it can."""
+    if not math.isfinite(value):
+        return f"is {value!r}"
+    metric = METRICS_BY_KEY.get(key)
+    if metric is not None and metric.bounded and not 0.0 <= value <= 1.0:
+        return f"is {value!r}, outside [0, 1]"
+    if key == NUM_EVAL_SAMPLES and value <= 0:
+        return f"is {value!r}, not a positive record count"
+    if key == NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION and value < 0:
+        return f"is {value!r}, not a record count"
+    return None
 
 
 def parse_summary(path: Path, data) -> Run:
@@ -186,43 +227,101 @@ def parse_summary(path: Path, data) -> Run:
         hyper[name] = as_number(args[arg_key], f"{ARGS}.{arg_key}")
         if not math.isfinite(hyper[name]):
             raise SummaryError(f"{ARGS}.{arg_key} is not finite: {args[arg_key]!r}")
+    metrics, problems = _final_metrics(data)
+    teacher_acc = metrics.get(metric_key(ACCURACY, T_VS_GT_SCRIPT1))
+    student_acc = metric_key(ACCURACY, S_VS_GT_SCRIPT1)
+    if STUDENT_SHARE_OF_TEACHER_ACCURACY not in metrics and teacher_acc and student_acc in metrics:  # not of 0
+        metrics[STUDENT_SHARE_OF_TEACHER_ACCURACY] = metrics[student_acc] / teacher_acc
+    settings = {axes.setting_name(key): axes.setting_value(value) for key, value in {**axes.DEFAULTS, **args}.items()
+                if key not in axes.RUN_ONLY_SETTINGS and key != ARG_SEED}
+    settings.update({name: hyper[name] for name in axes.ALWAYS_SHOWN})
+    return Run(path, settings, hyper["seed"], metrics, tuple(problems))
+
+
+def _final_metrics(data: dict) -> tuple[dict[str, float], list[str]]:
+    """The numeric final metrics, and one '<key> is nan: left out' line per value that is not usable."""
     eval_metrics = data.get(FINAL_EVALUATION_METRICS)
     if not isinstance(eval_metrics, dict):
         raise SummaryError(f"missing '{FINAL_EVALUATION_METRICS}' object")
-    metrics = {}
-    for key, value in eval_metrics.items():
+    metrics, problems, left_out = {}, [], set()
+    values = [(key, value, f"{FINAL_EVALUATION_METRICS}.{key}") for key, value in eval_metrics.items()]
+    values += [(key, data[key], key) for key in TOP_LEVEL_KEYS if key in data]
+    for key, value, where in values:
         known = METRICS_BY_KEY.get(key)
         try:
-            metrics[key] = as_number(value, f"{FINAL_EVALUATION_METRICS}.{key}")
+            number = as_number(value, where)
         except SummaryError:
             if known is not None and known.required:
                 raise
-            # an unknown non-numeric extra is ignored: nothing plots it
-    for key in TOP_LEVEL_KEYS:
-        if key in data:
-            metrics[key] = as_number(data[key], key)
-    missing = [m.key for m in METRICS if m.required and m.key not in metrics]
+            continue  # an unknown non-numeric extra is ignored: nothing plots it
+        why = unusable(key, number)
+        if why is None:
+            metrics[key] = number
+        elif key == NUM_EVAL_SAMPLES:  # every mean of the summary is over this count
+            raise SummaryError(f"{where} {why}: its means are over no known number of records")
+        else:
+            problems.append(f"{where} {why}: left out")
+            left_out.add(key)
+    missing = [m.key for m in METRICS if m.required and m.key not in metrics and m.key not in left_out]
     if missing:
         raise SummaryError(f"incomplete, missing {', '.join(missing)}")
-    teacher_acc = metrics.get(metric_key(ACCURACY, T_VS_GT_SCRIPT1))
-    if STUDENT_SHARE_OF_TEACHER_ACCURACY not in metrics and teacher_acc:  # absent, or 0 (no share of nothing)
-        metrics[STUDENT_SHARE_OF_TEACHER_ACCURACY] = metrics[metric_key(ACCURACY, S_VS_GT_SCRIPT1)] / teacher_acc
-    return Run(path, hyper["alpha"], hyper["temperature"], hyper["seed"], metrics)
+    return metrics, problems
 
 
-def summary_paths(results_dir: Path) -> list[Path]:
-    """Flat *.json files directly in results_dir and */distillation_summary.json at any depth, sorted."""
-    flat = [path for path in results_dir.glob("*.json") if path.is_file()]
-    return sorted(set(flat) | set(results_dir.rglob(SUMMARY_FILENAME)))
+def summary_paths(results_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(flat *.json files directly in results_dir and */distillation_summary.json at any depth, sorted;
+    (path, reason) for each one that is not a regular file or a run folder symlink that loops).
+
+    Symlinked folders are followed; one that leads back to a folder already being walked is reported.
+    """
+    found, skipped = set(), []
+
+    def regular(path: Path) -> bool:
+        try:
+            mode = path.stat().st_mode
+        except OSError as e:
+            skipped.append((path, f"cannot be read ({e.strerror or e})"))
+            return False
+        if not stat.S_ISREG(mode):
+            skipped.append((path, "not a regular file (a FIFO, device or folder)"))
+        return stat.S_ISREG(mode)
+
+    found.update(path for path in results_dir.glob("*.json") if not path.is_dir() and regular(path))
+    on_walk = set()
+
+    def walk(folder: Path) -> None:
+        info = folder.stat()
+        on_walk.add((info.st_dev, info.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as e:
+            skipped.append((folder, f"cannot be listed ({e.strerror or e})"))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name == SUMMARY_FILENAME and not entry.is_dir():
+                if regular(path):
+                    found.add(path)
+            elif entry.is_dir():  # follows symlinks
+                target = path.stat()
+                if (target.st_dev, target.st_ino) in on_walk:
+                    skipped.append((path, f"symlink loop: leads back to {os.path.realpath(path)}"))
+                else:
+                    walk(path)
+        on_walk.discard((info.st_dev, info.st_ino))
+
+    walk(results_dir)
+    return sorted(found), skipped
 
 
 def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """All usable runs in results_dir (both layouts), and (path, reason) for each JSON file skipped."""
+    """All usable runs in results_dir (both layouts), and (path, reason) for each file skipped."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise NoResultsError(f"results directory {results_dir} does not exist")
-    runs, skipped, seen = [], [], {}
-    for path in summary_paths(results_dir):
+    paths, skipped = summary_paths(results_dir)
+    runs, seen = [], {}
+    for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
                 run = parse_summary(path, json.load(f))
@@ -238,9 +337,9 @@ def load_runs(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
         except SummaryError as e:
             skipped.append((path, str(e)))
             continue
-        identity = (run.alpha, run.temperature, run.seed)
+        identity = (cell_key(run.coordinates()), run.seed)
         if identity in seen:
-            skipped.append((path, f"duplicate of {seen[identity]} (same alpha, temperature, seed)"))
+            skipped.append((path, f"duplicate of {seen[identity]} (same settings and seed)"))
             continue
         seen[identity] = path
         runs.append(run)
@@ -257,15 +356,37 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return float(np.mean(arr)), std, len(arr)
 
 
-def aggregate(runs: list[Run]) -> list[Cell]:
-    """Group runs by (alpha, temperature), sorted, with per-metric mean/std over seeds."""
-    cells: dict[tuple[float, float], Cell] = {}
+def cell_key(coordinates: dict) -> tuple:
+    """A hashable key of a cell's coordinates."""
+    return tuple(sorted(coordinates.items()))
+
+
+def swept_axes(runs: list[Run], pool_seeds: bool = True) -> tuple[str, ...]:
+    """The settings whose values differ between runs (seed only when not pooled): alpha and temperature
+    first (always), then the others by name. A setting some runs lack counts as differing."""
+    coordinates = [run.coordinates(pool_seeds) for run in runs]
+    names = set().union(*coordinates)
+    varying = sorted(name for name in names - set(axes.ALWAYS_SHOWN)
+                     if len({cell_key({name: c.get(name)}) for c in coordinates}) > 1)
+    return axes.ALWAYS_SHOWN + tuple(varying)
+
+
+def aggregate(runs: list[Run], pool_seeds: bool = True) -> list[Cell]:
+    """Group runs by every setting (and the seed unless pooled), sorted by the axes, with mean/std over seeds."""
+    names = swept_axes(runs, pool_seeds)
+    cells: dict[tuple, Cell] = {}
     for run in runs:
-        cells.setdefault(run.cell, Cell(*run.cell)).runs.append(run)
+        coordinates = run.coordinates(pool_seeds)
+        cells.setdefault(cell_key(coordinates), Cell(coordinates, names)).runs.append(run)
     for cell in cells.values():
         for key in metric_keys(cell.runs):
             cell.stats[key] = mean_std([r.metrics[key] for r in cell.runs if key in r.metrics])
-    return [cells[k] for k in sorted(cells)]
+    return sorted(cells.values(), key=lambda c: [axes.sort_key(c.value(name)) for name in names])
+
+
+def axis_columns(cells: list[Cell]) -> list[str]:
+    """The axis columns of the folder's tables: its cells' axes."""
+    return list(cells[0].axes) if cells else list(axes.ALWAYS_SHOWN)
 
 
 def metric_keys(runs: list[Run]) -> list[str]:
@@ -283,7 +404,7 @@ def interval_methods(cells: list[Cell], keys=None) -> list[str]:
 
 
 def write_csv(cells: list[Cell], path: Path) -> None:
-    """One row per cell: alpha, temperature, n, ci_method, then <metric>_{mean,std,ci_low,ci_high}.
+    """One row per cell: its axes (alpha, temperature, ...), n, ci_method, then <metric>_{mean,std,ci_low,ci_high}.
 
     The interval columns are NaN for metrics without an interval (unbounded ones: losses, times).
     """
@@ -291,10 +412,11 @@ def write_csv(cells: list[Cell], path: Path) -> None:
     columns = ("mean", "std", "ci_low", "ci_high")
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["alpha", "temperature", "n", "ci_method"] + [f"{k}_{c}" for k in keys for c in columns])
+        names = axis_columns(cells)
+        writer.writerow(names + ["n", "ci_method"] + [f"{k}_{c}" for k in keys for c in columns])
         for cell in cells:
             methods = "; ".join(INTERVAL_METHODS[m] for m in interval_methods([cell]))
-            row = [f"{cell.alpha:g}", f"{cell.temperature:g}", cell.n, methods]
+            row = [axes.format_value(cell.value(name)) for name in names] + [cell.n, methods]
             for key in keys:
                 mean, std, _ = cell.stats.get(key, (math.nan, math.nan, 0))
                 low, high, _ = cell.intervals.get(key, (math.nan, math.nan, ""))
@@ -335,10 +457,12 @@ def write_markdown(cells: list[Cell], path: Path, sections: list[str] = ()) -> N
     """A Markdown table of the main metrics per cell (mean ± std over seeds [interval]), then `sections`."""
     present = set(metric_keys([r for c in cells for r in c.runs]))
     metrics = [METRICS_BY_KEY[k] for k in MARKDOWN_KEYS if k in present]
-    header = ["alpha", "T", "n"] + [m.label + (f" ({m.unit})" if m.unit else "") for m in metrics]
+    names = axis_columns(cells)
+    header = [axes.axis(name).column for name in names] + ["n"] + [m.label + (f" ({m.unit})" if m.unit else "")
+                                                                  for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in cells:
-        row = [f"{cell.alpha:g}", f"{cell.temperature:g}", str(cell.n)]
+        row = [axes.format_value(cell.value(name)) for name in names] + [str(cell.n)]
         row += [format_cell(cell, m) for m in metrics]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")

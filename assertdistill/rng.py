@@ -16,8 +16,18 @@ def set_seed(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """Python, NumPy and torch (CPU and every CUDA device) random states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy and torch (CPU and every CUDA device) random states, as tensors and plain values only.
+
+    What torch.load(weights_only=True) reads back: no NumPy arrays, no tuples of objects.
+    """
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    state = {"python": [version, list(internal), gauss],
+             "numpy": {"bit_generator": numpy_state["bit_generator"],
+                       "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),  # (624,)
+                       "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                       "gauss": float(numpy_state["gauss"])},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -25,8 +35,12 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     """Restore what rng_state() captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state({"bit_generator": numpy_state["bit_generator"],
+                         "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+                         "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

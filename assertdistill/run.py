@@ -2,50 +2,85 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from .allocator import keep_freed_memory
 from .archive import DataError
-from .checkpoint import (CheckpointError, checkpoint_to_resume, checkpoints_in,
-                         restore_run_state, save_run_checkpoint)
+from .checkpoint import RUN_KEY, CheckpointError, checkpoint_to_resume, checkpoints_in, save_checkpoint
 from .hexframes import CodecError
 from .config import RunConfig
 from .dataset import ArchiveSpec, DistillationStream
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .locking import output_dir_lock
-from .loss import DistillationLoss
+from .loss import DistillationLoss, TemperatureSchedule
 from .datastats import DataStats
 from .encoding import InputEncoder
 from .errors import ModelLoadError
+from .model_card import write_model_cards
 from .models import configure_training_kernels, load_student, load_tokenizer, model_size_mb, pick_device, teacher_size_mb
-from .rng import set_seed
-from .run_state import RunState
-from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME, BEST_MODEL_METRIC_VALUE,
-                     CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING, DATA_COUNTS_VALIDATION, ENVIRONMENT,
-                     EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EPOCH,
-                     HISTORY_EVAL, HISTORY_GLOBAL_STEP, HISTORY_TRAIN, LOWER_IS_BETTER, METRICS_FILENAME,
-                     NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, RECORD_METRICS, S_VS_GT, S_VS_GT_SCRIPT1, S_VS_T,
-                     S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, STUDENT_SHARE_OF_TEACHER_ACCURACY,
-                     SUMMARY_FILENAME, T_VS_GT, T_VS_GT_SCRIPT1, TEACHER_VS_GROUND_TRUTH_METRICS, TRAIN_HARD_LOSS,
-                     TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS,
-                     TRAIN_SOFT_LOSS, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME, TRAINING_HISTORY,
-                     TRAINING_RECORDS_IN_FILE, VALIDATION_RECORDS_IN_FILE, avg, metric_key, strict_key)
-from .summary import (append_metrics_line, build_summary, confidence_intervals, environment_info, to_json_compatible,
-                      write_json_atomic, write_predictions, write_text_atomic)
-from .training import EpochResult, Trainer, TrainingError, evaluate, make_loader, steps_per_epoch
+from .report import final_lines
+from .rng import rng_state, set_rng_state, set_seed
+from .schema import (ACCURACY, CHECKPOINTS_DIRNAME, AVG_HARD_LOSS, AVG_LOSS, AVG_SOFT_LOSS, BEST_MODEL_DIRNAME,
+                     EVAL_RESULTS_BEST_FILENAME, F1, FINAL_MODEL_DIRNAME, HISTORY_ELAPSED_SECONDS, HISTORY_EVAL,
+                     LOWER_IS_BETTER, METRICS_FILENAME, NUM_EVAL_SAMPLES, PREDICTIONS_FILENAME, S_VS_GT,
+                     S_VS_GT_SCRIPT1, S_VS_T, S_VS_T_CORRECTED, S_VS_T_SCRIPT1, SIMILARITY_AVG, SUMMARY_FILENAME,
+                     T_VS_GT, T_VS_GT_SCRIPT1, TRAIN_TEACHER_TEXT_LOSS, TRAIN_TEMPERATURE, TRAINING_ARGS_BEST_FILENAME,
+                     TRAINING_ARGS_FINAL_FILENAME, avg,
+                     metric_key, strict_key)
+from .summary import (append_metrics_line, history_entry, run_summary, to_json_compatible, write_json_atomic,
+                      write_predictions, write_text_atomic)
+from .evaluation import evaluate
+from .training import Trainer, TrainingError, make_loader, steps_per_epoch
 
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
+
+
+@dataclass
+class RunState:
+    """One run's parts, filled in by run.py's set-up steps, and what its epochs have produced so far."""
+
+    config: RunConfig
+    context: DistributedContext
+    device: torch.device
+    started: float  # time.time() the run's clock counts from (earlier when resumed)
+    # models (run.load_models)
+    tokenizer: Any = None
+    student: torch.nn.Module | None = None  # the plain module: generation and saving use it
+    student_size: float = 0.0  # MiB of trainable parameters
+    teacher_size: float | None = None  # MiB; None when the teacher's config cannot be read
+    # data (run.open_data)
+    train_stream: DistillationStream | None = None
+    val_stream: DistillationStream | None = None
+    # training (run.set_up_training)
+    train_loader: DataLoader | None = None
+    val_loader: DataLoader | None = None
+    loss_fn: DistillationLoss | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    trainer: Trainer | None = None  # holds the compiled and/or DDP-wrapped training model
+    # what the epochs produced (saved in checkpoints)
+    history: list[dict] = field(default_factory=list)  # one metrics.jsonl entry per finished epoch
+    best_value: float | None = None  # of --best_model_metric, over the epochs so far
+    final_results: dict = field(default_factory=dict)  # the last evaluation's metrics
+    final_records: list[dict] = field(default_factory=list)  # the last evaluation's per-record rows
+    train_data: DataStats = field(default_factory=DataStats)  # the first epoch's counts
+    eval_data: DataStats = field(default_factory=DataStats)  # the last evaluation's counts
+    # where the epoch loop starts (set when resuming)
+    start_epoch: int = 0
+    resume_mid_epoch: bool = False  # the trainer's counters are a mid-epoch checkpoint's: skip its batches
+    rng_after_skip: dict | None = None  # its random states, restored once its batches are skipped
 
 
 class OutputDirError(OSError):
@@ -138,7 +173,7 @@ def _run(config: RunConfig, context: DistributedContext) -> dict:
     started = time.time()
     keep_freed_memory()
     set_seed(config.seed)
-    state = RunState(config, context, pick_device(), started)
+    state = RunState(config, context, torch.device("cpu") if context.cpu_only else pick_device(), started)
     checkpoint = prepare_run(state)
     print(f"Device: {state.device}")
     load_models(state)
@@ -177,10 +212,14 @@ def prepare_run(state: RunState) -> dict | None:
     if not resuming:
         return None
     path, checkpoint = checkpoint_to_resume(config.resume_from_checkpoint, config.output_dir, config.as_flags())
-    state.started = time.time() - checkpoint["elapsed_seconds"]
-    progress = "finished" if checkpoint["epoch_finished"] else "in progress"
-    print(f"Resuming from {path} (epoch {checkpoint['epoch'] + 1} {progress}, "
-          f"global step {checkpoint['global_step']})")
+    saved = checkpoint[RUN_KEY]
+    if saved["world_size"] != context.world_size:
+        raise CheckpointError(f"{path} was made by {saved['world_size']} process(es), this run has "
+                              f"{context.world_size}; resume with the same number of processes")
+    state.started = time.time() - saved["elapsed_seconds"]
+    progress = "finished" if saved["epoch_finished"] else "in progress"
+    print(f"Resuming from {path} (epoch {saved['epoch'] + 1} {progress}, "
+          f"global step {checkpoint['trainer']['global_step']})")
     return checkpoint
 
 
@@ -204,7 +243,7 @@ def open_data(state: RunState) -> None:
     stream_options = dict(encoder=encoder, need_logits=config.alpha_kl_loss_weight > 0,
                           focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
                           rank=context.rank, require_teacher=not config.allow_records_without_teacher,
-                          world_size=context.world_size)
+                          world_size=context.world_size, teacher_text_targets=config.teacher_text_weight > 0)
     state.train_stream = DistillationStream(
         ArchiveSpec(config.distillation_data_path, config.train_outer_zip_internal_path,
                     config.train_inner_zip_jsonl_filename, config.train_jsonl_is_gzipped, config.max_record_bytes),
@@ -226,40 +265,61 @@ def set_up_training(state: RunState) -> None:
     pin_memory = device.type == "cuda"
     state.train_loader = make_loader(train_stream, config.num_dataloader_workers, pin_memory)
     state.val_loader = make_loader(val_stream, config.num_dataloader_workers, pin_memory)
-    state.loss_fn = DistillationLoss(config.temperature, config.alpha_kl_loss_weight)
+    state.loss_fn = DistillationLoss(config.temperature, config.alpha_kl_loss_weight, config.divergence,
+                                     config.jsd_beta, config.skew_lambda, config.teacher_text_weight)
     state.optimizer = make_optimizer(state.student, config.learning_rate, config.weight_decay, device)
     records_per_process = math.ceil(len(train_stream) / context.world_size)
     total_steps = steps_per_epoch(records_per_process, config.batch_size,
                                   config.gradient_accumulation_steps) * config.epochs
     state.scheduler = get_linear_schedule_with_warmup(state.optimizer, int(config.warmup_steps_ratio * total_steps),
                                                       total_steps)
+    state.loss_fn.schedule = TemperatureSchedule(config.temperature, config.temperature_final,
+                                                 config.temperature_schedule, total_steps)
     state.trainer = Trainer(training_model(state), state.loss_fn, state.optimizer, state.scheduler, device,
                             config.gradient_accumulation_steps, config.max_grad_norm, config.precision,
-                            config.log_steps)
+                            config.log_steps, context)
     batch, accumulation = config.batch_size, config.gradient_accumulation_steps
     print(f"Training {config.epochs} epochs, {total_steps} optimizer steps, alpha {config.alpha_kl_loss_weight}, "
-          f"T {config.temperature}, effective batch {batch * accumulation} "
+          f"T {describe_temperature(config)}, {config.divergence}, effective batch {batch * accumulation} "
           f"({batch} x {accumulation} accumulation steps x {context.world_size} "
           f"processes: {batch * accumulation * context.world_size} records per step)")
 
 
+def describe_temperature(config: RunConfig) -> str:
+    """'2.0', or '4.0 -> 1.0 (cosine)' with --temperature_final."""
+    if config.temperature_final is None:
+        return f"{config.temperature}"
+    return f"{config.temperature} -> {config.temperature_final} ({config.temperature_schedule})"
+
+
 def training_model(state: RunState) -> torch.nn.Module:
-    """The student with --attention's kernels, compiled with --compile and wrapped in DDP under torchrun."""
+    """The student with --attention's kernels, compiled with --compile; rank 0's weights in every process."""
     config, device = state.config, state.device
     kernels = configure_training_kernels(state.student, config.attention, device, config.compile,
                                          config.gradient_checkpointing)
     print(f"Kernels: {kernels}")
     # Only the training forward is compiled: generation and saving use the plain module.
-    train_model = torch.compile(state.student, dynamic=True) if config.compile else state.student
-    if state.context.enabled:
-        train_model = DistributedDataParallel(train_model, device_ids=[state.context.local_rank]
-                                              if device.type == "cuda" else None)
-    return train_model
+    state.context.broadcast_module(state.student)  # the Trainer averages gradients over processes itself
+    return torch.compile(state.student, dynamic=True) if config.compile else state.student
 
 
 def resume(state: RunState, checkpoint: dict) -> None:
-    """Continue from a checkpoint: its model, optimizer, counters and history; metrics.jsonl cut back to match."""
-    restore_run_state(state, checkpoint)
+    """Continue from a checkpoint: its model, trainer, history and this process's random state; metrics.jsonl cut
+    back to match. A mid-epoch checkpoint's random state waits until its batches are skipped again."""
+    saved = checkpoint[RUN_KEY]
+    state.student.load_state_dict(checkpoint["model"])
+    state.trainer.load_state_dict(checkpoint["trainer"])
+    state.history, state.best_value = saved["history"], saved["best_value"]
+    state.final_results, state.final_records = saved["final_results"], saved["final_records"]
+    state.train_data.merge(_data_stats(saved["train_data"]))
+    state.eval_data.merge(_data_stats(saved["eval_data"]))
+    state.start_epoch = saved["epoch"]
+    rng = checkpoint["rng"][state.context.rank]
+    if saved["epoch_finished"]:
+        state.start_epoch += 1
+        set_rng_state(rng)
+    else:
+        state.resume_mid_epoch, state.rng_after_skip = True, rng
     # metrics.jsonl holds exactly the epochs the checkpoint knows of, even if more were appended after it.
     write_text_atomic(os.path.join(state.config.output_dir, METRICS_FILENAME),
                       "".join(json.dumps(to_json_compatible(entry)) + "\n" for entry in state.history))
@@ -271,11 +331,12 @@ def train_one_epoch(state: RunState, epoch: int) -> dict:
     """Train one epoch over every process's share; returns the epoch's metrics.jsonl entry (train part)."""
     config, trainer = state.config, state.trainer
     state.train_stream.set_epoch(epoch)
-    result = trainer.train_epoch(state.train_loader, len(state.train_stream), f"Epoch {epoch + 1}/{config.epochs}",
-                                 state.resume_counters, state.rng_after_skip,
-                                 functools.partial(_save_every_n_steps, state, epoch))
-    state.resume_counters = state.rng_after_skip = None
-    result = merge_epoch_results(result, trainer, state.context)
+    for step in trainer.train_epoch(state.train_loader, len(state.train_stream), f"Epoch {epoch + 1}/{config.epochs}",
+                                    state.resume_mid_epoch, state.rng_after_skip):
+        if config.save_steps and step % config.save_steps == 0:  # a mid-epoch checkpoint every --save_steps
+            save_run(state, epoch, epoch_finished=False)
+    state.resume_mid_epoch, state.rng_after_skip = False, None
+    result = trainer.epoch_result
     print(f"Epoch {epoch + 1} train: loss {result.loss:.4f} (hard {result.hard_loss:.4f}, soft "
           f"{result.soft_loss:.4f}), LR {result.learning_rate:.2e}; data: {result.data.describe()}")
     if epoch == 0:
@@ -283,22 +344,23 @@ def train_one_epoch(state: RunState, epoch: int) -> dict:
     if result.data.used == 0:  # e.g. records without teacher text or logits (the thesis's validity rule)
         raise DataError(f"every training record was skipped ({result.data.describe()}); records need "
                         f"test_method_masked, a ground truth, the teacher's text and compressed_logits")
-    return {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: trainer.global_step,
-            HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
-                            TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
-                            TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
-                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps}}
+    return history_entry(epoch, trainer.global_step, result, loss_extras(state, result))
 
 
-def _save_every_n_steps(state: RunState, epoch: int, trainer: Trainer) -> None:
-    """The trainer's on_step: a mid-epoch checkpoint every --save_steps optimizer steps."""
-    if state.config.save_steps and trainer.global_step % state.config.save_steps == 0:
-        save_run(state, epoch, epoch_finished=False)
+def loss_extras(state: RunState, result) -> dict:
+    """The train entry's keys of the optional losses: teacher-text CE, the temperature a schedule reached."""
+    extras = {}
+    if state.config.teacher_text_weight > 0:
+        extras[TRAIN_TEACHER_TEXT_LOSS] = result.teacher_text_loss
+    if state.config.temperature_final is not None:
+        extras[TRAIN_TEMPERATURE] = state.loss_fn.at_step(state.trainer.global_step)
+    return extras
 
 
 def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
     """Evaluate the student on the validation stream (gathered over processes); returns its metrics."""
     config, context = state.config, state.context
+    state.loss_fn.at_step(state.trainer.global_step)  # the soft loss at the temperature training has reached
     evaluation = evaluate(state.student, state.tokenizer, state.val_loader, len(state.val_stream), state.loss_fn,
                           state.device, config.num_beams, config.student_max_tgt_length, config.precision,
                           show_example=context.is_main, gather=context.gather if context.enabled else None)
@@ -331,11 +393,27 @@ def log_epoch(state: RunState, entry: dict) -> None:
 
 
 def save_run(state: RunState, epoch: int, epoch_finished: bool) -> None:
-    """Write a checkpoint of the run (main process only)."""
+    """Checkpoint the run: weights, trainer and every process's random state (gathered), run state as JSON.
+
+    Every process takes part (the trainer's and the random states are gathered); the main one writes.
+    """
+    trainer_state, rng = state.trainer.state_dict(), state.context.gather(rng_state())
     if not state.context.is_main:
         return
-    path = save_run_checkpoint(state, epoch, epoch_finished)
+    run = {"epoch": epoch, "epoch_finished": epoch_finished, "world_size": state.context.world_size,
+           "history": state.history, "best_value": state.best_value, "final_results": state.final_results,
+           "final_records": state.final_records, "train_data": vars(state.train_data),
+           "eval_data": vars(state.eval_data), "elapsed_seconds": time.time() - state.started,
+           "args": state.config.as_flags()}
+    path = save_checkpoint(state.config.output_dir, state.trainer.global_step,
+                           {"model": state.student.state_dict(), "trainer": trainer_state, "rng": rng},
+                           to_json_compatible(run), state.config.save_total_limit)
     print(f"  checkpoint: {path}")
+
+
+def _data_stats(saved: dict) -> DataStats:
+    """DataStats from its checkpointed fields."""
+    return DataStats(saved["used"], Counter(saved["skipped"]), Counter(saved["notes"]))
 
 
 # --- the final report -------------------------------------------------------------------------------------------
@@ -356,42 +434,9 @@ def final_report(state: RunState) -> dict:
     elif final_results:
         print(f"{PREDICTIONS_FILENAME} not written: the checkpoint this run resumed from predates it")
     write_json_atomic(summary_path, summary)
-    if final_results and final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)] is not None:
-        share = final_results.get(STUDENT_SHARE_OF_TEACHER_ACCURACY)
-        print(f"Final: student accuracy vs truth {final_results[metric_key(ACCURACY, S_VS_GT_SCRIPT1)]:.4f}, "
-              f"teacher {final_results[metric_key(ACCURACY, T_VS_GT_SCRIPT1)]:.4f}"
-              + (f" (student reaches {share:.1%} of the teacher)" if share is not None else ""))
+    write_model_cards(config.output_dir, summary)
     print(f"Done in {training_seconds:.1f}s; summary: {summary_path}")
+    for line in final_lines(state.final_records):
+        print(line)
     context.barrier()
     return summary
-
-
-def run_summary(state: RunState, training_seconds: float) -> dict:
-    """The thesis's summary layout, with this suite's history, data counts, intervals and environment."""
-    config, final_results = state.config, state.final_results
-    extras = {
-        TRAINING_HISTORY: state.history,
-        DATA_COUNTS: {DATA_COUNTS_TRAINING: state.train_data.as_dict(), DATA_COUNTS_VALIDATION: state.eval_data.as_dict(),
-                      TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
-        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
-        BEST_MODEL_METRIC_VALUE: state.best_value,
-        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
-        ENVIRONMENT: environment_info(str(state.device)),
-    }
-    return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,
-                         state.student_size, state.teacher_size, extras)
-
-
-def merge_epoch_results(result: EpochResult, trainer: Trainer, context: DistributedContext) -> EpochResult:
-    """One epoch's losses and data counts over every process (the result itself in one process)."""
-    if not context.enabled:
-        return result
-    counters = context.gather((trainer.counters.loss_sums, trainer.counters.batches_trained,
-                               trainer.counters.skipped_nonfinite, result.data))
-    batches = sum(entry[1] for entry in counters)
-    sums = np.sum([entry[0] for entry in counters], axis=0) / max(batches, 1)
-    data = DataStats()
-    for entry in counters:
-        data.merge(entry[3])
-    return EpochResult(float(sums[0]), float(sums[1]), float(sums[2]), result.learning_rate,
-                       result.optimizer_steps, sum(entry[2] for entry in counters), data)

@@ -10,11 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from .schema import (ARGS, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED, COMPRESSION_RATIO_MODEL_SIZE,
-                     EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
-                     STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME, TEACHER_MODEL_SIZE_MB,
-                     TRAINING_DURATION_SECONDS, avg)
-from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
+from .schema import (ARGS, BEST_MODEL_METRIC_VALUE, CI_CONFIDENCE, CI_METHOD, CI_RESAMPLES, CI_SEED,
+                     COMPRESSION_RATIO_MODEL_SIZE, CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING,
+                     DATA_COUNTS_VALIDATION, ENVIRONMENT, EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, HISTORY_EPOCH,
+                     HISTORY_GLOBAL_STEP, HISTORY_TRAIN, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
+                     RECORD_METRICS, STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME,
+                     TEACHER_MODEL_SIZE_MB, TEACHER_VS_GROUND_TRUTH_METRICS, TRAINING_DURATION_SECONDS,
+                     TRAINING_HISTORY, TRAINING_RECORDS_IN_FILE, TRAIN_HARD_LOSS, TRAIN_LEARNING_RATE, TRAIN_LOSS,
+                     TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS, TRAIN_SOFT_LOSS, T_VS_GT,
+                     VALIDATION_RECORDS_IN_FILE, avg)
+from .statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, score_mean_ci
 
 
 def to_json_compatible(value: Any) -> Any:
@@ -65,6 +70,18 @@ def append_metrics_line(output_dir: str, entry: dict) -> None:
     write_text_atomic(path, existing + json.dumps(to_json_compatible(entry)) + "\n")
 
 
+def history_entry(epoch: int, global_step: int, result, extras: dict | None = None) -> dict:
+    """An epoch's metrics.jsonl entry, train part, from its training.EpochResult (epoch counted from 0).
+
+    extras: more train keys (the optional losses' values).
+    """
+    return {HISTORY_EPOCH: epoch + 1, HISTORY_GLOBAL_STEP: global_step,
+            HISTORY_TRAIN: {TRAIN_LOSS: result.loss, TRAIN_HARD_LOSS: result.hard_loss,
+                            TRAIN_SOFT_LOSS: result.soft_loss, TRAIN_LEARNING_RATE: result.learning_rate,
+                            TRAIN_OPTIMIZER_STEPS: result.optimizer_steps,
+                            TRAIN_SKIPPED_NONFINITE_STEPS: result.skipped_nonfinite_steps, **(extras or {})}}
+
+
 def write_predictions(output_dir: str, records: list[dict]) -> str:
     """Atomically write predictions.jsonl: one JSON object per evaluated record, in file order; returns its path."""
     path = os.path.join(output_dir, PREDICTIONS_FILENAME)
@@ -73,14 +90,14 @@ def write_predictions(output_dir: str, records: list[dict]) -> str:
 
 
 def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -> dict | None:
-    """Percentile-bootstrap intervals of the means of per-record metrics: {avg_<name>: [low, high]} and the method.
+    """Intervals of the means of per-record scores (statistics.score_mean_ci): {avg_<name>: [low, high]}, the method.
 
     None without records.
     """
     if not records:
         return None
     matrix = np.array([[record[name] for name in names] for record in records], dtype=np.float64)  # (N, M)
-    low, high = bootstrap_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
+    low, high = score_mean_ci(matrix, DEFAULT_RESAMPLES, DEFAULT_CONFIDENCE, seed)
     return {CI_METHOD: BOOTSTRAP_METHOD, CI_CONFIDENCE: DEFAULT_CONFIDENCE, CI_RESAMPLES: DEFAULT_RESAMPLES,
             CI_SEED: seed, **{avg(name): [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
 
@@ -113,3 +130,20 @@ def build_summary(args_dict: dict, final_metrics: dict, epochs_trained: int, tra
     }
     summary.update(extras)
     return summary
+
+
+def run_summary(state, training_seconds: float) -> dict:
+    """A run's distillation_summary.json from its run.RunState: the thesis's layout, then history, data counts,
+    intervals and environment."""
+    config, final_results = state.config, state.final_results
+    extras = {
+        TRAINING_HISTORY: state.history,
+        DATA_COUNTS: {DATA_COUNTS_TRAINING: state.train_data.as_dict(), DATA_COUNTS_VALIDATION: state.eval_data.as_dict(),
+                      TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
+        TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
+        BEST_MODEL_METRIC_VALUE: state.best_value,
+        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
+        ENVIRONMENT: environment_info(str(state.device)),
+    }
+    return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,
+                         state.student_size, state.teacher_size, extras)

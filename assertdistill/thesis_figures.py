@@ -3,14 +3,17 @@
 
 The same series, titles, labels, colours and markers as the thesis's graph scripts; added are error
 bars (the cells' intervals, see plotting.bar_caption) and one series per value of the other
-hyperparameter when a sweep holds several. Like the thesis's, the x axis is linear.
+combination of the other axes when a sweep holds several. Like the thesis's, the x axis is linear
+(evenly spaced values for a setting that is text, e.g. a student model).
 """
 
 import textwrap
 from pathlib import Path
 
 from assertdistill import results
-from assertdistill.plotting import Axis, bar_caption, error_bars, new_figure, other_axis
+from assertdistill.axes import Axis
+from assertdistill.plotting import (LEGEND_INSIDE_MAX, bar_caption, error_bars, lines_of, new_figure, set_x_ticks,
+                                    x_positions)
 from assertdistill.schema import (ACCURACY, AVG_INFERENCE_TIME_PER_SAMPLE_MS, AVG_LOSS, F1, PRECISION, RECALL,
                                   S_VS_GT_SCRIPT1, S_VS_T_SCRIPT1, SIMILARITY_AVG, THESIS_FIGURES, metric_key,
                                   thesis_figure_filename)
@@ -30,21 +33,15 @@ SINGLE = ((AVG_LOSS, LOSS_FIGURE, "Average Student Loss", "Average Loss", "Overa
 
 
 def _series(cells, swept: Axis, key: str):
-    """[(label suffix, cells along the swept axis)] of one metric: one per value of the other parameter."""
-    other = other_axis(swept)
-    other_values = sorted({c.value(other.name) for c in cells})
-    series = []
-    for other_value in other_values:
-        line = sorted((c for c in cells if c.value(other.name) == other_value and key in c.stats),
-                      key=lambda c: c.value(swept.name))
-        if line:
-            series.append((f", {other.symbol}={other_value:g}" if len(other_values) > 1 else "", line))
-    return series
+    """[(label suffix, cells along the swept axis)] of one metric: one per combination of the other axes."""
+    series = lines_of(cells, swept, key)
+    several = len(lines_of(cells, swept)) > 1
+    return [((f", {label}" if several else ""), line) for label, line in series]
 
 
-def _draw(ax, swept: Axis, line, key: str, shift: float = 0.0, **style) -> list[float]:
+def _draw(ax, swept: Axis, line, key: str, positions: dict, shift: float = 0.0, **style) -> list[float]:
     """Means and error bars of one series, its bars moved `shift` along x; returns the bar ends."""
-    xs = [c.value(swept.name) for c in line]
+    xs = [positions[c.value(swept.name)] for c in line]
     means = [c.stats[key][0] for c in line]
     bars = error_bars(line, key)
     ax.plot(xs, means, **style)
@@ -56,7 +53,7 @@ def _draw(ax, swept: Axis, line, key: str, shift: float = 0.0, **style) -> list[
 
 def _shifts(cells, swept: Axis, count: int) -> list[float]:
     """x offsets for the bars of `count` series: spread over a third of the closest swept values' gap."""
-    xs = sorted({c.value(swept.name) for c in cells})
+    xs = sorted(x_positions(cells, swept).values())
     gap = min((b - a for a, b in zip(xs, xs[1:])), default=1.0)
     step = gap / 3 / max(count - 1, 1)
     return [(i - (count - 1) / 2) * step for i in range(count)]
@@ -68,7 +65,7 @@ def _axes(fig, swept: Axis, cells, title: str, ylabel: str):
     ax.set_title(f"Effect of {swept.thesis_label} on {title}")
     ax.set_xlabel(swept.thesis_label)
     ax.set_ylabel(ylabel)
-    ax.set_xticks(sorted({c.value(swept.name) for c in cells}))
+    set_x_ticks(ax, cells, swept, log_scale=False)  # linear, as the thesis's
     ax.grid(True, linestyle="--", alpha=0.7)
     return ax
 
@@ -81,10 +78,12 @@ def _caption(cells, keys) -> str:
 
 def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Path]:
     """Write the four figures (those with anything to draw) as <swept>_vs_<name>.<fmt>; return their paths."""
-    paths = []
+    paths, positions = [], x_positions(cells, swept)
 
     def save(fig, ax, name, keys, **legend):
         if ax.lines:
+            if len(ax.get_legend_handles_labels()[0]) > LEGEND_INSIDE_MAX:
+                legend = {"bbox_to_anchor": (1.02, 1), "loc": "upper left", "fontsize": "small"}
             ax.legend(title=textwrap.fill(_caption(cells, keys), 45), title_fontsize="small", **legend)
             paths.append(out_dir / thesis_figure_filename(swept.name, name, fmt))
             fig.savefig(paths[-1])
@@ -97,7 +96,7 @@ def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Pat
     for shift, (root, label, colour, versus, suffix, line) in zip(_shifts(cells, swept, len(drawn)), drawn):
         versus_key, versus_label, marker, linestyle = versus
         keys.append(metric_key(root, versus_key))
-        ends += _draw(ax, swept, line, keys[-1], shift, marker=marker, linestyle=linestyle, color=colour,
+        ends += _draw(ax, swept, line, keys[-1], positions, shift, marker=marker, linestyle=linestyle, color=colour,
                       label=f"{label} ({versus_label}{suffix})")
     if ends:  # the thesis's y range: the data plus 10% padding, inside [0, 1]
         padding = (max(ends) - min(ends)) * 0.10 or 0.05
@@ -110,7 +109,7 @@ def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Pat
     drawn = [(key, style, suffix, line) for key, style in zip(keys, SIMILARITY)
              for suffix, line in _series(cells, swept, key)]
     for shift, (key, (_, label, marker, linestyle), suffix, line) in zip(_shifts(cells, swept, len(drawn)), drawn):
-        _draw(ax, swept, line, key, shift, marker=marker, linestyle=linestyle, label=label + suffix)
+        _draw(ax, swept, line, key, positions, shift, marker=marker, linestyle=linestyle, label=label + suffix)
     save(fig, ax, SIMILARITY_FIGURE, keys)
 
     for key, name, title, ylabel, label, colour in SINGLE:
@@ -118,7 +117,7 @@ def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Pat
         ax = _axes(fig, swept, cells, title, ylabel)
         series = _series(cells, swept, key)
         for shift, (suffix, line) in zip(_shifts(cells, swept, len(series)), series):
-            _draw(ax, swept, line, key, shift, marker="s", linestyle="-.", label=label + suffix,
+            _draw(ax, swept, line, key, positions, shift, marker="s", linestyle="-.", label=label + suffix,
                   color=(colour or swept.thesis_loss_colour) if len(series) == 1 else None)
         save(fig, ax, name, [key])
     return paths

@@ -67,8 +67,8 @@ def evaluate_pipeline(pipeline: str, model, tokenizer, batches, num_beams: int, 
                 _synchronize(device)
                 generation_seconds += time.perf_counter() - generation_started
             else:  # training.evaluate's step
-                (total, hard, soft), ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams, max_length,
-                                                                        precision, logits_processor=stop)
+                (total, hard, soft, _), ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
+                                                                           max_length, precision, logits_processor=stop)
                 losses.append([total.item(), hard.item(), soft.item()])
                 generation_seconds += milliseconds * batch["input_ids"].size(0) / 1000
         _synchronize(device)

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from benchmarks.data import bench_tokenizer, write_bench_archive
+from benchmarks.deploy import figure_lines
 from benchmarks.measure import FLOP_FORMULA, SHAPES, machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,6 +117,11 @@ def measure(plan: Plan, workdir: str, log=print) -> dict:
             log(f"eval {shape} {pipeline}{suffix}: " + ", ".join(
                 f"beam {beams} {result['records'] / result['seconds']:.3f} records/s"
                 for beams, result in results[key].items()))
+        if plan.device == "cpu" and shape == plan.shapes[-1]:  # per-method latency, size, int8 (benchmarks/deploy.py)
+            results["deploy"] = run_worker("deploy", archive_path, tokenizer_dir, shape=shape, beams=[1, 4], **sizes)
+            results["deploy"]["shape"] = shape
+            log(f"deploy {shape}: decoder {results['deploy']['beams']['4']['speedup_vs_generate']:.2f}x "
+                f"model.generate at beam 4")
         if shape in plan.compile_shapes:
             key = f"train_{shape}_suite_compiled"
             results[key] = run_worker("train", archive_path, tokenizer_dir, pipeline="suite", shape=shape,
@@ -306,6 +312,8 @@ def run(mode: str, workdir: str | None = None, json_path: str | None = None, log
         with open(json_path, "w", encoding="utf-8") as stream:
             json.dump(results, stream, indent=2)
     print(format_table(results))
+    if "deploy" in results:
+        print("\n".join(figure_lines(results["deploy"], results["deploy"]["shape"])))
     print(f"eval_speedup={results['figures']['eval_speedup']:.2f}")
     print(f"end_to_end_speedup={results['figures']['end_to_end_speedup']:.2f}")
     print(f"mfu={results['figures']['mfu']:.3f}")

@@ -43,7 +43,7 @@ LEARNING_RATE, WEIGHT_DECAY, MAX_GRAD_NORM = 5e-5, 0.01, 1.0
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=["data", "train", "eval", "check", "decode", "matmul"])
+    parser.add_argument("task", choices=["data", "train", "eval", "check", "decode", "matmul", "deploy"])
     parser.add_argument("--archive", help="generated archive (benchmarks.data)")
     parser.add_argument("--tokenizer", help="tokenizer directory")
     parser.add_argument("--pipeline", choices=["thesis", "suite"], default="suite")
@@ -109,7 +109,7 @@ def _step(args, model, batch, optimizer, scheduler, loss_fn, train_model) -> tup
     if args.pipeline == "thesis":
         total, _, _ = thesis_losses(model, batch, TEMPERATURE, ALPHA)
     else:
-        total, _, _ = batch_losses(train_model, batch, loss_fn, args.precision)
+        total = batch_losses(train_model, batch, loss_fn, args.precision).total
     total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
     optimizer.step()
@@ -206,7 +206,7 @@ def task_check(args, tokenizer) -> dict:
                 losses = thesis_losses(model, batch, TEMPERATURE, ALPHA)
             else:
                 configure_training_kernels(model, "auto", device)
-                losses = batch_losses(model, batch, DistillationLoss(TEMPERATURE, ALPHA))
+                losses = batch_losses(model, batch, DistillationLoss(TEMPERATURE, ALPHA))[:3]
             results[pipeline] = [float(value) for value in losses]
     results["max_relative_difference"] = max(abs(s - t) / max(abs(t), 1e-12)
                                              for s, t in zip(results["suite"], results["thesis"]))
@@ -254,6 +254,11 @@ def main(argv=None) -> int:
     if args.task == "decode" or args.pipeline == "suite":
         keep_freed_memory()  # what script.py does at start; the thesis pipeline runs with malloc's defaults
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    if args.task == "deploy":  # per-method latency, size and int8 (benchmarks/deploy.py)
+        from benchmarks.deploy import task_deploy
+
+        print(json.dumps(task_deploy(args, tokenizer, make_model(args.shape, tokenizer, vocab_size=args.vocab_size))))
+        return 0
     task = {"data": task_data, "train": task_train, "eval": task_eval, "check": task_check,
             "decode": task_decode}[args.task]
     print(json.dumps(task(args, tokenizer)))

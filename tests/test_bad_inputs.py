@@ -9,6 +9,7 @@ import torch
 
 import script
 from assertdistill import schema, summary, training
+from assertdistill.forward import BatchLosses
 from assertdistill.loss import DistillationLoss
 from assertdistill.training import Trainer, TrainingError
 from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
@@ -122,20 +123,28 @@ def test_disk_full_while_saving_the_summary(tmp_path, model_dir, capsys, monkeyp
     assert not any(path.name.startswith(".tmp_") for path in (tmp_path / "out").iterdir())
 
 
-def test_non_finite_losses_are_skipped_counted_and_stop_the_run_when_persistent(monkeypatch):
+def test_non_finite_losses_are_skipped_counted_named_and_stop_the_run_when_persistent(monkeypatch, capsys):
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     trainer = Trainer(model, DistillationLoss(2.0, 0.5), optimizer, scheduler, torch.device("cpu"))
-    values = iter([float("nan"), 1.0, float("inf")] + [float("nan")] * 30)
 
-    def fake_losses(*_):
-        value = torch.tensor(next(values)) * model.weight.sum() / model.weight.sum().detach()
-        return value, value.detach(), value.detach()
+    def fake_losses(_, batch, *__):  # the mean of the batch's "loss" column
+        value = batch["loss"].mean() * model.weight.sum() / model.weight.sum().detach()
+        return BatchLosses(value, value.detach(), value.detach(), value.detach())
+
+    def batch_of(*losses, first_line=1):
+        return {"input_ids": torch.zeros((len(losses), 2), dtype=torch.long), "loss": torch.tensor(losses),
+                "line_numbers": list(range(first_line, first_line + len(losses)))}
 
     monkeypatch.setattr(training, "batch_losses", fake_losses)
-    batch = {"input_ids": torch.zeros((1, 2), dtype=torch.long), "line_numbers": [7]}
-    result = trainer.train_epoch([dict(batch) for _ in range(3)], 3, "test")
-    assert result.skipped_nonfinite_steps == 2 and result.optimizer_steps == 1
+    batches = [batch_of(1.0, float("nan"), first_line=5), batch_of(1.0, 2.0), batch_of(float("inf"), float("inf"))]
+    steps = list(trainer.train_epoch(batches, 6, "test"))
+    result = trainer.epoch_result
+    assert steps == [1] and result.skipped_nonfinite_steps == 2 and result.optimizer_steps == 1
+    assert result.loss == pytest.approx(1.5)  # the finite batch only
+    log = capsys.readouterr().out
+    assert "record(s) at line(s) 6\n" in log  # the one record of the first batch that is non-finite on its own
+    assert "record(s) at line(s) 1, 2\n" in log
     with pytest.raises(TrainingError, match="non-finite for 20 batches in a row"):
-        trainer.train_epoch([dict(batch) for _ in range(30)], 30, "test")
+        list(trainer.train_epoch([batch_of(float("nan")) for _ in range(30)], 30, "test"))

@@ -10,7 +10,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import script
 from assertdistill import schema
-from util import (flag_list, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
+from util import (assert_same_numbers, flag_list, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
                   write_archive)
 
 THESIS_METRIC_KEYS = {"avg_loss", "avg_hard_loss", "avg_soft_loss", "avg_inference_time_per_sample_ms",
@@ -66,7 +66,7 @@ def test_same_seed_gives_same_metrics(workspace, tmp_path):
         metrics = summary[schema.FINAL_EVALUATION_METRICS]
         metrics.pop("avg_inference_time_per_sample_ms")
         results.append(metrics)
-    assert results[0] == results[1]
+    assert_same_numbers(results[1], results[0])
 
 
 def test_teacher_given_only_as_config_directory(workspace, tmp_path):
@@ -244,4 +244,14 @@ def test_dataloader_workers_give_the_same_run_as_none(workspace, tmp_path):
     assert summaries[1][schema.FINAL_EVALUATION_METRICS]["num_eval_samples"] == 5
     assert summaries[1][schema.DATA_COUNTS][schema.DATA_COUNTS_TRAINING]["records_used"] == 10
     for key in (schema.FINAL_EVALUATION_METRICS, schema.DATA_COUNTS, schema.TRAINING_HISTORY):
-        assert summaries[1][key] == summaries[0][key], key
+        assert_same_numbers(summaries[1][key], summaries[0][key], key)
+
+
+@pytest.mark.parametrize("metric", ["avg_loss", "avg_accuracy_s_vs_gt_script1"])
+def test_best_model_selection_keeps_the_lowest_loss_and_the_highest_other_metric(metric):
+    from assertdistill.run import is_better
+
+    lower_is_better = metric == "avg_loss"
+    assert is_better(metric, 0.5, None)  # the first evaluation is the best so far
+    assert is_better(metric, 0.4, 0.5) is lower_is_better and is_better(metric, 0.6, 0.5) is not lower_is_better
+    assert not is_better(metric, 0.5, 0.5)  # a tie keeps the earlier model

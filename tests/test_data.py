@@ -79,7 +79,8 @@ def test_batches_pad_to_longest_and_hold_teacher_rows_only_at_label_positions(tm
     assert np.array_equal(batch["teacher_values"][: lengths[0]].numpy(), first)
 
 
-def test_bad_records_are_skipped_and_counted_by_reason(tmp_path):
+@pytest.mark.parametrize("shuffle_buffer_size", [1, 5])  # in file order and through the shuffle buffer
+def test_bad_records_are_skipped_and_counted_by_reason(tmp_path, shuffle_buffer_size):
     good = records_as_lines([make_record(i, vocab()) for i in range(3)])
     broken_logits = make_record(9, vocab())
     broken_logits["compressed_logits"]["data_encoded"]["data"] = "zz"
@@ -89,8 +90,8 @@ def test_bad_records_are_skipped_and_counted_by_reason(tmp_path):
     wrong_type["test_method_masked"] = 12
     bad = ["{not json", json.dumps(broken_logits), json.dumps(no_target), json.dumps(wrong_type), "[1, 2]"]
     flags = write_archive(str(tmp_path / "d.zip"), good + bad, [])
-    batches, stats = drain(stream_for(flags))
-    assert stats.used == 3
+    batches, stats = drain(stream_for(flags, shuffle_buffer_size=shuffle_buffer_size))
+    assert stats.used == 3 and sum(len(batch["line_numbers"]) for batch in batches) == 3
     assert dict(stats.skipped) == {"invalid_json": 1, "bad_compressed_logits": 1, "missing_ground_truth": 1,
                                    "wrong_field_type": 1, "not_an_object": 1}
     assert "5 skipped" in stats.describe()
@@ -286,6 +287,12 @@ def test_shuffle_buffer_permutes_but_keeps_every_record(tmp_path):
     batches, _ = drain(stream_for(flags, shuffle_buffer_size=5))
     order = [line for batch in batches for line in batch["line_numbers"]]
     assert sorted(order) == list(range(2, 12)) and order != sorted(order)
+    stream = stream_for(flags, shuffle_buffer_size=5)
+    stream.set_epoch(1)
+    epoch_two = [line for batch in drain(stream)[0] for line in batch["line_numbers"]]
+    assert sorted(epoch_two) == sorted(order) and epoch_two != order  # each epoch its own order
+    stream.set_epoch(0)
+    assert [line for batch in drain(stream)[0] for line in batch["line_numbers"]] == order  # and the same again
 
 
 @pytest.mark.parametrize("make_problem, message", [

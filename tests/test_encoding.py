@@ -34,3 +34,11 @@ def test_encoder_tokenizes_exactly_as_the_tokenizer_call(text):
     full = tokenizer(text * 3, add_special_tokens=False)["input_ids"]
     for count in (1, 7, 50, 400):
         assert encoder.first_tokens(text * 3, count) == full[:count]
+
+
+def test_source_and_target_are_truncated_at_their_own_lengths():
+    tokenizer = tiny_tokenizer()
+    encoder = InputEncoder(tokenizer, 64, 16)
+    long_text = "assertEquals(3, calculator.add(1, 2));\n" * 20
+    assert encoder.encode_target(long_text) == tokenizer(long_text, truncation=True, max_length=16)["input_ids"]
+    assert len(encoder.encode_source(long_text, long_text)) == 64

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import BartConfig, BartForConditionalGeneration
+from transformers import BartConfig, BartForConditionalGeneration, LogitsProcessor, LogitsProcessorList
 
 from assertdistill import attention, generation
 from assertdistill.forward import batch_losses
@@ -129,7 +129,7 @@ def test_evaluate_batch_gives_batch_losses_and_generates_ids(num_beams):
     assert milliseconds > 0
 
 
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_generate_gives_model_generates_ids(precision):
     from assertdistill.forward import autocast_context
@@ -174,3 +174,40 @@ def test_models_without_gradient_use_inference_attention_and_match_eager(monkeyp
     assert calls  # the encoder's and the teacher-forced decoder's attention, without autograd
     for got, want in zip(losses["auto"], losses["eager"]):
         assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+class EosFirst(LogitsProcessor):
+    """Makes EOS the best first token (scores of rows whose only token is the start token)."""
+
+    def __init__(self, eos_token_id: int):
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, input_ids, scores):
+        if input_ids.size(1) == 1:
+            scores = scores.clone()
+            scores[:, self.eos_token_id] += 100.0
+        return scores
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("case", ["eos_first", "max_length_2", "max_length_3", "length_penalty", "fallback"])
+def test_decoding_edge_cases_give_model_generates_ids(num_beams, case):
+    """EOS as the first token, the shortest max lengths, a length penalty, and a setting the loop leaves to generate."""
+    model = eos_prone_t5(2, num_layers=2, num_decoder_layers=2)
+    max_length = {"max_length_2": 2, "max_length_3": 3}.get(case, MAX_LENGTH)
+    processors = {}
+    if case == "eos_first":  # through a logits processor, which both paths apply
+        processors["logits_processor"] = LogitsProcessorList([EosFirst(model.config.eos_token_id)])
+    if case == "length_penalty":
+        model.generation_config.length_penalty = 0.4
+    if case == "fallback":
+        model.generation_config.no_repeat_ngram_size = 2
+    assert generation.decoding.supported(model, processors) == (case != "fallback")
+    for input_ids, attention_mask in mixed_batches(model.config.vocab_size, model.config.pad_token_id, 3, sizes=(4,)):
+        with torch.no_grad():
+            expected = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_length=max_length,
+                                      num_beams=num_beams, early_stopping=num_beams > 1, **processors)
+            fast = generation.generate(model, input_ids, attention_mask, num_beams, max_length, **processors)
+        assert torch.equal(fast, expected)
+        if case == "eos_first":
+            assert (expected[:, 1] == model.config.eos_token_id).all()

@@ -102,6 +102,8 @@ ACCEPTED_LINES = [
     json.dumps(record_with(model_type=float("nan"), bleu=float("-inf"))).encode(),  # NaN where nothing reads it
     json.dumps(record_with(test_method_masked="caf\u00e9 \U0001f600")).encode(),  # escaped surrogate pair: fine
     json.dumps(record_with(test_method_masked="caf\u00e9 \U0001f600"), ensure_ascii=False).encode(),  # raw UTF-8
+    json.dumps(record_with(model_type="\ud800", extra={"\udfff": 1})).encode(),  # where nothing reads it
+    json.dumps(record_with(predicted_assertions=["x \ud800"])).encode(),  # scored, not tokenized: replaced, noted
 ]
 
 
@@ -115,6 +117,7 @@ def test_every_bad_line_is_skipped_and_counted_by_reason(tmp_path, model_dir, ca
     counts = training_counts(tmp_path)
     assert counts["skipped_by_reason"] == dict(Counter(reason for reason, _ in BAD_LINES))
     assert counts["records_used"] == len(good) + len(ACCEPTED_LINES)  # the header was recognised behind its BOM
+    assert counts["notes"]["teacher_text_lone_surrogate_replaced"] == 1
 
 
 @pytest.mark.parametrize("reason, line", BAD_LINES, ids=[f"{case[0]}_{i}" for i, case in enumerate(BAD_LINES)])
@@ -359,7 +362,7 @@ def test_no_inflate_call_returns_more_than_a_chunk(tmp_path, monkeypatch, method
 # ---- fuzzing: bytes -> line -> record -> sample, and archive bytes -> one line ----------------------
 
 try:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, event, given, settings
     from hypothesis import strategies as st
 except ImportError:  # test-only dependency
     st = None
@@ -493,25 +496,55 @@ if st is not None:
             data = data[: draw(st.integers(0, len(data)))]
         return bytes(data)
 
-    @settings(max_examples=150, **FUZZ_SETTINGS)
-    @given(data=damaged_archives())
-    def test_fuzzed_archives_are_read_or_refused_in_one_line(fuzz_dir, data):
-        path = os.path.join(fuzz_dir, "damaged.zip")
+    def read_archive(data: bytes, path: str) -> tuple[list, DataStats, list]:
+        """(samples, counts, inspection reports as dicts) of an archive's training member; DataError if refused."""
         with open(path, "wb") as stream:
             stream.write(data)
         spec = ArchiveSpec(path, "codet5/train.jsonl.zip", "train.jsonl")
+        stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True)
+        samples, stats = [], DataStats()
         try:
-            stream = DistillationStream(spec, InputEncoder(tiny_tokenizer(), 64, 32), batch_size=2, need_logits=True)
-            try:
-                list(stream.iter_groups())
-            finally:
-                stream.close()
+            for _, group_samples, group_stats in stream.iter_groups():
+                samples += group_samples
+                stats.merge(group_stats)
+        finally:
+            stream.close()
+        return samples, stats, [report.as_dict() for report in inspect_archive(path, progress=False)]
+
+    def sample_view(sample) -> tuple:
+        """What training takes from a sample: ids, labels, texts, line number, teacher values and parameters."""
+        teacher = sample.teacher
+        return (sample.input_ids, sample.labels, sample.ground_truth_text, sample.teacher_text, sample.line_number,
+                teacher.values.tobytes(), teacher.values.shape, teacher.scale, teacher.zero_point, teacher.bits)
+
+    @pytest.fixture(scope="module")
+    def intact_reading(fuzz_dir):
+        """What the undamaged archives yield (the same records under every compression method)."""
+        readings = []
+        for data in ARCHIVES:
+            samples, stats, reports = read_archive(data, os.path.join(fuzz_dir, "intact.zip"))
+            readings.append(([sample_view(sample) for sample in samples], stats.as_dict(), reports))
+        assert all(reading[:2] == readings[0][:2] for reading in readings)
+        assert readings[0][1]["records_used"] == 2 and readings[0][1]["records_skipped"] == 0
+        return readings[0]
+
+    @settings(max_examples=150, **FUZZ_SETTINGS)
+    @given(data=damaged_archives())
+    def test_fuzzed_archives_are_read_or_refused_in_one_line(fuzz_dir, intact_reading, data):
+        """A damaged archive is refused in one line, or read to exactly what the intact archive holds."""
+        try:
+            samples, stats, reports = read_archive(data, os.path.join(fuzz_dir, "damaged.zip"))
         except DataError as error:
             assert "\n" not in str(error)
-        try:
-            inspect_archive(path, progress=False)
-        except DataError as error:
-            assert "\n" not in str(error)
+            event("refused")
+            return
+        event("read")
+        expected_samples, expected_stats, expected_reports = intact_reading
+        assert [sample_view(sample) for sample in samples] == expected_samples  # ZIP CRCs guard the content
+        assert stats.as_dict() == expected_stats
+        train_reports = [report for report in reports if report["member"] == "train.jsonl"]
+        expected_train = [report for report in expected_reports if report["member"] == "train.jsonl"]
+        assert train_reports == expected_train
 
 else:
 

@@ -37,13 +37,15 @@ def truths(n: int = N_RECORDS, changed: int | None = None) -> list[str]:
 
 
 def write_run(root: Path, alpha: float, seed: int, scores: dict, ground_truths: list[str],
-              predictions: bool = True, temperature: float = 2.0) -> Path:
-    """A run directory with a summary whose means are those of `scores`, and its predictions.jsonl."""
-    run_dir = root / f"alpha_{alpha}_temp_{temperature}_seed_{seed}"
+              predictions: bool = True, temperature: float = 2.0, first_line: int = 1, **args) -> Path:
+    """A run directory with a summary whose means are those of `scores` (more `args` as given), and its
+    predictions.jsonl, whose records sit at line_number first_line, first_line + 1, ..."""
+    run_dir = root / "_".join([f"alpha_{alpha}_temp_{temperature}"] + [f"{k}_{v}" for k, v in args.items()]
+                              + [f"seed_{seed}"])
     run_dir.mkdir(parents=True)
     n = len(ground_truths)
     means = {key: float(np.nanmean(values)) for key, values in scores.items()}
-    summary = {schema.ARGS: {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed},
+    summary = {schema.ARGS: {"alpha_kl_loss_weight": alpha, "temperature": temperature, "seed": seed, **args},
                schema.TRAINING_DURATION_SECONDS: 100.0 + seed,
                schema.FINAL_EVALUATION_METRICS: {
                    **means, "avg_loss": 1.0 + alpha, "avg_hard_loss": 1.0, "avg_soft_loss": alpha,
@@ -53,7 +55,8 @@ def write_run(root: Path, alpha: float, seed: int, scores: dict, ground_truths: 
     if predictions:
         lines = []
         for i, truth in enumerate(ground_truths):
-            record = {"index": i, "ground_truth": truth, "teacher_prediction": truth, "student_prediction": "x"}
+            record = {"index": i, "line_number": first_line + i, "ground_truth": truth, "teacher_prediction": truth,
+                      "student_prediction": "x"}
             for key, values in scores.items():
                 record[key.removeprefix("avg_")] = None if np.isnan(values[i]) else float(values[i])
             lines.append(json.dumps(record))
@@ -82,13 +85,18 @@ def test_bootstrap_intervals_come_from_the_records(tmp_path):
     key = MAIN.key
     assert [interval.method for interval in (cells[0].intervals[key], cells[1].intervals[key])] == [
         "records", "seeds+records"]
-    assert cells[0].intervals[key][:2] == pytest.approx(statistics.bootstrap_mean_ci(one[key]), rel=1e-12)
-    assert cells[1].intervals[key][:2] == pytest.approx(
-        statistics.seeds_then_records_ci([s[key] for s in two]), rel=1e-12)
+    assert cells[0].intervals[key][:2] == pytest.approx(statistics.score_mean_ci(one[key]), rel=1e-12)
+    cell_mean = np.mean([s[key].mean() for s in two])
+    assert cells[1].intervals[key][:2] == pytest.approx(statistics.at_least_wilson(
+        statistics.seeds_then_records_ci([s[key] for s in two]), cell_mean, N_RECORDS), rel=1e-12)
     teacher_key = "avg_f1_s_vs_t_script1"  # records without a teacher prediction are left out
     kept = ~np.isnan(one[teacher_key])
     assert kept.sum() == N_RECORDS - len(WITHOUT_TEACHER)
-    assert cells[0].intervals[teacher_key][:2] == pytest.approx(statistics.bootstrap_mean_ci(one[teacher_key][kept]))
+    assert cells[0].intervals[teacher_key][:2] == pytest.approx(statistics.score_mean_ci(one[teacher_key][kept]))
+    for cell in cells:  # the Wilson floor in every interval
+        for key, interval in cell.intervals.items():
+            wilson = statistics.wilson_ci(cell.stats[key][0], N_RECORDS)
+            assert interval.low <= wilson[0] + 1e-12 and interval.high >= wilson[1] - 1e-12, key
     assert "avg_loss" not in cells[0].intervals and "avg_inference_time_per_sample_ms" not in cells[0].intervals
 
 
@@ -105,7 +113,7 @@ def test_conservative_interval_contains_the_bootstrap_one(tmp_path, quality):
         if metric.binary:  # 0/1 scores reach the variance bound: the two intervals agree
             assert bound.high - bound.low == pytest.approx(boot.high - boot.low, rel=0.15), metric.key
         else:
-            assert bound.low < boot.low and boot.high < bound.high, (metric.key, boot, bound)
+            assert bound.low <= boot.low + 1e-12 and boot.high <= bound.high + 1e-12, (metric.key, boot, bound)
     mean = conservative.stats[MAIN.key][0]
     assert conservative.intervals[MAIN.key][:2] == pytest.approx(statistics.bounded_mean_ci(mean, N_RECORDS))
     teacher = conservative.intervals["avg_accuracy_s_vs_t_script1"]  # n = records with a teacher prediction
@@ -163,15 +171,24 @@ def test_unusable_predictions_fall_back_to_the_conservative_interval(tmp_path, c
 @pytest.fixture
 def paired_sweep(tmp_path):
     """alpha 0 and 0.1 identical, alpha 0.5 clearly worse, alpha 0.9 on another validation set, alpha 1
-    with one changed record, alpha 0.7 without predictions.jsonl; one seed each."""
+    with one changed record, alpha 0.3 on other lines with the same texts, alpha 0.7 without
+    predictions.jsonl, alpha 0.8 whose two seeds evaluated different records; one seed each otherwise."""
     good = per_record_scores(0.5, seed=1)
     write_run(tmp_path, 0.0, 1, good, truths())
     write_run(tmp_path, 0.1, 1, good, truths())
+    write_run(tmp_path, 0.3, 1, per_record_scores(0.4, seed=6), truths(), first_line=1001)
     write_run(tmp_path, 0.5, 1, per_record_scores(0.3, seed=2), truths())
     write_run(tmp_path, 0.7, 1, per_record_scores(0.5, seed=3), truths(), predictions=False)
+    write_run(tmp_path, 0.8, 1, per_record_scores(0.4, seed=7), truths())
+    write_run(tmp_path, 0.8, 2, per_record_scores(0.4, seed=8, n=300), truths(300))
     write_run(tmp_path, 0.9, 1, per_record_scores(0.4, seed=4, n=300), truths(300))
     write_run(tmp_path, 1.0, 1, per_record_scores(0.4, seed=5), truths(changed=3))
     return tmp_path, good
+
+
+def bounded_matrix(scores: dict) -> np.ndarray:
+    """(N, M) per-record scores of the bounded metrics in BOUNDED order."""
+    return np.column_stack([scores[m.key] for m in BOUNDED])
 
 
 def test_paired_comparisons_with_the_best_cell(paired_sweep):
@@ -182,20 +199,31 @@ def test_paired_comparisons_with_the_best_cell(paired_sweep):
     rows = {(row.cell.alpha, row.metric.key): row for row in result.rows}
     assert {alpha for alpha, _ in rows} == {0.1, 0.5}
     same, worse = rows[0.1, MAIN.key], rows[0.5, MAIN.key]
-    assert (same.difference, same.p_value, same.significant) == (0.0, 1.0, False)
+    assert (same.result.difference, same.result.p_value, same.significant) == (0.0, 1.0, False)
+    assert same.result.ci_low < 0 < same.result.ci_high  # no spread: conservative, never zero width
     worse_scores = per_record_scores(0.3, seed=2)
-    assert (worse.difference, worse.ci_low, worse.ci_high, worse.p_value) == pytest.approx(
-        statistics.paired_bootstrap(worse_scores[MAIN.key], good[MAIN.key]), rel=1e-12)
-    assert worse.difference < -0.1 and worse.significant and worse.test == "paired bootstrap"
+    expected = statistics.paired_tests(bounded_matrix(worse_scores), bounded_matrix(good),
+                                       [m.binary for m in BOUNDED])
+    assert worse.result == expected[BOUNDED.index(MAIN)]
+    assert worse.result.difference < -0.1 and worse.significant
+    assert (worse.result.test, worse.result.ci_method, worse.result.records) == (
+        statistics.SIGN_FLIP_MONTE_CARLO, statistics.PAIRED_BOOTSTRAP, N_RECORDS)
     strict = rows[0.5, "avg_strict_exact_match_s_vs_gt"]
-    assert strict.test == "McNemar exact"
-    assert strict.p_value == statistics.mcnemar_exact(
+    assert strict.result.test == statistics.MCNEMAR_EXACT
+    assert strict.result.p_value == statistics.mcnemar_exact(
         worse_scores["avg_strict_exact_match_s_vs_gt"] == 1.0,
         good["avg_strict_exact_match_s_vs_gt"] == 1.0)
-    assert result.refused == ["alpha=0.7, T=2: not compared, no predictions.jsonl for every run",
-                              "alpha=0.9, T=2: not compared, its 300 records are not the reference's 400",
-                              "alpha=1, T=2: not compared, its record 3 differs from the reference's "
-                              "(another validation file?)"]
+    assert rows[0.5, "avg_f1_s_vs_t_script1"].result.records == N_RECORDS - len(WITHOUT_TEACHER)
+    assert result.refused == [
+        "alpha=0.3, T=2: not compared, it evaluated other records than the reference (400 records, the reference "
+        "400, 0 line_numbers in common)",
+        "alpha=0.7, T=2: not compared, no predictions.jsonl for every run",
+        f"alpha=0.8, T=2: not compared, its seeds evaluated different records (400 in {root}/alpha_0.8_temp_2.0_seed_1"
+        f"/predictions.jsonl, 300 in {root}/alpha_0.8_temp_2.0_seed_2/predictions.jsonl)",
+        "alpha=0.9, T=2: not compared, it evaluated other records than the reference (300 records, the reference "
+        "400, 300 line_numbers in common)",
+        "alpha=1, T=2: not compared, its record at line_number 4 has another ground truth than the reference's "
+        "(another validation file?)"]
     assert result.verdict.startswith("Not distinguishable from the best (alpha=0, T=2, Accuracy vs ground truth ")
     assert result.verdict.endswith("paired over 400 records: alpha=0.1, T=2. Distinguishable: alpha=0.5, T=2.")
 
@@ -209,8 +237,33 @@ def test_reference_option(paired_sweep):
     assert result.verdict.startswith("Not distinguishable from the reference (alpha=0.5, T=2")
     with pytest.raises(comparisons.ReferenceSpecError, match="alpha=0.33 matches 0 cells"):
         comparisons.compare_cells(cells, predictions, MAIN, "alpha=0.33")
-    with pytest.raises(comparisons.ReferenceSpecError, match="expected alpha=<value>"):
+    with pytest.raises(comparisons.ReferenceSpecError, match="no cell has the setting beta"):
         comparisons.compare_cells(cells, predictions, MAIN, "beta=1")
+    with pytest.raises(comparisons.ReferenceSpecError, match="expected <setting>=<value>"):
+        comparisons.compare_cells(cells, predictions, MAIN, "alpha")
+
+
+def test_a_reference_whose_seeds_evaluated_different_records_is_refused_in_one_line(paired_sweep, tmp_path_factory):
+    root, _ = paired_sweep
+    out_dir = tmp_path_factory.mktemp("graphs")
+    code, out, err = run_cli(["--results_dir", root, "--output_dir", out_dir, "--reference", "alpha=0.8"])
+    assert code == 0 and "Traceback" not in err, err
+    assert ("No paired comparison: the reference alpha=0.8, T=2 cannot be paired: its seeds evaluated different "
+            "records (400 in") in out
+    assert not (out_dir / "comparisons.csv").exists() and (out_dir / "summary.csv").exists()
+
+
+def test_one_record_per_cell_is_never_significant(tmp_path):
+    for alpha, quality in ((0.0, 0.9), (0.5, 0.1)):
+        scores = {m.key: np.array([1.0 if quality > 0.5 else 0.0]) for m in BOUNDED}
+        write_run(tmp_path, alpha, 1, scores, truths(1))
+    cells, predictions, _ = load(tmp_path)
+    result = comparisons.compare_cells(cells, predictions, MAIN)
+    assert result.rows and all(not row.significant and row.result.p_value == 1.0 for row in result.rows)
+    assert all(row.result.ci_low < row.result.difference < row.result.ci_high or row.result.ci_low == -1.0
+               for row in result.rows)
+    for cell in cells:
+        assert all(interval.high - interval.low > 0.5 for interval in cell.intervals.values())  # one record
 
 
 def run_cli(argv):
@@ -228,21 +281,24 @@ def test_graph_script_writes_intervals_and_comparisons(paired_sweep, tmp_path_fa
     assert (code, err) == (0, "")
     with open(out_dir / "comparisons.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == comparisons.CSV_COLUMNS
+    assert tuple(rows[0]) == comparisons.csv_columns(["alpha", "temperature"]) == (
+        "alpha", "temperature", "metric", "reference_alpha", "reference_temperature", "difference", "ci_low",
+        "ci_high", "p_value", "significant", "test", "ci_method", "records")
     assert {(r["alpha"], r["reference_alpha"]) for r in rows} == {("0.1", "0"), ("0.5", "0")}
     assert {r["metric"] for r in rows} == set(intervals.BOUNDED)
     main_rows = {r["alpha"]: r for r in rows if r["metric"] == MAIN.key}
     assert (main_rows["0.1"]["significant"], main_rows["0.5"]["significant"]) == ("false", "true")
     with open(out_dir / "summary.csv", newline="") as f:
         summary = {r["alpha"]: r for r in csv.DictReader(f)}
-    assert summary["0"]["ci_method"] == "bootstrap over records"
+    assert summary["0"]["ci_method"] == "bootstrap over records, at least the Wilson interval"
     assert summary["0.7"]["ci_method"].startswith("conservative")
     low, high = (float(summary["0"][f"{MAIN.key}_ci_{side}"]) for side in ("low", "high"))
     assert low < float(summary["0"][f"{MAIN.key}_mean"]) < high
     assert summary["0"]["avg_loss_ci_low"] == "nan"  # unbounded: no interval
     text = (out_dir / "summary.md").read_text()
     assert "## Paired comparisons with alpha=0, T=2" in text and "no interval is given for them" in text
-    assert "- alpha=0.9, T=2: not compared, its 300 records are not the reference's 400" in text
+    assert "- alpha=0.9, T=2: not compared, it evaluated other records than the reference" in text
+    assert "| sign-flip permutation (Monte Carlo) | paired percentile bootstrap | 400 |" in text
     assert "Distinguishable: alpha=0.5, T=2." in out
 
 

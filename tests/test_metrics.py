@@ -27,6 +27,9 @@ CASES = [
     ("ASSERTEQUALS(1, x);", "assertEquals(2, x);", 0, 0.0, 0.0, 0.0, 0.0),
     ("assertEquals(1,x);", "assertEquals( 2 ,x);", 1, 1.0, 1.0, 1.0, 1.0),
     ("assertEquals(1, x );", "assertEquals(1, x);", 0, 0.0, 0.0, 0.0, 0.0),  # the space before ')' is kept
+    # Only assertEquals' first argument is masked: another assertion's message argument still counts.
+    ('assertTrue("a", ok);', 'assertTrue("b", ok);', 0, 0.0, 0.0, 0.0, 0.0),
+    ('assertNotNull("a", x);', 'assertNotNull("b", x);', 0, 0.0, 0.0, 0.0, 0.0),
     ("assertTrue(a); assertTrue(b);", "assertTrue(a);\nassertTrue(b);", 2, 1.0, 1.0, 1.0, 1.0),  # split on ';'
     ("", "assertTrue(a);", 0, 0.0, 0.0, 0.0, 0.0),
     ("assertTrue(a);", "", 0, 0.0, 0.0, 0.0, 0.0),

@@ -99,6 +99,9 @@ def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch
     train = {name: results[f"train_tiny_{name}"] for name in ("thesis", "suite")}
     assert train["thesis"]["executed_flops_per_sample"] > train["suite"]["executed_flops_per_sample"]  # padding
     assert any("computed work per sample" in line for line in lines)
+    deploy = results["deploy"]["beams"]  # benchmarks/deploy.py's per-method figures, their name=value lines
+    assert [deploy[beams]["suite_same_text_as_generate"] for beams in ("1", "4")] == [3, 3]
+    assert {"tiny_decoder_speedup_beam4", "tiny_int8_size_ratio"} <= {line.split("=")[0] for line in lines}
     assert not [name for name in os.listdir(tmp_path) if name.startswith("assertdistill_bench_")]  # cleaned up
 
 
@@ -193,7 +196,7 @@ def test_stop_at_target_length_ends_every_beam_at_its_records_length():
         assert [int((row == eos).nonzero()[0]) + 1 for row in generated] == lengths.tolist()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision):
     import script
@@ -210,7 +213,7 @@ def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision
     assert np.isfinite(summary[schema.TRAINING_HISTORY][0]["eval"]["avg_loss"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_bench_smoke_runs_both_pipelines_on_the_gpu(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "run_worker", in_process_worker)
     monkeypatch.setitem(runner.PLANS, "tiny-only", runner.Plan(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import script
-from assertdistill import intervals, results, schema
+from assertdistill import intervals, results, schema, statistics
 from util import tiny_model_and_archive, tiny_run_flags
 
 
@@ -62,7 +62,9 @@ def test_intervals_from_the_predictions_script_writes(script_run):
         scores.scores)
     (cell,) = results.aggregate(runs)
     intervals.attach_intervals([cell], predictions)
-    assert cell.intervals["avg_accuracy_s_vs_gt_script1"].method == "records"
+    assert scores.line_numbers is not None and len(set(scores.line_numbers)) == 4  # records can be paired
+    assert statistics.MIN_BOOTSTRAP_RECORDS > 4  # too few records for the bootstrap: the conservative interval
+    assert cell.intervals["avg_accuracy_s_vs_gt_script1"].method == "bounded"
 
 
 def test_summary_holds_every_schema_key(script_run):

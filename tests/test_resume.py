@@ -3,6 +3,7 @@ uninterrupted run."""
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from safetensors.torch import load_file
 import script
 from assertdistill import schema
 from assertdistill.checkpoint import checkpoints_in, resolve_checkpoint
-from util import tiny_model_and_archive, tiny_run_flags
+from assertdistill.rng import rng_state, set_rng_state
+from util import assert_same_numbers, tiny_model_and_archive, tiny_run_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs script.py, but SIGKILLs itself at a given point: "step:N" once the optimizer reaches step N (after
@@ -108,10 +110,12 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(setup, uninterrupted, t
 
     plain_metrics, plain_history, plain_weights, plain_predictions, plain_intervals = uninterrupted
     metrics, history, weights, predictions, intervals = final_state(out)
-    assert metrics == plain_metrics
-    assert history == plain_history
+    assert_same_numbers(metrics, plain_metrics)
+    assert_same_numbers(history, plain_history)
     assert all(torch.allclose(weights[name], plain_weights[name]) for name in plain_weights)
-    assert predictions == plain_predictions and intervals == plain_intervals
+    assert_same_numbers([json.loads(line) for line in predictions.splitlines()],
+                        [json.loads(line) for line in plain_predictions.splitlines()])
+    assert_same_numbers(intervals, plain_intervals)
     lines = open(os.path.join(out, schema.METRICS_FILENAME)).read().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
@@ -130,3 +134,38 @@ def test_resume_errors_are_one_line(setup, tmp_path, capsys):
     argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--resume_from_checkpoint": "latest"})
     assert script.main(argv) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
+
+
+class OpensAFile:
+    """Unpickled by a full unpickler, it calls open(path, "w"): the file appearing shows that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_a_crafted_checkpoint_runs_no_code_and_is_refused_in_one_line(setup, tmp_path, capsys, writer):
+    _, model_dir, flags = setup
+    marker, crafted = tmp_path / "code_ran", tmp_path / "crafted"
+    crafted.mkdir()
+    payload = {"run": "{}", "format": 2, "model": OpensAFile(str(marker))}
+    with open(crafted / "state.pt", "wb") as stream:
+        pickle.dump(payload, stream) if writer == "pickle" else torch.save(payload, stream)
+    argv = tiny_run_flags(tmp_path, model_dir, flags, **{"--resume_from_checkpoint": str(crafted)})
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert "refusing checkpoint" in err and "could run code" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.cuda
+def test_cuda_random_states_survive_a_weights_only_checkpoint(tmp_path):
+    torch.cuda.manual_seed_all(3)
+    state = rng_state()
+    expected = torch.rand(4, device="cuda")
+    torch.save(state, tmp_path / "rng.pt")
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert torch.equal(torch.rand(4, device="cuda"), expected)

@@ -22,7 +22,7 @@ SHARED = {
     schema.STUDENT_MODEL_NAME: "also a flag's name (argparse dest)",
     schema.TEACHER_MODEL_NAME: "also a flag's name (argparse dest)",
 }
-ALLOWED = {("script.py", schema.CHECKPOINTS_DIRNAME): "the title of the --help group of the checkpoint flags"}
+ALLOWED = {("config.py", schema.CHECKPOINTS_DIRNAME): "the title of the --help group of the checkpoint flags"}
 
 
 def string_literals(path: Path):

@@ -16,8 +16,10 @@ import argparse, json, os, sys
 with open(os.environ["STUB_CALLS"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 parser = argparse.ArgumentParser()
-for flag in ("--alpha_kl_loss_weight", "--temperature", "--seed", "--output_dir"):
+for flag in ("--seed", "--output_dir"):
     parser.add_argument(flag, required=True)
+parser.add_argument("--alpha_kl_loss_weight", default="0.5")
+parser.add_argument("--temperature", default="2.0")
 args, extra = parser.parse_known_args()
 assert not os.path.exists(os.path.join(args.output_dir, "distillation_summary.json"))
 with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as f:
@@ -44,7 +46,8 @@ def sweep(tmp_path):
         for name in ("ALPHAS", "TEMPS", "SEEDS"):
             if name not in env:
                 full_env.pop(name, None)
-        return subprocess.run(["bash", str(SWEEP_SH), mode, *options], cwd=tmp_path, env=full_env,
+        argv = [mode, *options] if mode else list(options)
+        return subprocess.run(["bash", str(SWEEP_SH), *argv], cwd=tmp_path, env=full_env,
                               capture_output=True, text=True, timeout=60)
 
     return run
@@ -150,6 +153,17 @@ USAGE_ERRORS = [
     ("missing_value", ["alpha", "--seeds"], "--seeds needs a value"),
     ("unknown_option", ["alpha", "--epochs", "3"], "unknown option '--epochs'"),
     ("reserved_extra", ["alpha", "--", "--output_dir", "x"], "'--output_dir' is set per cell by sweep.sh"),
+    ("values_without_axis", ["alpha", "--values", "a b"], "--values must follow --axis NAME"),
+    ("axis_without_values", ["--axis", "student_model_name"], "--axis student_model_name needs --values"),
+    ("axis_at_the_end", ["alpha", "--axis"], "--axis needs a value"),
+    ("axis_then_other_option", ["--axis", "student_model_name", "--seeds", "1"],
+     "--axis student_model_name needs --values"),
+    ("bad_axis_name", ["--axis", "a-b", "--values", "1"], "--axis 'a-b' is not a flag name of script.py"),
+    ("axis_twice", ["--axis", "x", "--values", "1", "--axis", "x", "--values", "2"], "--axis x given twice"),
+    ("no_axis_without_mode", ["--seeds", "1"], "without 'alpha' or 'temp' first, name the swept setting"),
+    ("reserved_axis_extra", ["--axis", "epochs", "--values", "1 2", "--", "--epochs=3"],
+     "'--epochs=3' is set per cell by sweep.sh (--axis epochs)"),
+    ("empty_axis_values", ["--axis", "epochs", "--values", " "], "epochs is empty"),
 ]
 
 
@@ -188,3 +202,62 @@ def test_slurm_array_task_runs_its_own_cell(tmp_path, sweep, extra):
     assert calls(tmp_path) == [cell_args("0.5", "4.0", "7", run_dir) + extra[1:]]
     rerun = subprocess.run(["bash", str(batch_file)], env=env, capture_output=True, text=True, timeout=60)
     assert rerun.returncode == 0 and " skip alpha=0.5 temp=4.0 seed=7" in rerun.stdout  # skip-if-done kept
+
+
+def test_any_setting_is_an_axis(tmp_path, sweep):
+    proc = sweep(None, "--axis", "student_model_name", "--values", "demo/student dir2 dir2", "--seeds", "1")
+    assert proc.returncode == 0, proc.stderr
+    results_dir = "results_student_model_name"
+    assert calls(tmp_path) == [
+        ["--student_model_name", "demo/student", "--seed", "1", "--output_dir",
+         f"{results_dir}/student_model_name_demo%2Fstudent_seed_1"],
+        ["--student_model_name", "dir2", "--seed", "1", "--output_dir", f"{results_dir}/student_model_name_dir2_seed_1"]]
+    assert "[1/2] student_model_name=demo/student seed=1 -> " in proc.stdout
+    assert "sweep student_model_name: 2 done, 0 skipped, 0 failed of 2" in proc.stdout
+
+
+def test_an_axis_beside_the_alpha_mode_and_a_new_value_runs_only_the_new_cells(tmp_path, sweep):
+    options = ["--alphas", "0 1", "--seeds", "1", "--results_dir", "r"]
+    assert sweep("alpha", *options, "--axis", "epochs", "--values", "2").returncode == 0
+    assert [call[-1] for call in calls(tmp_path)] == ["r/alpha_0.0_temp_2.0_epochs_2_seed_1",
+                                                      "r/alpha_1.0_temp_2.0_epochs_2_seed_1"]
+    assert calls(tmp_path)[0] == ["--alpha_kl_loss_weight", "0.0", "--temperature", "2.0", "--epochs", "2",
+                                  "--seed", "1", "--output_dir", "r/alpha_0.0_temp_2.0_epochs_2_seed_1"]
+    proc = sweep("alpha", *options, "--axis", "epochs", "--values", "2 3")
+    assert proc.returncode == 0, proc.stderr
+    assert [call[-1] for call in calls(tmp_path)[2:]] == ["r/alpha_0.0_temp_2.0_epochs_3_seed_1",
+                                                          "r/alpha_1.0_temp_2.0_epochs_3_seed_1"]
+    assert "2 done, 2 skipped, 0 failed of 4" in proc.stdout
+
+
+@pytest.mark.parametrize("axis,values,shorthand", [("alpha", "0 .5", ["--alphas", "0 .5"]),
+                                                   ("temp", "4", ["--temps", "4"]),
+                                                   ("seed", "7 8", ["--seeds", "7 8"])])
+def test_the_declared_axes_as_axis_are_their_shorthands(tmp_path, sweep, axis, values, shorthand):
+    dry = sweep("temp", "--axis", axis, "--values", values, "--dry_run").stdout.splitlines()
+    assert dry[:-1] == sweep("temp", *shorthand, "--dry_run").stdout.splitlines()[:-1]  # the last: elapsed time
+    assert len(dry) > 2
+
+
+def test_run_directories_are_named_by_the_declared_axes():
+    from assertdistill import axes
+
+    proc = subprocess.run(["bash", str(SWEEP_SH), "alpha", "--alphas", "0.5", "--temps", "2", "--seeds", "3",
+                           "--axis", "student_model_name", "--values", "s", "--dry_run"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "SCRIPT_PY": "/nonexistent"})
+    alpha, temperature, seed = axes.SWEPT
+    name = f"{alpha.dir_prefix}_0.5_{temperature.dir_prefix}_2.0_student_model_name_s_{seed.dir_prefix}_3"
+    assert f"--output_dir results_alpha/{name}" in proc.stdout, proc.stdout
+
+
+def test_slurm_array_with_an_axis_runs_its_own_cell(tmp_path, sweep):
+    proc = sweep(None, "--axis", "student_model_name", "--values", "a b/c", "--seeds", "7", "--results_dir", "res",
+                 "--slurm")
+    assert proc.returncode == 0, proc.stderr
+    batch_file = tmp_path / "res" / "sweep_student_model_name.sbatch"
+    assert "#SBATCH --array=0-1" in batch_file.read_text()
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1", "STUB_CALLS": str(tmp_path / "calls.jsonl")}
+    task = subprocess.run(["bash", str(batch_file)], env=env, capture_output=True, text=True, timeout=60)
+    assert task.returncode == 0, task.stderr
+    assert calls(tmp_path) == [["--student_model_name", "b/c", "--seed", "7", "--output_dir",
+                                str(tmp_path / "res" / "student_model_name_b%2Fc_seed_7")]]

@@ -1,6 +1,5 @@
 """make_teacher_logits.py with a tiny teacher, read back by script.py; demo defaults."""
 
-import dataclasses
 import gzip
 import json
 import zipfile
@@ -173,13 +172,3 @@ def test_the_teacher_reads_the_focal_field_given(generated, tmp_path):
         with torch.no_grad():
             expected = student_logits_for(model, batch)
         assert torch.allclose(stored, expected, atol=1e-4) == matches
-
-
-def test_demo_defaults_apply_only_to_flags_not_given(monkeypatch, tmp_path):
-    defaults_file = tmp_path / "run_defaults.json"
-    defaults_file.write_text(json.dumps({"learning_rate": 0.001, "epochs": 5}))
-    monkeypatch.setattr(script, "DEMO", dataclasses.replace(script.DEMO, run_defaults=str(defaults_file)))
-    args = script.parse_args(["--epochs", "2"])
-    assert args.learning_rate == 0.001 and args.epochs == 2
-    args = script.parse_args(["--distillation_data_path", "other.zip"])
-    assert args.learning_rate == 5e-5 and args.epochs == 3  # the thesis defaults off the demo

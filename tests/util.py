@@ -10,12 +10,14 @@ import os
 import zipfile
 
 import numpy as np
+import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
 from assertdistill import schema
 from assertdistill.codec import compress_logits
 from assertdistill.schema import RECORD_METRICS
+from assertdistill.statistics import BOOTSTRAP_METHOD
 from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
 
 JAVA_SNIPPETS = [
@@ -156,9 +158,28 @@ def check_predictions_match_summary(output_dir, expected_truths):
     for name in RECORD_METRICS:
         assert float(np.mean([row[name] for row in rows])) == metrics[f"avg_{name}"], name
     intervals = summary[schema.CONFIDENCE_INTERVALS]
-    assert intervals["method"] == "percentile bootstrap over records" and intervals["resamples"] >= 1000
+    assert intervals["method"] == BOOTSTRAP_METHOD and intervals["resamples"] >= 1000
     assert intervals["confidence"] == 0.95
     for name in RECORD_METRICS:
         low, high = intervals[f"avg_{name}"]
         assert low <= metrics[f"avg_{name}"] <= high, name
     return rows
+
+
+def assert_same_numbers(actual, expected, where: str = "") -> None:
+    """actual == expected; when the run could use CUDA (its kernels are not bit-exact run to run), floats within
+    1e-4 relative, nested dicts and lists compared item by item."""
+    if not torch.cuda.is_available():
+        assert actual == expected, where
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), where
+        for key, value in expected.items():
+            assert_same_numbers(actual[key], value, f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)) and len(actual) == len(expected), where
+        for index, (got, value) in enumerate(zip(actual, expected)):
+            assert_same_numbers(got, value, f"{where}[{index}]")
+    elif isinstance(expected, float) and not isinstance(actual, bool):
+        assert actual == pytest.approx(expected, rel=1e-4, abs=1e-6, nan_ok=True), where
+    else:
+        assert actual == expected, where

@@ -1,0 +1,65 @@
+"""The run's last lines: a telling sample, both accuracies with intervals, the paired student-vs-teacher verdict."""
+
+import pytest
+
+from assertdistill.report import final_lines, telling_record
+from assertdistill.statistics import bounded_mean_ci, mcnemar_exact
+
+STUDENT, TEACHER, STUDENT_VS_TEACHER = ("accuracy_s_vs_gt_script1", "accuracy_t_vs_gt_script1",
+                                        "accuracy_s_vs_t_script1")
+
+
+def records(student_right: set, teacher_right: set, count: int, student_matches_teacher=frozenset()) -> list[dict]:
+    return [{"index": i, STUDENT: float(i in student_right), TEACHER: float(i in teacher_right),
+             STUDENT_VS_TEACHER: float(i in student_matches_teacher)} for i in range(count)]
+
+
+def test_the_sample_is_a_correct_match_when_there_is_one():
+    assert telling_record(records({7, 9}, {1}, 10, {3}))["index"] == 7  # right vs the truth
+    assert telling_record(records(set(), {1}, 10, {3, 4}))["index"] == 3  # else the teacher's text
+    assert telling_record(records(set(), {1}, 10))["index"] == 0  # else the first record
+    assert telling_record([]) is None
+
+
+def test_final_lines_give_both_accuracies_with_intervals_and_the_mcnemar_verdict():
+    # The demo's shape: 300 records, student right on 16, teacher on 20 (12 of them shared).
+    student, teacher = set(range(16)), set(range(4, 24))
+    lines = final_lines(records(student, teacher, 300))
+    assert lines[0] == "Final, on 300 validation records (95% intervals, Wilson-floored):"
+    low, high = bounded_mean_ci(16 / 300, 300)
+    assert lines[1] == f"  student accuracy vs truth 0.0533 [{low:.4f}, {high:.4f}]"
+    low, high = bounded_mean_ci(20 / 300, 300)
+    assert lines[2] == f"  teacher accuracy vs truth 0.0667 [{low:.4f}, {high:.4f}]"
+    p_value = mcnemar_exact([i in student for i in range(300)], [i in teacher for i in range(300)])
+    assert p_value == pytest.approx(0.388, abs=0.001)  # 4 records only the student gets, 8 only the teacher
+    assert lines[3] == (f"  student reaches 80.0% of the teacher; student vs teacher, paired over the same records "
+                        f"(McNemar exact): p = {p_value:.3g}, not distinguishable at 0.05")
+
+
+def test_a_clear_difference_is_distinguishable():
+    lines = final_lines(records(set(), set(range(40)), 100))
+    assert lines[-1].endswith("(McNemar exact): p = 1.82e-12, distinguishable at 0.05")
+    assert "student reaches 0.0% of the teacher" in lines[-1]
+
+
+def test_fractional_scores_use_the_sign_flip_test_and_a_teacher_at_zero_gives_no_share():
+    rows = records(set(), set(), 20)
+    rows[0][STUDENT] = 0.5
+    assert "(sign-flip permutation (exact)): p = 1, not distinguishable" in final_lines(rows)[-1]
+    assert "reaches" not in final_lines(rows)[-1]
+    assert final_lines([]) == []
+
+
+def test_a_run_ends_with_the_sample_both_accuracies_and_the_verdict(tmp_path, capsys):
+    import script
+    from util import tiny_model_and_archive, tiny_run_flags
+
+    model_dir, flags = tiny_model_and_archive(tmp_path, num_train=4, num_val=3)
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--num_beams": 1})) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-4] == "Final, on 3 validation records (95% intervals, Wilson-floored):"
+    assert out[-3].startswith("  student accuracy vs truth ") and out[-2].startswith("  teacher accuracy vs truth ")
+    # The teacher's text holds one of each record's two assertions: per-record accuracy 0.5, a sign-flip test.
+    assert "student vs teacher, paired over the same records (sign-flip permutation (exact)): p = " in out[-1]
+    assert out[-1].endswith("distinguishable at 0.05")
+    assert any(line.startswith("Sample (record ") for line in out)
