@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -49,6 +49,7 @@ class Sample:
     teacher_text_script1: str
     line_number: int
     teacher_labels: list[int] | None = None  # the teacher's text tokenized as the target (--teacher_text_weight)
+    location: dict[str, str] = field(default_factory=dict)  # where the test is: the ROW_LOCATION_KEYS it has
 
 
 COUNT_CHUNK_BYTES = 1 << 23  # inflated bytes scanned at a time when counting records
@@ -176,6 +177,7 @@ def collate(samples: list[Sample], pad_token_id: int) -> dict:
         "teacher_texts": [sample.teacher_text for sample in samples],
         "teacher_texts_script1": [sample.teacher_text_script1 for sample in samples],
         "line_numbers": [sample.line_number for sample in samples],
+        "locations": [sample.location for sample in samples],
         "teacher_values": None, "teacher_scale": None, "teacher_zero_point": None,
         "teacher_position_mask": teacher_position_mask,
     }
@@ -281,7 +283,7 @@ class DistillationStream(IterableDataset):
                 stats.notes[f"compressed_logits_hint_{key}"] += 1
         input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
         return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
-                      record.teacher_text_script1, line_number, teacher_labels)
+                      record.teacher_text_script1, line_number, teacher_labels, record.location)
 
     def _target_labels(self, text: str) -> list[int]:
         """A text's target ids, padding ids as IGNORE_INDEX."""

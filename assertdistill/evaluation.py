@@ -42,7 +42,7 @@ class Evaluation:
 
     metrics: dict
     data: DataStats
-    records: list[dict]  # index, line_number, the four texts and every RECORD_METRICS value
+    records: list[dict]  # index, line_number, location, the four texts and every EVALUATION_RECORD_METRICS value
 
 
 @torch.no_grad()
@@ -86,7 +86,8 @@ def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_be
                                                          precision)
     generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
     rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
-                                               batch["teacher_texts"], batch["teacher_texts_script1"])]
+                                               batch["teacher_texts"], batch["teacher_texts_script1"],
+                                               batch["locations"])]
     return ScoredBatch(batch["batch_index"], losses.total.item(), losses.hard.item(), losses.soft.item(), milliseconds,
                        rows, losses.teacher_text.item())
 
@@ -102,10 +103,13 @@ def example_text(row: dict) -> str:
             f"vs truth {_accuracy_similarity(row, S_VS_GT_SCRIPT1)}")
 
 
-def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str) -> dict:
-    """One evaluated record: where it is, its texts and its per-record metrics (index is set later)."""
-    return {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, ROW_GROUND_TRUTH: truth, ROW_TEACHER_PREDICTION: teacher,
-            ROW_TEACHER_PREDICTION_SCRIPT1: teacher_script1, ROW_STUDENT_PREDICTION: student,
+def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str,
+               location: dict | None = None) -> dict:
+    """One evaluated record: where it is (line, and repo/test_path/... when the record has them), its texts and
+    its per-record metrics (index is set later)."""
+    return {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, **(location or {}), ROW_GROUND_TRUTH: truth,
+            ROW_TEACHER_PREDICTION: teacher, ROW_TEACHER_PREDICTION_SCRIPT1: teacher_script1,
+            ROW_STUDENT_PREDICTION: student,
             **record_metrics(student, truth, teacher, teacher_script1)}
 
 

@@ -1,4 +1,4 @@
-"""The thesis's assertion metrics ("script1"): precision, recall, F1, accuracy, similarity."""
+"""The thesis's assertion metrics ("script1": precision, recall, F1, accuracy, similarity); whether a block parses."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .schema import (RECORD_METRICS, SCRIPT1_AVERAGED, SCRIPT1_COMPARISONS, STRICT_COMPARISONS,
-                     avg, metric_key, record_key, script1, script1_result_key, strict_key)
+from .java_mining import make_parser
+from .schema import (EVALUATION_RECORD_METRICS, PARSES_AS_JAVA, SCRIPT1_AVERAGED, SCRIPT1_COMPARISONS,
+                     STATIC_SCORED_TEXTS, STRICT_COMPARISONS, avg, metric_key, record_key,
+                     script1, script1_result_key, strict_key)
 
 ASSERT_NAMES = "Equals|That|True|False|Null|NotNull|Throws|Same|NotSame|ArrayEquals"
 _WHITESPACE = re.compile(r"\s+")
@@ -153,8 +155,28 @@ class MetricAccumulator:
         return averages
 
 
+_STATEMENT_WRAPPER = ("class AssertionCheck { void check() {\n", "\n} }")
+_PARSER = make_parser()
+
+
+def parses_as_java(block: Any) -> float:
+    """1.0 when the block is one or more Java statements that parse as a method body (tree-sitter), else 0.0.
+
+    Syntax only: names and types are not resolved (an undeclared variable parses). Empty text is 0.0.
+    """
+    if not isinstance(block, str) or not block.strip():
+        return 0.0
+    prefix, suffix = _STATEMENT_WRAPPER
+    tree = _PARSER.parse((prefix + block + suffix).encode("utf-8"))
+    if tree.root_node.has_error:
+        return 0.0
+    body = tree.root_node.named_children[0].child_by_field_name("body").named_children[0].child_by_field_name("body")
+    return 1.0 if any(child.type != "line_comment" and child.type != "block_comment"
+                      for child in body.named_children) else 0.0
+
+
 def record_metrics(student: str, truth: str, teacher: str, teacher_script1: str) -> dict[str, float]:
-    """Every per-record metric (RECORD_METRICS, the summary's names without avg_) of one evaluated record."""
+    """Every per-record metric (EVALUATION_RECORD_METRICS, the summary's names without avg_) of one evaluated record."""
     texts = {"student": student, "truth": truth, "teacher": teacher, "teacher_script1": teacher_script1}
     values = {}
     for suffix, generated, reference in SCRIPT1_COMPARISONS:
@@ -162,9 +184,13 @@ def record_metrics(student: str, truth: str, teacher: str, teacher_script1: str)
         values.update({record_key(metric, suffix): result[script1_result_key(metric)] for metric in SCRIPT1_AVERAGED})
     for pair, generated, reference in STRICT_COMPARISONS:
         values[strict_key(pair)] = strict_exact_match(texts[generated], texts[reference])
+    for text in STATIC_SCORED_TEXTS:
+        values[record_key(PARSES_AS_JAVA, text)] = parses_as_java(texts[text])
     return values
 
 
 def average_record_metrics(rows: list[dict]) -> dict[str, float | None]:
-    """avg_<name>: np.mean of each RECORD_METRICS column over the rows, in order (as the thesis); None without rows."""
-    return {avg(name): float(np.mean([row[name] for row in rows])) if rows else None for name in RECORD_METRICS}
+    """avg_<name>: np.mean of each EVALUATION_RECORD_METRICS column over the rows, in order; None without rows."""
+    return {avg(name): float(np.mean([row[name] for row in rows])) if rows else None
+            for name in EVALUATION_RECORD_METRICS}
+

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .archive import OversizeLine
 from .jsonline import loads_record_line
+from .schema import ROW_LOCATION_KEYS
 
 FOCAL_FALLBACK_FIELDS = ("focal_file", "focal_method")
 GROUND_TRUTH_FIELDS = ("original_target", "assertions")  # first non-null wins, as in the thesis's loader
@@ -34,6 +35,7 @@ class Record:
     teacher_text_script1: str  # str() of the teacher's field, as the thesis's loader made it (*_s_vs_t_script1)
     compressed_logits: dict | None
     notes: tuple[str, ...] = ()  # what was worth knowing about a kept record (DataStats.notes keys)
+    location: dict[str, str] = field(default_factory=dict)  # ROW_LOCATION_KEYS the record carries as strings
 
 
 def _first_present(entry: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
@@ -159,5 +161,6 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
     focal = _first_present(entry, focal_names)
     focal_code = focal[1] if focal and isinstance(focal[1], str) else ""
     _reject_lone_surrogate(focal[0] if focal else "focal code", focal_code)
+    location = {name: entry[name] for name in ROW_LOCATION_KEYS if isinstance(entry.get(name), str)}
     return Record(focal_code, test_method, ground_truth, teacher_text, teacher_text_script1,
-                  compressed_logits if need_logits else None, notes)
+                  compressed_logits if need_logits else None, notes, location)

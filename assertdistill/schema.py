@@ -146,6 +146,12 @@ def script1_result_key(metric: str) -> str:
 RECORD_METRICS = ([record_key(metric, suffix) for suffix, _, _ in SCRIPT1_COMPARISONS for metric in SCRIPT1_AVERAGED]
                   + [strict_key(pair) for pair, _, _ in STRICT_COMPARISONS])
 
+# This suite's static scores per record (the thesis has none): does a generated block parse as Java statements?
+PARSES_AS_JAVA = "parses_as_java"
+STATIC_SCORED_TEXTS = ("student", "teacher")  # the generated texts scored (the names record_metrics gives them)
+STATIC_RECORD_METRICS = [record_key(PARSES_AS_JAVA, text) for text in STATIC_SCORED_TEXTS]
+EVALUATION_RECORD_METRICS = RECORD_METRICS + STATIC_RECORD_METRICS  # every per-record score an evaluation writes
+
 AVG_LOSS = "avg_loss"  # eval losses, averaged per batch as the thesis
 AVG_HARD_LOSS = "avg_hard_loss"
 AVG_SOFT_LOSS = "avg_soft_loss"
@@ -173,6 +179,9 @@ ROW_TEACHER_PREDICTION_SCRIPT1 = "teacher_prediction_script1"  # str() of the te
 ROW_STUDENT_PREDICTION = "student_prediction"
 ROW_KEYS = (ROW_INDEX, ROW_LINE_NUMBER, ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1,
             ROW_STUDENT_PREDICTION)
+# Where the record's test is, copied (after line_number) from the records that carry them (make_dataset.py writes all).
+ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD, ROW_FOCAL_PATH = "repo", "test_path", "test_method", "focal_path"
+ROW_LOCATION_KEYS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD, ROW_FOCAL_PATH)
 
 # ---- One entry of metrics.jsonl and of the summary's training_history ----
 HISTORY_EPOCH = "epoch"  # 1-based
@@ -188,3 +197,47 @@ TRAIN_TEMPERATURE = "epoch_end_temperature"  # T after the epoch's last step; on
 TRAIN_LEARNING_RATE = "learning_rate"  # at the epoch's end
 TRAIN_OPTIMIZER_STEPS = "optimizer_steps"
 TRAIN_SKIPPED_NONFINITE_STEPS = "skipped_nonfinite_steps"
+
+# ---- evaluate_execution.py: its output files, one row of execution.jsonl, the keys of execution_summary.json ----
+EXECUTION_FILENAME = "execution.jsonl"  # one ROW per record and candidate
+EXECUTION_SUMMARY_FILENAME = "execution_summary.json"
+EXECUTION_FIGURE_STEM = "execution"  # execution.<fmt>: compile / pass rate and mutation score per candidate
+EXECUTION_CANDIDATES = (ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_STUDENT_PREDICTION)  # predictions.jsonl's texts
+EXEC_CANDIDATE = "candidate"  # which text: one of EXECUTION_CANDIDATES
+EXEC_TEXT = "text"
+EXEC_STATUS = "status"  # STATUS_*
+STATUS_COUNTED, STATUS_ENVIRONMENT, STATUS_BAD_INPUT = "counted", "environment", "bad_input"
+EXEC_REASON = "reason"  # why a record is not counted (environment or bad input); None when counted
+EXEC_COMPILED = "compiled"  # bool; None when not tried
+EXEC_PASSED = "passed"
+EXEC_OUTCOME = "outcome"  # compiled: passed / assertion_failed / other_exception / system_exit / timeout / ...
+EXEC_DETAIL = "detail"  # the first compiler error or the failure's exception, clipped
+EXEC_MUTANTS = "mutants"  # compiled mutants of the focal class the candidate ran against (None without --mutants)
+EXEC_KILLED = "killed"  # how many of them made the passing candidate's test fail
+EXEC_KILLED_MUTANTS = "killed_mutants"  # their numbers among the focal file's mutants (sorted by text)
+EXEC_SECONDS = "seconds"  # wall time of the candidate's compile and runs
+
+SUM_RECORDS = "records"
+SUM_TRIED, SUM_EXECUTABLE, SUM_NOT_COUNTED_BY_REASON = "tried", "executable", "not_counted_by_reason"
+SUM_CANDIDATES = "candidates"
+SUM_COMPILE_RATE, SUM_PASS_RATE, SUM_MUTATION_SCORE = "compile_rate", "pass_rate", "mutation_score"
+SUM_EXACT_MATCH = "exact_match"  # the text equals the ground truth (whitespace aside), on the same records
+SUM_GROUND_TRUTH_MUTATION_SCORE = "ground_truth_mutation_score"  # over the same records as the candidate's score
+SUM_OUTCOMES = "outcomes"  # outcome -> count over executable records
+SUM_VALUE, SUM_INTERVAL, SUM_COUNT = "value", "interval", "count"  # a rate's mean, 95% interval, records behind it
+SUM_PAIRED = "paired"  # "<candidate>_vs_<candidate>": the paired comparisons
+SUM_PASS_MCNEMAR_P, SUM_ONLY_FIRST_PASSES, SUM_ONLY_SECOND_PASSES = (
+    "pass_mcnemar_p", "only_first_passes", "only_second_passes")
+SUM_MUTATION_DIFFERENCE, SUM_MUTATION_DIFFERENCE_INTERVAL, SUM_MUTATION_P = (
+    "mutation_score_difference", "mutation_score_difference_interval", "mutation_score_p_value")
+SUM_MUTATION = "mutation"  # what --mutants made
+SUM_FOCAL_FILES, SUM_GENERATED, SUM_COMPILED_MUTANTS, SUM_NOT_COMPILING = (
+    "focal_files", "generated", "compiled", "not_compiling")
+SUM_NOT_MUTATED = "focal_files_not_mutated"  # unreadable, or beyond LittleDarwin's Java grammar
+SUM_PROJECTS = "projects"  # repo -> {PROJECT_* below}
+PROJECT_RECORDS, PROJECT_MAIN_LEFT_OUT, PROJECT_TESTS_NOT_COMPILING = (
+    "records", "main_files_left_out", "test_files_not_compiling")  # main sources without classes; records' test files
+PROJECT_BUILD_SECONDS, PROJECT_SECONDS, PROJECT_JVM_STARTS = "build_seconds", "seconds", "jvm_starts"
+SUM_SETTINGS = "settings"
+SUM_SECONDS = "seconds"
+SUM_INTERVAL_METHOD = "interval_method"

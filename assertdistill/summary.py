@@ -14,7 +14,7 @@ from .schema import (ARGS, BEST_MODEL_METRIC_VALUE, CI_CONFIDENCE, CI_METHOD, CI
                      COMPRESSION_RATIO_MODEL_SIZE, CONFIDENCE_INTERVALS, DATA_COUNTS, DATA_COUNTS_TRAINING,
                      DATA_COUNTS_VALIDATION, ENVIRONMENT, EPOCHS_TRAINED, FINAL_EVALUATION_METRICS, HISTORY_EPOCH,
                      HISTORY_GLOBAL_STEP, HISTORY_TRAIN, METRICS_FILENAME, NOT_AVAILABLE, PREDICTIONS_FILENAME,
-                     RECORD_METRICS, STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME,
+                     EVALUATION_RECORD_METRICS, STUDENT_MODEL_NAME, STUDENT_MODEL_SIZE_MB, TEACHER_MODEL_NAME,
                      TEACHER_MODEL_SIZE_MB, TEACHER_VS_GROUND_TRUTH_METRICS, TRAINING_DURATION_SECONDS,
                      TRAINING_HISTORY, TRAINING_RECORDS_IN_FILE, TRAIN_HARD_LOSS, TRAIN_LEARNING_RATE, TRAIN_LOSS,
                      TRAIN_OPTIMIZER_STEPS, TRAIN_SKIPPED_NONFINITE_STEPS, TRAIN_SOFT_LOSS, T_VS_GT,
@@ -142,7 +142,7 @@ def run_summary(state, training_seconds: float) -> dict:
                       TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
         TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
         BEST_MODEL_METRIC_VALUE: state.best_value,
-        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, RECORD_METRICS),
+        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, EVALUATION_RECORD_METRICS),
         ENVIRONMENT: environment_info(str(state.device)),
     }
     return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,

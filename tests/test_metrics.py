@@ -4,8 +4,8 @@ from difflib import SequenceMatcher
 
 import pytest
 
-from assertdistill.schema import RECORD_METRICS
-from assertdistill.metrics import (MetricAccumulator, average_record_metrics, normalize_assertion,
+from assertdistill.schema import EVALUATION_RECORD_METRICS
+from assertdistill.metrics import (MetricAccumulator, average_record_metrics, normalize_assertion, parses_as_java,
                                    record_metrics, split_assertions, strict_exact_match)
 from script import evaluate_assertions_script1_style
 
@@ -98,14 +98,14 @@ def test_list_valued_teacher_prediction_scores_as_the_thesis_read_it():
     assert values["accuracy_s_vs_t_corrected"] == values["similarity_avg_s_vs_t_corrected"] == 1.0
     assert values["strict_exact_match_s_vs_t"] == 1.0
     assert values["accuracy_s_vs_gt_script1"] == values["accuracy_t_vs_gt_script1"] == 0.0
-    assert list(values) == RECORD_METRICS
+    assert list(values) == EVALUATION_RECORD_METRICS
 
 
 def test_record_metric_averages_are_means_in_order():
     rows = [record_metrics(student, "assertTrue(a);", "assertTrue(a);", "['assertTrue(a);']")
             for student in ("assertTrue(a);", "assertTrue(b);", "assertTrue(a);")]
     averages = average_record_metrics(rows)
-    assert set(averages) == {f"avg_{name}" for name in RECORD_METRICS}
+    assert set(averages) == {f"avg_{name}" for name in EVALUATION_RECORD_METRICS}
     assert averages["avg_accuracy_s_vs_gt_script1"] == averages["avg_accuracy_s_vs_t_corrected"] == 2 / 3
     assert averages["avg_accuracy_s_vs_t_script1"] == 0.0 and averages["avg_accuracy_t_vs_gt_script1"] == 1.0
     assert all(value is None for value in average_record_metrics([]).values())
@@ -125,3 +125,16 @@ def test_accumulator_averages_with_thesis_key_names():
     assert averages["avg_accuracy_s_vs_gt_script1"] == 0.5
     assert set(averages) == {f"avg_{m}_s_vs_gt_script1" for m in ("precision", "recall", "f1", "accuracy",
                                                                  "similarity_avg")} | {"avg_strict_exact_match_s_vs_gt"}
+
+
+@pytest.mark.parametrize("block, expected", [
+    ("assertEquals(1, list.size());", 1.0),
+    ("assertEquals(expected, actual);", 1.0),  # syntax only: undeclared names still parse
+    ("fail();\nassertTrue(x);", 1.0),
+    ("assertThat(0, 1, 1, 1", 0.0),  # the looping student's unterminated call
+    ("assertEquals(1, x)", 0.0),  # no semicolon
+    ("", 0.0), ("   ", 0.0), ("// only a comment", 0.0), (None, 0.0),
+])
+def test_parses_as_java(block, expected):
+    assert parses_as_java(block) == expected
+

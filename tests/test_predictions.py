@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import script
-from assertdistill.schema import RECORD_METRICS
+from assertdistill.schema import EVALUATION_RECORD_METRICS
 from assertdistill.statistics import wilson_ci
 from assertdistill.summary import confidence_intervals
 from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
@@ -20,6 +20,8 @@ def test_predictions_are_in_file_order_and_average_to_the_summary(model_dir, tmp
     vocab = len(tiny_tokenizer())
     val_records = [make_record(200 + i, vocab) for i in range(9)]
     val_records[4].pop("predicted_assertions")  # skipped (thesis rule): not a row
+    val_records[0].update(repo="calc", test_path="src/test/java/CalcTest.java", test_method="adds")  # copied
+    val_records[1].update(repo=7, test_method="subtracts")  # a non-string location field is not copied
     val = records_as_lines(val_records)
     val.insert(2, "{broken")
     flags = write_archive(str(tmp_path / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(6)]), val)
@@ -30,8 +32,13 @@ def test_predictions_are_in_file_order_and_average_to_the_summary(model_dir, tmp
     rows = check_predictions_match_summary(tmp_path / "out", expected)
     assert rows[0]["teacher_prediction"] == "assertEquals(200, calculator.add(200, 0));"
     assert rows[0]["teacher_prediction_script1"] == "['assertEquals(200, calculator.add(200, 0));']"
-    assert set(rows[0]) == {"index", "line_number", "ground_truth", "teacher_prediction",
-                            "teacher_prediction_script1", "student_prediction", *RECORD_METRICS}
+    assert list(rows[0])[:5] == ["index", "line_number", "repo", "test_path", "test_method"]
+    assert [rows[0][key] for key in ("repo", "test_path", "test_method")] == ["calc", "src/test/java/CalcTest.java",
+                                                                              "adds"]
+    assert set(rows[1]) == {"index", "line_number", "test_method", "ground_truth", "teacher_prediction",
+                            "teacher_prediction_script1", "student_prediction", *EVALUATION_RECORD_METRICS}
+    assert rows[1]["test_method"] == "subtracts" and "repo" not in rows[2]
+    assert [row["parses_as_java_teacher"] for row in rows] == [1.0] * len(rows)  # make_record's teacher line parses
 
 
 def test_confidence_intervals_are_bootstrap_percentiles_of_the_mean_at_least_wilson():

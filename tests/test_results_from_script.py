@@ -89,4 +89,4 @@ def test_logs_hold_every_schema_key(script_run):
                                                  schema.TRAIN_LEARNING_RATE, schema.TRAIN_OPTIMIZER_STEPS,
                                                  schema.TRAIN_SKIPPED_NONFINITE_STEPS]
     rows = [json.loads(line) for line in (out_dir / schema.PREDICTIONS_FILENAME).read_text().splitlines()]
-    assert [list(row) for row in rows] == [[*schema.ROW_KEYS, *schema.RECORD_METRICS]] * 4
+    assert [list(row) for row in rows] == [[*schema.ROW_KEYS, *schema.EVALUATION_RECORD_METRICS]] * 4

@@ -107,11 +107,19 @@ def test_a_text_setting_added_later_is_an_axis_too(tmp_path):
 
 
 def test_runs_missing_a_setting_are_not_pooled_with_runs_that_have_it(tmp_path):
-    write_run(tmp_path, "old", summary(0.5, 2.0, 1))
-    write_run(tmp_path, "new", summary(0.5, 2.0, 2, divergence="jsd"))
+    write_run(tmp_path, "old", summary(0.5, 2.0, 1))  # a setting this version does not declare: no default
+    write_run(tmp_path, "new", summary(0.5, 2.0, 2, future_setting="x"))
     cells = results.aggregate(results.load_runs(tmp_path)[0])
-    assert [(c.value("divergence"), c.n) for c in cells] == [("jsd", 1), (None, 1)]
-    assert cells[1].name == "alpha=0.5, T=2, divergence=none"
+    assert [(c.value("future_setting"), c.n) for c in cells] == [("x", 1), (None, 1)]
+    assert cells[1].name == "alpha=0.5, T=2, future_setting=none"
+
+
+def test_a_run_from_before_the_divergence_flag_is_the_forward_kl_cell(tmp_path):
+    write_run(tmp_path, "old", summary(0.5, 2.0, 1))
+    write_run(tmp_path, "new", summary(0.5, 2.0, 2, divergence="forward_kl"))
+    write_run(tmp_path, "jsd", summary(0.5, 2.0, 3, divergence="jsd"))
+    cells = results.aggregate(results.load_runs(tmp_path)[0])
+    assert sorted((c.value("divergence"), c.n) for c in cells) == [("forward_kl", 2), ("jsd", 1)]
 
 
 def test_a_run_without_an_entry_counts_as_having_its_default(tmp_path):

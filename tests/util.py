@@ -16,7 +16,7 @@ from transformers import T5ForConditionalGeneration
 
 from assertdistill import schema
 from assertdistill.codec import compress_logits
-from assertdistill.schema import RECORD_METRICS
+from assertdistill.schema import EVALUATION_RECORD_METRICS
 from assertdistill.statistics import BOOTSTRAP_METHOD
 from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
 
@@ -155,12 +155,12 @@ def check_predictions_match_summary(output_dir, expected_truths):
     assert [row["index"] for row in rows] == list(range(len(rows))) == list(range(metrics["num_eval_samples"]))
     lines = [row["line_number"] for row in rows]
     assert all(earlier < later for earlier, later in zip(lines, lines[1:]))  # file order, no record twice
-    for name in RECORD_METRICS:
+    for name in EVALUATION_RECORD_METRICS:
         assert float(np.mean([row[name] for row in rows])) == metrics[f"avg_{name}"], name
     intervals = summary[schema.CONFIDENCE_INTERVALS]
     assert intervals["method"] == BOOTSTRAP_METHOD and intervals["resamples"] >= 1000
     assert intervals["confidence"] == 0.95
-    for name in RECORD_METRICS:
+    for name in EVALUATION_RECORD_METRICS:
         low, high = intervals[f"avg_{name}"]
         assert low <= metrics[f"avg_{name}"] <= high, name
     return rows

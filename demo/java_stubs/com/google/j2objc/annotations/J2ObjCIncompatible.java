@@ -1,0 +1,6 @@
+package com.google.j2objc.annotations;
+
+/** Compile-time stand-in for j2objc-annotations (not packaged by Debian); no effect on the JVM. */
+@java.lang.annotation.Retention(java.lang.annotation.RetentionPolicy.CLASS)
+public @interface J2ObjCIncompatible {
+}
