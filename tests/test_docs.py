@@ -70,3 +70,12 @@ def test_the_sweep_commands_name_existing_scripts_and_settings():
         for flag, value in zip(command, command[1:]):
             if flag in ("--axis",):
                 assert value in settings, f"sweep axis {value} is no setting of script.py"
+
+
+def test_the_module_map_names_every_module_of_the_package():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    mapped = {name for row in re.findall(r"^\| (`[^|]*`) \|", text, re.MULTILINE)
+              for name in re.findall(r"`([a-z_0-9]+)`", row)}
+    modules = {path.stem for path in (ROOT / "assertdistill").glob("*.py") if path.stem != "__init__"}
+    assert modules - mapped == set(), "docs/ARCHITECTURE.md's module map lacks these modules"
+    assert mapped - modules == set(), "docs/ARCHITECTURE.md's module map names modules that do not exist"
