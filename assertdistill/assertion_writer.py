@@ -133,10 +133,11 @@ class AssertionWriter:
 
 
 def unified_diff(result: FileResult) -> str:
-    """The file's change as a unified diff (a/ and b/ prefixes, as git prints them)."""
+    """The file's change as a unified diff (a/ and b/ prefixes, as git prints them; `patch -p1` applies it)."""
+    name = result.path.lstrip("/")  # an absolute path as a/work/x.java, not a//work/x.java
     return "".join(difflib.unified_diff(result.original.splitlines(keepends=True),
                                         result.updated.splitlines(keepends=True),
-                                        fromfile=f"a/{result.path}", tofile=f"b/{result.path}"))
+                                        fromfile=f"a/{name}", tofile=f"b/{name}"))
 
 
 def write_in_place(path: str, text: str) -> None:

@@ -183,7 +183,7 @@ def test_bad_files_get_one_line_and_the_others_are_processed(tmp_path, student_d
     assert code == 1
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and str(bad) in errors[0]
-    assert "+++ b/" + str(good) in out  # the good file still got its diff
+    assert "+++ b/" + str(good).lstrip("/") in out and "b//" not in out  # the good file still got its diff
 
 
 def test_a_directory_that_is_not_a_saved_student_is_one_line(tmp_path, capsys):
