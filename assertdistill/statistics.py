@@ -24,7 +24,7 @@ SIGN_FLIP_EXACT = "sign-flip permutation (exact)"
 SIGN_FLIP_MONTE_CARLO = "sign-flip permutation (Monte Carlo)"
 MCNEMAR_EXACT = "McNemar exact"
 PAIRED_BOOTSTRAP = "paired percentile bootstrap"
-BOUNDED_DIFFERENCE = "conservative, bounded differences"
+BOUNDED_DIFFERENCE = "conservative: bounded differences and the share that differ"
 _MAX_BLOCK_ELEMENTS = 1 << 22  # resample-by-record count matrices are built this many cells at a time
 
 
@@ -158,17 +158,21 @@ def paired_difference_ci(differences, resamples: int = DEFAULT_RESAMPLES, confid
     """Interval of the mean of (N,) differences of two [0, 1] scores: (low, high, method).
 
     The paired percentile bootstrap where it is trustworthy (>= MIN_BOOTSTRAP_RECORDS records, of which
-    >= MIN_BOOTSTRAP_NONZERO differ, not all by the same amount); else the conservative interval of a bounded mean applied to
-    (difference + 1) / 2, a score in [0, 1].
+    >= MIN_BOOTSTRAP_NONZERO differ, not all by the same amount); else a conservative interval: the
+    bounded-mean interval of (difference + 1) / 2, a score in [0, 1], cut to +-(the Wilson upper bound of
+    the share of records that differ), since |mean difference| <= that share. Each of the two is taken at
+    confidence (1 + confidence) / 2, so both hold together with at least `confidence` (Bonferroni).
     """
     values = np.asarray(differences, dtype=np.float64)
-    if (len(values) >= MIN_BOOTSTRAP_RECORDS and np.count_nonzero(values) >= MIN_BOOTSTRAP_NONZERO
-            and np.ptp(values) > 0):
+    differing = np.count_nonzero(values)
+    if len(values) >= MIN_BOOTSTRAP_RECORDS and differing >= MIN_BOOTSTRAP_NONZERO and np.ptp(values) > 0:
         low, high = bootstrap_mean_ci(values, resamples, confidence, seed)
         return low, high, PAIRED_BOOTSTRAP
+    each = (1.0 + confidence) / 2.0
     shifted = float(np.clip((values.mean() + 1.0) / 2.0, 0.0, 1.0))
-    low, high = bounded_mean_ci(shifted, len(values), confidence)
-    return 2.0 * low - 1.0, 2.0 * high - 1.0, BOUNDED_DIFFERENCE
+    low, high = bounded_mean_ci(shifted, len(values), each)
+    share_bound = wilson_ci(differing / len(values), len(values), each)[1]
+    return max(2.0 * low - 1.0, -share_bound), min(2.0 * high - 1.0, share_bound), BOUNDED_DIFFERENCE
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 from assertdistill.statistics import (BOUNDED_DIFFERENCE, DEFAULT_PERMUTATIONS, EXACT_MAX_NONZERO, PAIRED_BOOTSTRAP,
                                       SIGN_FLIP_MONTE_CARLO, bootstrap_mean_ci, bootstrap_means, bounded_mean_ci,
                                       mcnemar_exact, paired_test, score_mean_ci, seeds_then_records_ci,
-                                      sign_flip_test, wilson_ci)
+                                      paired_difference_ci, sign_flip_test, wilson_ci)
 
 
 def test_interval_covers_the_true_rate_about_95_percent_of_the_time():
@@ -205,3 +205,10 @@ def test_ten_thousand_records_and_twenty_metrics_in_one_call():
     low, high = bootstrap_mean_ci(scores, resamples=1000)
     assert np.all(low < scores.mean(axis=0)) and np.all(scores.mean(axis=0) < high)
     assert bootstrap_means(scores, resamples=10).shape == (10, 20)
+
+
+def test_no_differing_record_gives_a_narrow_interval_around_zero_bounded_by_the_share_that_differ():
+    low, high, method = paired_difference_ci(np.zeros(300))
+    assert method == BOUNDED_DIFFERENCE and low == -high and 0.0126 < high < 0.02  # Wilson's 0/300 bound at 97.5%
+    low, high, _ = paired_difference_ci(np.r_[np.zeros(295), np.ones(5)])  # 5 records differ, all by +1
+    assert 0.0 < 5 / 300 <= high < 0.05 and low < 5 / 300
