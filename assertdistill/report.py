@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .schema import ACCURACY, S_VS_GT_SCRIPT1, S_VS_T_SCRIPT1, T_VS_GT_SCRIPT1, record_key
-from .statistics import DEFAULT_CONFIDENCE, bounded_mean_ci, paired_test
+from .statistics import DEFAULT_CONFIDENCE, paired_test, score_mean_ci
 
 SIGNIFICANCE = 0.05  # a paired p value below it: the student and the teacher are distinguishable
 
@@ -35,7 +35,7 @@ def final_lines(records: list[dict]) -> list[str]:
     teacher = np.array([record[record_key(ACCURACY, T_VS_GT_SCRIPT1)] for record in records], dtype=np.float64)
     lines = [f"Final, on {len(records)} validation records ({DEFAULT_CONFIDENCE:.0%} intervals, Wilson-floored):"]
     for name, scores in (("student", student), ("teacher", teacher)):
-        low, high = bounded_mean_ci(float(scores.mean()), len(scores))
+        low, high = score_mean_ci(scores)  # the summary's confidence_intervals method, so both say the same
         lines.append(f"  {name} accuracy vs truth {scores.mean():.4f} [{low:.4f}, {high:.4f}]")
     share = f"student reaches {student.mean() / teacher.mean():.1%} of the teacher; " if teacher.mean() else ""
     lines.append(f"  {share}{paired_verdict(student, teacher)}")

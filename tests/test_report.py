@@ -3,7 +3,7 @@
 import pytest
 
 from assertdistill.report import final_lines, telling_record
-from assertdistill.statistics import bounded_mean_ci, mcnemar_exact
+from assertdistill.statistics import mcnemar_exact, score_mean_ci
 
 STUDENT, TEACHER, STUDENT_VS_TEACHER = ("accuracy_s_vs_gt_script1", "accuracy_t_vs_gt_script1",
                                         "accuracy_s_vs_t_script1")
@@ -26,9 +26,9 @@ def test_final_lines_give_both_accuracies_with_intervals_and_the_mcnemar_verdict
     student, teacher = set(range(16)), set(range(4, 24))
     lines = final_lines(records(student, teacher, 300))
     assert lines[0] == "Final, on 300 validation records (95% intervals, Wilson-floored):"
-    low, high = bounded_mean_ci(16 / 300, 300)
+    low, high = score_mean_ci([float(i in student) for i in range(300)])  # as the summary's confidence_intervals
     assert lines[1] == f"  student accuracy vs truth 0.0533 [{low:.4f}, {high:.4f}]"
-    low, high = bounded_mean_ci(20 / 300, 300)
+    low, high = score_mean_ci([float(i in teacher) for i in range(300)])
     assert lines[2] == f"  teacher accuracy vs truth 0.0667 [{low:.4f}, {high:.4f}]"
     p_value = mcnemar_exact([i in student for i in range(300)], [i in teacher for i in range(300)])
     assert p_value == pytest.approx(0.388, abs=0.001)  # 4 records only the student gets, 8 only the teacher
@@ -63,3 +63,15 @@ def test_a_run_ends_with_the_sample_both_accuracies_and_the_verdict(tmp_path, ca
     assert "student vs teacher, paired over the same records (sign-flip permutation (exact)): p = " in out[-1]
     assert out[-1].endswith("distinguishable at 0.05")
     assert any(line.startswith("Sample (record ") for line in out)
+
+
+def test_the_last_lines_give_the_intervals_the_summary_writes():
+    from assertdistill.schema import avg
+    from assertdistill.summary import confidence_intervals
+
+    rows = records(set(range(16)), set(range(4, 24)), 300)
+    written = confidence_intervals(rows, [STUDENT, TEACHER])
+    lines = final_lines(rows)
+    for line, name in ((lines[1], STUDENT), (lines[2], TEACHER)):
+        low, high = written[avg(name)]
+        assert line.endswith(f"[{low:.4f}, {high:.4f}]")
