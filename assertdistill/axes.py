@@ -10,12 +10,11 @@ are never pooled as seeds.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
 
-from assertdistill.config import RunConfig
+from assertdistill import config
 from assertdistill.schema import ARG_ALPHA, ARG_SEED, ARG_TEMPERATURE
 
 
@@ -48,8 +47,7 @@ RUN_ONLY_SETTINGS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoi
 _DECLARED = {axis.name: axis for axis in SWEPT}
 # A run made before a setting existed ran as its default does (a new flag's default keeps the old behaviour):
 # a summary without an entry of args is read as holding RunConfig's default for it.
-DEFAULTS = {field.name: field.default for field in dataclasses.fields(RunConfig)
-            if field.default is not dataclasses.MISSING and field.name not in RUN_ONLY_SETTINGS}
+DEFAULTS = {name: value for name, value in config.DEFAULTS.items() if name not in RUN_ONLY_SETTINGS}
 _BY_KEY = {axis.key: axis for axis in SWEPT}
 
 

@@ -10,7 +10,7 @@ import shutil
 
 import torch
 
-from .config import RESUME_MUST_MATCH, SETTINGS  # the flags declared resume_must_match: a resume refuses others
+from .config import DEFAULTS, RESUME_MUST_MATCH  # the flags declared resume_must_match: a resume refuses others
 from .schema import CHECKPOINTS_DIRNAME
 
 STATE_FILENAME = "state.pt"
@@ -104,7 +104,7 @@ def checkpoint_to_resume(spec: str, output_dir: str, flags: dict) -> tuple[str, 
     """(path, state) of the checkpoint `spec` names, refused unless made with this run's RESUME_MUST_MATCH flags."""
     path = resolve_checkpoint(spec, output_dir)
     checkpoint = load_checkpoint(path)
-    made_with = {**{spec.name: spec.default for spec in SETTINGS}, **checkpoint[RUN_KEY]["args"]}  # older: newer flags' defaults
+    made_with = {**DEFAULTS, **checkpoint[RUN_KEY]["args"]}  # a checkpoint older than a flag ran with its default
     mismatched = [name for name in RESUME_MUST_MATCH if made_with.get(name) != flags[name]]
     if mismatched:
         raise CheckpointError(f"{path} was made with other values of --{', --'.join(mismatched)}; "

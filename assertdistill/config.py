@@ -271,6 +271,7 @@ def _settings() -> tuple[Setting, ...]:
 
 SETTINGS = _settings()
 RESUME_MUST_MATCH = tuple(spec.name for spec in SETTINGS if spec.resume_must_match)
+DEFAULTS = {spec.name: spec.default for spec in SETTINGS}  # what a run made before a setting existed ran with
 
 
 def build_parser(description: str, epilog: str) -> argparse.ArgumentParser:
