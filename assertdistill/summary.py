@@ -102,14 +102,35 @@ def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -
             CI_SEED: seed, **{avg(name): [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}}
 
 
+def cpu_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name with its family and model numbers ("AMD EPYC (family 26, model 2)"); "unknown" without /proc/cpuinfo.
+
+    The name alone can cover several generations (float results differ between them), the numbers tell them apart.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            for line in cpuinfo:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    numbers = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"))
+               if key in fields]
+    return f"{name} ({', '.join(numbers)})" if numbers else name
+
+
 def environment_info(device: str) -> dict:
-    """Device and library versions for the summary."""
+    """Device, CPU and library versions for the summary."""
     import torch
     import transformers
 
     return {"device": device, "python": platform.python_version(), "platform": platform.platform(),
             "torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
-            "cpu_threads": torch.get_num_threads()}
+            "cpu": cpu_name(), "cpu_threads": torch.get_num_threads()}
 
 
 def build_summary(args_dict: dict, final_metrics: dict, epochs_trained: int, training_seconds: float,

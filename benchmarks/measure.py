@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from assertdistill.summary import cpu_name
+
 SHAPES = {  # T5 dimensions; vocabulary 32100 for both (CodeT5's)
     "codet5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6),
     "codet5-base": dict(d_model=768, d_ff=3072, d_kv=64, num_heads=12, num_layers=12, num_decoder_layers=12),
@@ -113,13 +115,7 @@ def median(values: list[float]) -> float:
 
 def machine() -> dict:
     """CPU model, cores, torch threads, the math library torch uses, and the GPU when there is one."""
-    model_name = "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model_name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": model_name, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available()}
     if torch.cuda.is_available():
