@@ -182,8 +182,9 @@ def save_overview(cells, runs, swept: Axis, path: Path) -> None:
                fontsize="small" if len(legend) > 12 else None)
     methods = "; ".join(results.INTERVAL_METHODS[m] for m in results.interval_methods(cells)) or "none"
     unbounded = "std over seeds for" if any(c.n > 1 for c in cells) else "none for"
-    fig.suptitle(f"Distillation metrics vs {swept.label}: mean; bars: {results.CONFIDENCE:.0%} CI for scores in "
-                 f"[0, 1] ({methods}), {unbounded} unbounded metrics (no interval)")
+    title = (f"Distillation metrics vs {swept.label}: mean; bars: {results.CONFIDENCE:.0%} CI for scores in "
+             f"[0, 1] ({methods}), {unbounded} unbounded metrics (no interval)")
+    fig.suptitle(textwrap.fill(title, 30 * ncols))  # about 30 characters of the title's font per panel
     fig.savefig(path)
 
 

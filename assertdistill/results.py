@@ -77,7 +77,7 @@ METRICS: tuple[Metric, ...] = (
     *(m[1] for m in _MATCH),
     Metric(AVG_LOSS, "Eval loss (total)", lower_is_better=True),
     Metric(AVG_HARD_LOSS, "Eval hard loss (vs ground truth)", lower_is_better=True),
-    Metric(AVG_SOFT_LOSS, "Eval soft loss (KL vs teacher)", lower_is_better=True),
+    Metric(AVG_SOFT_LOSS, "Eval soft loss (divergence from teacher)", lower_is_better=True),
     Metric(AVG_INFERENCE_TIME_PER_SAMPLE_MS, "Inference time per sample", unit="ms", fmt=".1f",
            lower_is_better=True),
     Metric(TRAINING_DURATION_SECONDS, "Training time", unit="s", fmt=".0f", lower_is_better=True),
@@ -228,6 +228,8 @@ def parse_summary(path: Path, data) -> Run:
         if not math.isfinite(hyper[name]):
             raise SummaryError(f"{ARGS}.{arg_key} is not finite: {args[arg_key]!r}")
     metrics, problems = _final_metrics(data)
+    if hyper["alpha"] == 0 and metrics.get(AVG_SOFT_LOSS) == 0.0:
+        del metrics[AVG_SOFT_LOSS]  # the loss skips the divergence at alpha 0 and writes 0.0 (as the thesis's): no value
     teacher_acc = metrics.get(metric_key(ACCURACY, T_VS_GT_SCRIPT1))
     student_acc = metric_key(ACCURACY, S_VS_GT_SCRIPT1)
     if STUDENT_SHARE_OF_TEACHER_ACCURACY not in metrics and teacher_acc and student_acc in metrics:  # not of 0

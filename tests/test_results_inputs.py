@@ -188,3 +188,21 @@ def test_a_categorical_axis_with_many_values_gets_at_most_max_ticks():
     labels = [tick.get_text() for tick in fig.axes[0].get_xticklabels()]
     assert 2 <= len(labels) <= plotting.MAX_TICKS and labels[0] == "student0"
     assert np.all(np.diff(fig.axes[0].get_xticks()) > 0)
+
+
+def test_the_soft_loss_of_alpha_0_is_not_plotted_as_a_measured_zero(tmp_path):
+    """At alpha 0 the loss never computes the divergence and writes 0.0 (as the thesis's does): not a value."""
+    write_run(tmp_path, "a0", with_metrics(0.0, 42, avg_soft_loss=0.0))
+    write_run(tmp_path, "a5", with_metrics(0.5, 42, avg_soft_loss=0.25))
+    runs, skipped = results.load_runs(tmp_path)
+    assert not skipped
+    soft = {run.alpha: run.metrics.get(schema.AVG_SOFT_LOSS) for run in runs}
+    assert soft == {0.0: None, 0.5: 0.25}
+    cells = {cell.alpha: cell for cell in results.aggregate(runs)}
+    assert schema.AVG_SOFT_LOSS not in cells[0.0].stats and cells[0.5].stats[schema.AVG_SOFT_LOSS][0] == 0.25
+
+
+def test_a_soft_loss_measured_at_alpha_0_is_kept(tmp_path):
+    write_run(tmp_path, "a0", with_metrics(0.0, 42, avg_soft_loss=0.7))
+    runs, _ = results.load_runs(tmp_path)
+    assert runs[0].metrics[schema.AVG_SOFT_LOSS] == 0.7
