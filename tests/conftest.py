@@ -1,4 +1,5 @@
-"""Make the repository root and tests/ importable, keep every test offline, skip cuda-marked tests without CUDA."""
+"""Make the repository root and tests/ importable, keep every test offline, skip cuda-marked tests without CUDA,
+keep the recursion limit."""
 
 import os
 import sys
@@ -20,3 +21,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def recursion_limit_kept():
+    """Fail the test that leaves the interpreter's recursion limit changed (LittleDarwin's import raises it to
+    100000, and json's C scanner then overflows the C stack on a deeply nested record instead of raising)."""
+    limit = sys.getrecursionlimit()
+    yield
+    changed = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    assert changed == limit, f"the test left the recursion limit at {changed}, not {limit}"

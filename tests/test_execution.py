@@ -1,5 +1,6 @@
 """evaluate_execution.py on tests/data/java_projects/calc (JUnit 4): every outcome, mutants, bad input, the summary."""
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -196,7 +197,8 @@ def test_summary_pairs_only_counted_records():
 
 
 def test_making_mutants_leaves_the_process_recursion_limit_as_it_was():
-    pytest.importorskip("littledarwin")
+    if importlib.util.find_spec("littledarwin") is None:  # importing it here would raise the limit for good
+        pytest.skip("littledarwin is not installed")
     limit = sys.getrecursionlimit()
     generate_mutants("class A { int f(int x) { return x + 1; } }")
     assert sys.getrecursionlimit() == limit  # json's C scanner on a deeply nested record needs the usual limit
