@@ -41,6 +41,14 @@ class Comparison:
         """Whether the difference is significant at the sweep's confidence level."""
         return self.result.p_value < 1.0 - CONFIDENCE
 
+    @property
+    def significance_text(self) -> str:
+        """yes / no as p says, marked where the interval (a separate method) says otherwise about 0."""
+        holds_zero = self.result.ci_low <= 0.0 <= self.result.ci_high
+        if self.significant:
+            return "yes (interval holds 0)" if holds_zero else "yes"
+        return "no" if holds_zero else "no (interval excludes 0)"
+
 
 @dataclass
 class PairedComparisons:
@@ -235,7 +243,7 @@ def markdown_section(result: PairedComparisons) -> str:
             paired = row.result
             lines.append("| " + " | ".join(axes.format_value(row.cell.value(name)) for name in names)
                          + f" | {paired.difference:+{fmt}} | [{paired.ci_low:+{fmt}}, {paired.ci_high:+{fmt}}] | "
-                         f"{paired.p_value:.3g} | {'yes' if row.significant else 'no'} | {paired.test} | "
+                         f"{paired.p_value:.3g} | {row.significance_text} | {paired.test} | "
                          f"{paired.ci_method} | {paired.records} |")
         lines += ["", "Difference = cell - reference, on per-record scores averaged over each cell's seeds, records "
                   f"matched by {ROW_LINE_NUMBER}. p: McNemar's exact test for the strict exact match when every "
@@ -243,7 +251,9 @@ def markdown_section(result: PairedComparisons) -> str:
                   f"{statistics.EXACT_MAX_NONZERO} differing records, else Monte Carlo); with m differing records "
                   "no p is below 2 / 2^m, so fewer than 6 can never be significant. Interval: paired bootstrap "
                   f"with >= {statistics.MIN_BOOTSTRAP_RECORDS} records of which >= "
-                  f"{statistics.MIN_BOOTSTRAP_NONZERO} differ, else conservative. No correction for multiple "
+                  f"{statistics.MIN_BOOTSTRAP_NONZERO} differ, else conservative. Significant: p < "
+                  f"{1.0 - CONFIDENCE:.2g}; \"interval holds 0\": the interval, which does not condition on which "
+                  "records differ, disagrees (few records differ). No correction for multiple "
                   f"comparisons. Every metric: {COMPARISONS_FILENAME}; methods: docs/STATISTICS.md."]
     lines += [f"- {line}" for line in result.refused]
     return "\n".join(lines) + "\n"

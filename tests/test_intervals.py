@@ -307,3 +307,19 @@ def test_bad_reference_exits_2(paired_sweep, tmp_path):
     code, _, err = run_cli(["--results_dir", root, "--output_dir", tmp_path / "g", "--reference", "alpha=x"])
     assert code == 2 and err == "error: --reference 'alpha=x': 'x' is not a number\n"
     assert not (tmp_path / "g").exists()
+
+
+def test_a_significant_p_whose_conservative_interval_holds_zero_is_marked():
+    """8 of 300 records better in the reference only: the exact sign flip gives p = 2 / 2^8, while the
+    conservative interval (fewer than 10 records differ) still holds 0; the table says both."""
+    reference = np.zeros(300)
+    reference[:8] = 1.0
+    result = statistics.paired_test(np.zeros(300), reference)
+    assert result.p_value == pytest.approx(2 / 2 ** 8) and result.ci_low < 0.0 < result.ci_high
+    assert result.ci_method == statistics.BOUNDED_DIFFERENCE
+    marked = comparisons.Comparison(None, MAIN, None, result)
+    assert marked.significant and marked.significance_text == "yes (interval holds 0)"
+    clear = comparisons.Comparison(None, MAIN, None, statistics.PairedResult(-0.1, -0.2, -0.05, "m", 0.001, "t", 300))
+    assert clear.significance_text == "yes"
+    odd = comparisons.Comparison(None, MAIN, None, statistics.PairedResult(-0.1, -0.2, -0.05, "m", 0.2, "t", 300))
+    assert odd.significance_text == "no (interval excludes 0)"
