@@ -103,9 +103,10 @@ def confidence_intervals(records: list[dict], names: list[str], seed: int = 0) -
 
 
 def cpu_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name with its family and model numbers ("AMD EPYC (family 26, model 2)"); "unknown" without /proc/cpuinfo.
+    """The CPU's model name with its family and model numbers ("AMD EPYC (family 26, model 2)").
 
-    The name alone can cover several generations (float results differ between them), the numbers tell them apart.
+    The name alone can cover several generations (float results differ between them), the numbers tell them
+    apart. Without the file (not Linux) or a model name in it: platform.processor(), else "unknown".
     """
     fields: dict[str, str] = {}
     try:
@@ -116,7 +117,7 @@ def cpu_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
                 key, _, value = line.partition(":")
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
-        return platform.processor() or "unknown"
+        fields = {}  # no cpuinfo to read: the platform's name below
     name = fields.get("model name") or platform.processor() or "unknown"
     numbers = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"))
                if key in fields]
