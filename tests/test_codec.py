@@ -817,7 +817,8 @@ if st is not None:
     random_topk_dicts = st.fixed_dictionaries({"format": st.just("topk")},
                                               optional={key: json_values for key in TOPK_KEYS[1:]})
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(compressed=st.one_of(mutated_dicts(), mutated_topk_dicts(), random_dicts, random_topk_dicts,
                                 json_values),
            max_positions=st.one_of(st.none(), st.integers(1, 12)))
@@ -831,3 +832,15 @@ else:
     @pytest.mark.skip(reason="hypothesis is not installed")
     def test_decode_returns_declared_shape_or_codec_error():
         """Placeholder so the missing property test shows up as skipped."""
+
+
+@pytest.mark.parametrize("key, value", [("scale", [False]), ("scale", [0.5]), ("zero_point", [[1]])])
+def test_a_list_scale_or_zero_point_is_refused_though_the_published_decoder_broadcasts_it(key, value):
+    """The one kind of record the published decoder reads and this one refuses (docs/DATA_FORMAT.md)."""
+    compressed = {**compress_logits(np.arange(15, dtype=np.float32).reshape(1, 3, 5), bits=8), key: value}
+    published = published_decompress(copy.deepcopy(compressed))
+    assert published is not None and published.shape == (1, 3, 5)
+    with pytest.raises(CodecError, match=rf"{key} must be a number, got \["):
+        decompress_logits(compressed)
+    with pytest.raises(CodecError, match=rf"{key} must be a number"):
+        decode_quantized(compressed)
