@@ -19,10 +19,10 @@ import json
 import os
 import sys
 
-from assertdistill.archive import DEFAULT_MAX_RECORD_BYTES, DataError
-from assertdistill.cli import run_reporting_errors
-from assertdistill.codec import compress_logits, decompress_logits  # noqa: F401  (public API: from compress import ...)
-from assertdistill.hexframes import CodecError
+from assertdistill.codec.codec import compress_logits, decompress_logits  # noqa: F401  (public API: from compress import ...)
+from assertdistill.codec.hexframes import CodecError
+from assertdistill.core.cli import run_reporting_errors
+from assertdistill.data.archive import DEFAULT_MAX_RECORD_BYTES, DataError
 
 USER_ERRORS = (DataError, CodecError, OSError)
 
@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_inspect(args) -> None:
     """Print the inspection report of one archive."""
-    from assertdistill.inspect_data import format_reports, inspect_archive
+    from assertdistill.data.inspect_data import format_reports, inspect_archive
 
     reports = inspect_archive(args.data, args.inner, args.limit, progress=not args.no_progress,
                               max_record_bytes=args.max_record_bytes)
@@ -103,7 +103,7 @@ def run_inspect(args) -> None:
 
 def run_convert(args) -> None:
     """Convert one archive and print what happened per JSONL member."""
-    from assertdistill.convert_data import Target, convert_archive
+    from assertdistill.data.convert_data import Target, convert_archive
 
     if os.path.exists(args.output) and not args.overwrite:
         raise DataError(f"{args.output} exists; pass --overwrite to replace it")
@@ -119,8 +119,15 @@ def run_report(args) -> None:
     """Print the bytes / KL table of every stored form."""
     from collections import Counter
 
-    from assertdistill.storage_report import (archive_blocks, default_forms, describe_blocks, format_table,
-                                              lossy_source_note, measure, synthetic_blocks)
+    from assertdistill.data.storage_report import (
+        archive_blocks,
+        default_forms,
+        describe_blocks,
+        format_table,
+        lossy_source_note,
+        measure,
+        synthetic_blocks,
+    )
 
     sources = Counter()
     if args.source:

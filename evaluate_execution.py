@@ -7,16 +7,28 @@ import sys
 import time
 from pathlib import Path
 
-from assertdistill.execution import Settings, evaluate_records, in_order, read_rows, write_rows
-from assertdistill.execution_figure import save_execution_figure
-from assertdistill.execution_jvm import JavaUnavailable
-from assertdistill.execution_mutants import MutationUnavailable
-from assertdistill.execution_project import ProjectError, load_layouts
-from assertdistill.execution_summary import summarize
-from assertdistill.schema import (EXECUTION_CANDIDATES, EXECUTION_FIGURE_STEM, EXECUTION_FILENAME,
-                                  EXECUTION_SUMMARY_FILENAME, PROJECT_SECONDS, SUM_EXECUTABLE, SUM_MUTATION,
-                                  SUM_PROJECTS, SUM_RECORDS, SUM_SECONDS, SUM_SETTINGS, SUM_TRIED, figure_filename)
-from assertdistill.summary import write_json_atomic
+from assertdistill.core.schema import (
+    EXECUTION_CANDIDATES,
+    EXECUTION_FIGURE_STEM,
+    EXECUTION_FILENAME,
+    EXECUTION_SUMMARY_FILENAME,
+    PROJECT_SECONDS,
+    SUM_EXECUTABLE,
+    SUM_MUTATION,
+    SUM_PROJECTS,
+    SUM_RECORDS,
+    SUM_SECONDS,
+    SUM_SETTINGS,
+    SUM_TRIED,
+    figure_filename,
+)
+from assertdistill.distill.summary import write_json_atomic
+from assertdistill.execution.figure import save_execution_figure
+from assertdistill.execution.jvm import JavaUnavailable
+from assertdistill.execution.mutants import MutationUnavailable
+from assertdistill.execution.outcome_summary import summarize
+from assertdistill.execution.pipeline import ExecutionSettings, evaluate_records, in_order, read_rows, write_rows
+from assertdistill.execution.project import ProjectError, load_layouts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,7 +77,7 @@ def main(argv=None) -> int:
         return 2
     if args.limit is not None:
         records = records[:args.limit]
-    settings = Settings(java_root.resolve(), Path(args.work_dir or out / "work").resolve(), candidates,
+    settings = ExecutionSettings(java_root.resolve(), Path(args.work_dir or out / "work").resolve(), candidates,
                         args.timeout, args.mutants, layouts, args.heap)
     started = time.time()
 

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Quantize and write the export; a bad model directory is one line and exit 2."""
     args = parse_args(argv)
-    from assertdistill.saved_student import SavedStudentError, export_int8, load_saved_student
+    from assertdistill.deploy.saved_student import SavedStudentError, export_int8, load_saved_student
 
     try:
         weights = export_int8(load_saved_student(args.model_dir), args.output_dir)

@@ -23,7 +23,7 @@ import sys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line."""
-    from assertdistill.saved_student import BACKENDS
+    from assertdistill.deploy.saved_student import BACKENDS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,9 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Fill the placeholders; one line per failed file on stderr."""
     args = parse_args(argv)
-    from assertdistill.assertion_writer import AssertionWriter, collect_files, unified_diff, write_in_place
-    from assertdistill.java_placeholders import JavaInputError
-    from assertdistill.saved_student import DEFAULT_NUM_BEAMS, SavedStudentError, load_saved_student
+    from assertdistill.deploy.assertion_writer import AssertionWriter, collect_files, unified_diff, write_in_place
+    from assertdistill.deploy.saved_student import DEFAULT_NUM_BEAMS, SavedStudentError, load_saved_student
+    from assertdistill.java.placeholders import JavaInputError
 
     try:
         student = load_saved_student(args.model_dir, args.backend)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from assertdistill.java_mining import MiningStats, mine_repos, split_records
+from assertdistill.java.mining import MiningStats, mine_repos, split_records
 
 
 def parse_args(argv=None):

@@ -15,13 +15,20 @@ import tempfile
 
 import torch
 
-from assertdistill.archive import DataError
-from assertdistill.errors import ModelLoadError
-from assertdistill.models import load_tokenizer, pick_device, from_pretrained_local_first
-from assertdistill.encoding import InputEncoder
-from assertdistill.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
-from assertdistill.teacher_logits import (SPLITS, SplitReport, package_nested_zip, read_assertion_dataset,
-                                          sample_records, write_split_jsonl, TeacherOptions)
+from assertdistill.core.errors import ModelLoadError
+from assertdistill.core.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
+from assertdistill.data.archive import DataError
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.model.models import from_pretrained_local_first, load_tokenizer, pick_device
+from assertdistill.teacher.teacher_logits import (
+    SPLITS,
+    SplitReport,
+    TeacherOptions,
+    package_nested_zip,
+    read_assertion_dataset,
+    sample_records,
+    write_split_jsonl,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

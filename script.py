@@ -14,10 +14,16 @@ import argparse
 import os
 import sys
 
-from assertdistill.config import THESIS_STUDENT, THESIS_TEACHER  # noqa: F401  (the thesis's default models)
-from assertdistill.config import RunConfig, SettingError, build_parser, demo_defaults
-from assertdistill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
-from assertdistill.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
+from assertdistill.distill.config import (  # noqa: F401  (the thesis's default models)
+    THESIS_STUDENT,
+    THESIS_TEACHER,
+    RunConfig,
+    SettingError,
+    build_parser,
+    demo_defaults,
+)
+from assertdistill.distill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
+from assertdistill.scoring.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,9 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run one distillation; user errors become one line on stderr and exit code 2."""
     args = parse_args(argv)
-    from assertdistill.cli import run_reporting_errors
-    from assertdistill.layout import resolve_data_members
-    from assertdistill.run import USER_ERRORS, run_distillation
+    from assertdistill.core.cli import run_reporting_errors
+    from assertdistill.data.layout import resolve_data_members
+    from assertdistill.distill.run import USER_ERRORS, run_distillation
 
     config = RunConfig.from_namespace(args)
 

@@ -9,8 +9,8 @@ positions. Runs that differ in any other setting are separate cells, never poole
 
 import sys
 
-from assertdistill import axes
-from assertdistill.graphs import build_arg_parser, run_graphs, with_default_dirs
+from assertdistill.analysis import axes
+from assertdistill.analysis.graphs import build_arg_parser, run_graphs, with_default_dirs
 
 
 def parse_args(argv=None):

@@ -9,7 +9,7 @@ cell) and, for runs with predictions.jsonl, comparisons.csv (each cell against t
 
 import sys
 
-from assertdistill.graphs import build_arg_parser, run_graphs
+from assertdistill.analysis.graphs import build_arg_parser, run_graphs
 
 SWEPT = "temperature"  # the hyperparameter on the x axis; alpha_graphs.py differs only here
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assertdistill.codec import compress_logits
-from assertdistill.tokenizer import train_bpe_tokenizer
+from assertdistill.codec.codec import compress_logits
+from assertdistill.model.tokenizer import train_bpe_tokenizer
 
 VOCAB_SIZE = 32100  # CodeT5's vocabulary
 PADDED_POSITIONS = 512  # the generator pads every teacher block to max_tgt_length

@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from assertdistill import generation
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.datastats import DataStats
-from assertdistill.encoding import InputEncoder
-from assertdistill.metrics import record_metrics
-from assertdistill.models import configure_training_kernels
-from assertdistill.saved_student import INT8_WEIGHTS, export_int8, load_saved_student, quantize_int8
-from assertdistill.schema import ACCURACY, S_VS_GT, S_VS_GT_SCRIPT1, SIMILARITY_AVG, record_key, strict_key
-from assertdistill.statistics import paired_test
+from assertdistill.core.schema import ACCURACY, S_VS_GT, S_VS_GT_SCRIPT1, SIMILARITY_AVG, record_key, strict_key
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.datastats import DataStats
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.deploy.saved_student import INT8_WEIGHTS, export_int8, load_saved_student, quantize_int8
+from assertdistill.model import generation
+from assertdistill.model.models import configure_training_kernels
+from assertdistill.scoring.metrics import record_metrics
+from assertdistill.scoring.statistics import paired_test
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import StopAtTargetLength, target_lengths
 from benchmarks.measure import SHAPES, make_model
@@ -95,7 +95,7 @@ def time_way(way: str, model, tokenizer, methods: list[dict], num_beams: int, ma
 
 def sizes_on_disk(model, tokenizer, workdir: str) -> dict:
     """Bytes of the float32 weights (save_pretrained's safetensors) and of the int8 export's state_dict."""
-    from assertdistill.saved_student import SavedStudent
+    from assertdistill.deploy.saved_student import SavedStudent
 
     fp32_dir, int8_dir = os.path.join(workdir, "fp32"), os.path.join(workdir, "int8")
     model.save_pretrained(fp32_dir)
@@ -174,7 +174,7 @@ def figure_lines(results: dict, label: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse the command line."""
-    from assertdistill.paths import DEMO
+    from assertdistill.core.paths import DEMO
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -196,8 +196,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from transformers import AutoModelForSeq2SeqLM
 
-    from assertdistill.models import load_tokenizer
-    from assertdistill.paths import DEMO
+    from assertdistill.core.paths import DEMO
+    from assertdistill.model.models import load_tokenizer
 
     if args.shape:
         tokenizer, max_source, max_target = load_tokenizer(DEMO.student), 1024, 512

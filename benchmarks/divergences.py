@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from assertdistill.divergences import CHOICES
-from assertdistill.forward import batch_losses, student_logits_for
-from assertdistill.loss import DistillationLoss
-from assertdistill.models import configure_training_kernels
-from assertdistill.run import make_optimizer
+from assertdistill.distill.divergences import CHOICES
+from assertdistill.distill.forward import batch_losses, student_logits_for
+from assertdistill.distill.loss import DistillationLoss
+from assertdistill.distill.run import make_optimizer
+from assertdistill.model.models import configure_training_kernels
 from benchmarks.data import bench_tokenizer
 from benchmarks.measure import SHAPES, make_model
 

@@ -14,9 +14,9 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from assertdistill.generation import evaluate_batch
-from assertdistill.constants import IGNORE_INDEX
-from assertdistill.training import move_batch
+from assertdistill.core.constants import IGNORE_INDEX
+from assertdistill.distill.evaluation import evaluate_batch
+from assertdistill.distill.training import move_batch
 from benchmarks.thesis import thesis_losses
 
 

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from assertdistill.summary import cpu_name
+from assertdistill.distill.summary import cpu_name
 
 SHAPES = {  # T5 dimensions; vocabulary 32100 for both (CodeT5's)
     "codet5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6),

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from assertdistill.encoding import FOCAL_PREFIX, TEST_PREFIX
+from assertdistill.data.encoding import FOCAL_PREFIX, TEST_PREFIX
 
 
 def thesis_decompress(compressed: dict) -> torch.Tensor:

@@ -19,22 +19,29 @@ import lz4.frame
 import torch
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from assertdistill.archive import locate_inner_zip, open_jsonl_member
-from assertdistill.allocator import keep_freed_memory
-from assertdistill.codec import decode_quantized
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.forward import batch_losses
-from assertdistill.loss import DistillationLoss
-from assertdistill.models import configure_training_kernels
-from assertdistill.datastats import DataStats
-from assertdistill.encoding import InputEncoder
-from assertdistill.jsonline import loads_record_line
-from assertdistill.run import make_optimizer
-from assertdistill.training import make_loader, move_batch
+from assertdistill.codec.codec import decode_quantized
+from assertdistill.data.archive import locate_inner_zip, open_jsonl_member
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.datastats import DataStats
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.data.jsonline import loads_record_line
+from assertdistill.distill.forward import batch_losses
+from assertdistill.distill.loss import DistillationLoss
+from assertdistill.distill.run import make_optimizer
+from assertdistill.distill.training import make_loader, move_batch
+from assertdistill.model.models import configure_training_kernels
+from assertdistill.runtime.allocator import keep_freed_memory
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import evaluate_pipeline, warm_up
-from benchmarks.measure import (make_model, matmul_flops, peak_memory_mb, peak_rss_mb, reset_peak_memory,
-                                reset_peak_rss, training_flops)
+from benchmarks.measure import (
+    make_model,
+    matmul_flops,
+    peak_memory_mb,
+    peak_rss_mb,
+    reset_peak_memory,
+    reset_peak_rss,
+    training_flops,
+)
 from benchmarks.thesis import ThesisDataset, thesis_loader, thesis_losses
 
 TEMPERATURE, ALPHA = 2.0, 0.7

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer  # noqa: E402
+from assertdistill.model.tokenizer import t5_config_for, train_bpe_tokenizer  # noqa: E402
 
 # Roughly CodeT5-base : CodeT5-small (220M : 60M) at demo scale.
 TEACHER_DIMENSIONS = dict(d_model=256, d_ff=768, d_kv=64, num_heads=4, num_layers=2, num_decoder_layers=2)

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import script  # noqa: E402  (after the path fix-up)
-from assertdistill.paths import DEMO  # noqa: E402
+from assertdistill.core.paths import DEMO  # noqa: E402
 
 OUTPUT = os.path.join(ROOT, "tests", "data", "cli_golden.json")
 THESIS = ["--distillation_data_path", "data/distillation_data.zip",

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from assertdistill.codec import decode_quantized, decompress_logits
-from assertdistill.hexframes import CodecError
+from assertdistill.codec.codec import decode_quantized, decompress_logits
+from assertdistill.codec.hexframes import CodecError
 
 
 def _inflate(encoded):

@@ -5,7 +5,8 @@ import io
 import json
 from pathlib import Path
 
-from assertdistill import results, schema
+from assertdistill.analysis import results
+from assertdistill.core import schema
 
 THESIS_METRICS = [m.key for m in results.METRICS if m.required and m.key != schema.TRAINING_DURATION_SECONDS]
 CORRECTED_METRICS = [m.key for m in results.METRICS if m.key.endswith("_corrected")]

@@ -5,13 +5,13 @@ import threading
 import zipfile
 
 import pytest
-
-from assertdistill import archive as archive_module
-from assertdistill import zipstream
-from assertdistill.archive import DataError, locate_inner_zip, open_jsonl_member
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.encoding import InputEncoder
 from util import make_record, records_as_lines, tiny_tokenizer, write_archive
+
+from assertdistill.data import archive as archive_module
+from assertdistill.data import zipstream
+from assertdistill.data.archive import DataError, locate_inner_zip, open_jsonl_member
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.encoding import InputEncoder
 
 
 def member_lines(flags, split="train"):

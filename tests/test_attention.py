@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-
-from assertdistill import attention
-from assertdistill.dropout import DropoutMasks, FastDropout, use_fast_dropout
-from assertdistill.errors import ModelLoadError
-from assertdistill.models import configure_training_kernels
 from util import tiny_t5
+
+from assertdistill.core.errors import ModelLoadError
+from assertdistill.model import attention
+from assertdistill.model.dropout import DropoutMasks, FastDropout, use_fast_dropout
+from assertdistill.model.models import configure_training_kernels
 
 CPU = torch.device("cpu")
 

@@ -6,13 +6,14 @@ import zipfile
 
 import pytest
 import torch
+from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 import script
-from assertdistill import schema, summary, training
-from assertdistill.forward import BatchLosses
-from assertdistill.loss import DistillationLoss
-from assertdistill.training import Trainer, TrainingError
-from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from assertdistill.core import schema
+from assertdistill.distill import summary, training
+from assertdistill.distill.forward import BatchLosses
+from assertdistill.distill.loss import DistillationLoss
+from assertdistill.distill.training import Trainer, TrainingError
 
 
 @pytest.fixture(scope="module")

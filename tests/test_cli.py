@@ -7,11 +7,19 @@ import zipfile
 
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from util import (
+    assert_same_numbers,
+    flag_list,
+    make_record,
+    records_as_lines,
+    save_tiny_model,
+    tiny_run_flags,
+    tiny_tokenizer,
+    write_archive,
+)
 
 import script
-from assertdistill import schema
-from util import (assert_same_numbers, flag_list, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
-                  write_archive)
+from assertdistill.core import schema
 
 THESIS_METRIC_KEYS = {"avg_loss", "avg_hard_loss", "avg_soft_loss", "avg_inference_time_per_sample_ms",
                       "num_eval_samples"} | {f"avg_{m}_s_vs_{a}_script1" for a in ("t", "gt")
@@ -249,7 +257,7 @@ def test_dataloader_workers_give_the_same_run_as_none(workspace, tmp_path):
 
 @pytest.mark.parametrize("metric", ["avg_loss", "avg_accuracy_s_vs_gt_script1"])
 def test_best_model_selection_keeps_the_lowest_loss_and_the_highest_other_metric(metric):
-    from assertdistill.run import is_better
+    from assertdistill.distill.run import is_better
 
     lower_is_better = metric == "avg_loss"
     assert is_better(metric, 0.5, None)  # the first evaluation is the best so far

@@ -1,4 +1,4 @@
-"""Tests for assertdistill.codec: round trips, compatibility with the generator's files, errors."""
+"""Tests for assertdistill.codec.codec: round trips, compatibility with the generator's files, errors."""
 
 import copy
 import json
@@ -8,10 +8,10 @@ import lz4.frame
 import numpy as np
 import pytest
 import torch
+from published_decoder import check_against_oracle, published_decompress
 
-from assertdistill import hexframes
-from assertdistill.hexframes import CodecError
-from assertdistill.codec import (
+from assertdistill.codec import hexframes
+from assertdistill.codec.codec import (
     QuantizedLogits,
     compress_logits,
     compress_topk,
@@ -20,7 +20,7 @@ from assertdistill.codec import (
     decompress_logits,
     dequantize_codes,
 )
-from published_decoder import check_against_oracle, published_decompress
+from assertdistill.codec.hexframes import CodecError
 
 try:
     from hypothesis import HealthCheck, given, settings

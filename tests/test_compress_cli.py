@@ -9,14 +9,14 @@ import zipfile
 import numpy as np
 import pytest
 from torch.utils.data import DataLoader
+from util import make_record, records_as_lines, tiny_tokenizer, write_archive
 
 import compress
-from assertdistill.codec import compress_logits, decode_quantized, decompress_logits
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.datastats import DataStats
-from assertdistill.encoding import InputEncoder
-from assertdistill.storage_report import kl_per_position
-from util import make_record, records_as_lines, tiny_tokenizer, write_archive
+from assertdistill.codec.codec import compress_logits, decode_quantized, decompress_logits
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.datastats import DataStats
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.data.storage_report import kl_per_position
 
 BROKEN = "{broken"
 NO_LOGITS = json.dumps({"test_method_masked": "x", "original_target": "assertTrue(x);",

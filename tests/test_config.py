@@ -5,15 +5,15 @@ import json
 import re
 from pathlib import Path
 
+import make_cli_golden
 import pytest
 
-import make_cli_golden
 import script
-from assertdistill import config, usage_doc
-from assertdistill.checkpoint import RESUME_MUST_MATCH, CheckpointError, checkpoint_to_resume, save_checkpoint
-from assertdistill.config import SETTINGS, RunConfig, SettingError
-from assertdistill.layout import SplitMembers
-from assertdistill.paths import DEMO
+from assertdistill.core.paths import DEMO
+from assertdistill.data.layout import SplitMembers
+from assertdistill.distill import config, usage_doc
+from assertdistill.distill.checkpoint import RESUME_MUST_MATCH, CheckpointError, checkpoint_to_resume, save_checkpoint
+from assertdistill.distill.config import SETTINGS, RunConfig, SettingError
 
 # A thesis-style command line: the published archive's members given, the thesis's sweep flags, checkpoints.
 THESIS_FLAGS = ["--distillation_data_path", "data/distillation_data.zip",
@@ -191,5 +191,5 @@ def test_must_match_is_the_declared_metadata_and_other_settings_may_change(tmp_p
 
 def test_docs_usage_is_current():
     written = Path(usage_doc.USAGE_PATH).read_text(encoding="utf-8")
-    assert written == usage_doc.render(), "docs/USAGE.md is stale: run python -m assertdistill.usage_doc --write"
+    assert written == usage_doc.render(), "docs/USAGE.md is stale: run python -m assertdistill.distill.usage_doc --write"
     assert all(f"`{spec.flags[0]}`" in written for spec in SETTINGS)

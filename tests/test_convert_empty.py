@@ -4,9 +4,9 @@ import os
 import zipfile
 
 import pytest
+from util import write_archive
 
 import compress
-from util import write_archive
 
 
 def empty_zip(tmp_path):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-from assertdistill import dataset as dataset_module
-from assertdistill.archive import DataError
-from assertdistill.codec import compress_logits, decode_quantized
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.datastats import DataStats
-from assertdistill.encoding import InputEncoder
 from util import make_record, records_as_lines, tiny_tokenizer, write_archive
+
+from assertdistill.codec.codec import compress_logits, decode_quantized
+from assertdistill.data import dataset as dataset_module
+from assertdistill.data.archive import DataError
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.datastats import DataStats
+from assertdistill.data.encoding import InputEncoder
 
 
 def stream_for(flags, split="train", batch_size=4, need_logits=True, **options):

@@ -6,8 +6,8 @@ import os
 import pytest
 
 import script
-from assertdistill import schema
-from assertdistill.paths import DEMO
+from assertdistill.core import schema
+from assertdistill.core.paths import DEMO
 
 pytestmark = pytest.mark.skipif(not os.path.exists(DEMO.archive), reason="demo archive not built")
 

@@ -1,9 +1,9 @@
 """benchmarks/deploy.py: per-method latency of the three ways, sizes, int8 against float32 paired on the records."""
 
 import torch
+from util import tiny_t5, tiny_tokenizer
 
 from benchmarks import deploy
-from util import tiny_t5, tiny_tokenizer
 
 
 def test_measure_reports_every_way_and_the_paired_int8_test():

@@ -12,17 +12,24 @@ import pytest
 import torch
 import torch.distributed as dist
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from util import (
+    check_predictions_match_summary,
+    make_record,
+    records_as_lines,
+    save_tiny_model,
+    tiny_run_flags,
+    tiny_tokenizer,
+    write_archive,
+)
 
-from assertdistill import schema
-from assertdistill.codec import compress_logits
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.distributed import uses_cuda
-from assertdistill.encoding import InputEncoder
-from assertdistill.loss import DistillationLoss
-from assertdistill.evaluation import evaluate
-from assertdistill.training import make_loader
-from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
-                  tiny_tokenizer, write_archive)
+from assertdistill.codec.codec import compress_logits
+from assertdistill.core import schema
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.distill.evaluation import evaluate
+from assertdistill.distill.loss import DistillationLoss
+from assertdistill.distill.training import make_loader
+from assertdistill.runtime.distributed import uses_cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
@@ -30,7 +37,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 RUNNER = """
 import os, sys, torch
 sys.path[:0] = [{root!r}]
-from assertdistill import run
+from assertdistill.distill import run
 report = run.final_report
 def saving_report(state):
     torch.save(state.student.state_dict(), os.path.join({dump!r}, f"rank{{state.context.rank}}.pt"))

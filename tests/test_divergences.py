@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import assertdistill.loss as loss_module
-from assertdistill.codec import compress_topk, decode_quantized, decode_topk
-from assertdistill.divergences import CHOICES, DIVERGENCES, divergence_parameter
+import assertdistill.distill.loss as loss_module
+from assertdistill.codec.codec import compress_topk, decode_quantized, decode_topk
+from assertdistill.distill.divergences import CHOICES, DIVERGENCES, divergence_parameter
 from script import DistillationLoss
 
 BETA, SKEW = 0.3, 0.2

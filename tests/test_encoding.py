@@ -1,9 +1,9 @@
 """The model input: the thesis's source layout, and token ids exactly as the tokenizer call gives them."""
 
 import pytest
-
-from assertdistill.encoding import FOCAL_PREFIX, TEST_PREFIX, InputEncoder
 from util import JAVA_SNIPPETS, tiny_tokenizer
+
+from assertdistill.data.encoding import FOCAL_PREFIX, TEST_PREFIX, InputEncoder
 
 
 def test_source_text_follows_the_thesis_layout():

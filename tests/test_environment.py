@@ -2,7 +2,7 @@
 
 import platform
 
-from assertdistill.summary import cpu_name
+from assertdistill.distill.summary import cpu_name
 
 TWO_PROCESSORS = """processor\t: 0
 vendor_id\t: AuthenticAMD

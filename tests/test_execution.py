@@ -9,11 +9,11 @@ import pytest
 
 import evaluate_execution
 import make_dataset
-from assertdistill import schema
-from assertdistill.execution_jvm import JavaUnavailable, find_java_tools, junit_jars
-from assertdistill.execution_mutants import generate_mutants, spread
-from assertdistill.execution_source import SourceError, mask_test
-from assertdistill.execution_summary import summarize
+from assertdistill.core import schema
+from assertdistill.execution.jvm import JavaUnavailable, find_java_tools, junit_jars
+from assertdistill.execution.mutants import generate_mutants, spread
+from assertdistill.execution.outcome_summary import summarize
+from assertdistill.execution.source import SourceError, mask_test
 
 PROJECTS = Path(__file__).resolve().parent / "data" / "java_projects"
 TEST_PATH = "src/test/java/calc/CalculatorTest.java"

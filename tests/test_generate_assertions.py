@@ -6,15 +6,15 @@ import stat
 
 import pytest
 import torch
+from util import tiny_t5, tiny_tokenizer
 
 import export_int8 as export_int8_script
 import generate_assertions
-from assertdistill import schema
-from assertdistill.encoding import InputEncoder
-from assertdistill.java_mining import PLACEHOLDER, MiningStats, mine_repos
-from assertdistill.java_placeholders import FocalFinder, find_placeholders, parses_as_statement
-from assertdistill.saved_student import load_saved_student
-from util import tiny_t5, tiny_tokenizer
+from assertdistill.core import schema
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.deploy.saved_student import load_saved_student
+from assertdistill.java.mining import PLACEHOLDER, MiningStats, mine_repos
+from assertdistill.java.placeholders import FocalFinder, find_placeholders, parses_as_statement
 
 TARGET = "assertEquals(3, calculator.add(1, 2));\nassertTrue(stack.isEmpty());"
 FOCAL = "package com.x;\n\npublic class Calculator {\n    public int add(int a, int b) { return a + b; }\n}\n"

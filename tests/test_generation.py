@@ -3,12 +3,13 @@
 import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration, LogitsProcessor, LogitsProcessorList
-
-from assertdistill import attention, generation
-from assertdistill.forward import batch_losses
-from assertdistill.loss import DistillationLoss
-from assertdistill.models import configure_training_kernels
 from util import tiny_t5, tiny_tokenizer
+
+from assertdistill.distill.evaluation import evaluate_batch
+from assertdistill.distill.forward import batch_losses
+from assertdistill.distill.loss import DistillationLoss
+from assertdistill.model import attention, generation
+from assertdistill.model.models import configure_training_kernels
 
 CUDA = torch.cuda.is_available()
 MAX_LENGTH = 24
@@ -123,7 +124,7 @@ def test_evaluate_batch_gives_batch_losses_and_generates_ids(num_beams):
     with torch.no_grad():
         expected_losses = batch_losses(model, batch, loss_fn)
         expected_ids = plain_generate(model, batch["input_ids"], batch["attention_mask"], num_beams)
-        losses, ids, milliseconds = generation.evaluate_batch(model, batch, loss_fn, num_beams, MAX_LENGTH)
+        losses, ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams, MAX_LENGTH)
     assert [float(value) for value in losses] == [float(value) for value in expected_losses]
     assert torch.equal(ids, expected_ids)
     assert milliseconds > 0
@@ -132,7 +133,7 @@ def test_evaluate_batch_gives_batch_losses_and_generates_ids(num_beams):
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_generate_gives_model_generates_ids(precision):
-    from assertdistill.forward import autocast_context
+    from assertdistill.model.precision import autocast_context
 
     device = torch.device("cuda")
     model = eos_prone_t5(0, num_layers=2, num_decoder_layers=2).to(device)

@@ -8,13 +8,23 @@ import statistics
 from pathlib import Path
 
 import pytest
+from sweep_fixtures import (
+    TEACHER_ACCURACY,
+    THESIS_FIGURES,
+    THESIS_METRICS,
+    epoch_log,
+    metric_values,
+    run_cli,
+    summary,
+    write_flat,
+    write_run,
+)
 
 import alpha_graphs
 import temperature_graphs
-from assertdistill import results, schema
-from assertdistill.statistics import bounded_mean_ci
-from sweep_fixtures import (TEACHER_ACCURACY, THESIS_FIGURES, THESIS_METRICS, epoch_log, metric_values, run_cli, summary,
-                            write_flat, write_run)
+from assertdistill.analysis import results
+from assertdistill.core import schema
+from assertdistill.scoring.statistics import bounded_mean_ci
 
 ALPHAS, TEMPS, SEEDS = (0.0, 0.5, 1.0), (1.0, 4.0), (1, 2, 3)
 FLAT_SEED = 3  # the grid sweep keeps this seed's runs as flat files, the thesis's layout

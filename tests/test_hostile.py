@@ -12,20 +12,20 @@ import zipfile
 from collections import Counter
 
 import pytest
+from hostile import bomb_member, inner_zip, jsonl, nested_archive, patched, zip_with_raw_member
+from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer
 
 import compress
 import script
-from assertdistill.archive import DataError, OversizeLine, iter_jsonl_lines, join_pieces, locate_inner_zip
-from assertdistill import archive as archive_module
-from assertdistill import schema
-from assertdistill import zipstream
-from assertdistill.zipstream import MemberStream
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.inspect_data import inspect_archive
-from assertdistill.datastats import DataStats
-from assertdistill.encoding import InputEncoder
-from hostile import bomb_member, inner_zip, jsonl, nested_archive, patched, zip_with_raw_member
-from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer
+from assertdistill.core import schema
+from assertdistill.data import archive as archive_module
+from assertdistill.data import zipstream
+from assertdistill.data.archive import DataError, OversizeLine, iter_jsonl_lines, join_pieces, locate_inner_zip
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.datastats import DataStats
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.data.inspect_data import inspect_archive
+from assertdistill.data.zipstream import MemberStream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1 << 30
@@ -391,7 +391,7 @@ def expected_records(payload: bytes, limit: int) -> int:
 
 
 if st is not None:
-    from assertdistill.archive import is_header_line
+    from assertdistill.data.archive import is_header_line
 
     BASE_RECORDS = [make_record(0, 320), make_record(1, 320, bits=4, target_field="assertions"),
                     make_record(2, 320, bits=16, padded_length=3), make_record(3, 320, padded_length=120)]  # 77 kB hex

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import alpha_graphs
-from assertdistill import comparisons, intervals, results, schema, statistics
+from assertdistill.analysis import comparisons, intervals, results
+from assertdistill.core import schema
+from assertdistill.scoring import statistics
 
 N_RECORDS = 400
 WITHOUT_TEACHER = (5, 17)  # records with no teacher prediction: their vs-teacher scores are null

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-
-from assertdistill.codec import compress_logits, decode_quantized
-from assertdistill.hexframes import CodecError, HexBytes
-from assertdistill.jsonline import loads_record_line
 from util import make_record
+
+from assertdistill.codec.codec import compress_logits, decode_quantized
+from assertdistill.codec.hexframes import CodecError, HexBytes
+from assertdistill.data.jsonline import loads_record_line
 
 
 def large_line(**extra):

@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from util import tiny_model_and_archive, tiny_run_flags
 
 import script
-from assertdistill import locking, schema
-from assertdistill.checkpoint import checkpoints_in
-from assertdistill.locking import OutputDirBusyError, OutputDirLock, output_dir_lock
-from assertdistill.run import prepare_output_dir
-from util import tiny_model_and_archive, tiny_run_flags
+from assertdistill.core import schema
+from assertdistill.distill.checkpoint import checkpoints_in
+from assertdistill.distill.run import prepare_output_dir
+from assertdistill.runtime import locking
+from assertdistill.runtime.locking import OutputDirBusyError, OutputDirLock, output_dir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
@@ -23,7 +24,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 HOLDER = """
 import sys, time
 sys.path[:0] = [{root!r}]
-from assertdistill.locking import OutputDirLock
+from assertdistill.runtime.locking import OutputDirLock
 OutputDirLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)
@@ -33,7 +34,7 @@ RACER = """
 import os, sys, time
 sys.path[:0] = [{root!r}]
 import script
-import assertdistill.run
+import assertdistill.distill.run
 print("ready", flush=True)
 while not os.path.exists({go!r}):
     time.sleep(0.005)

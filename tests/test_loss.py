@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
-
-from assertdistill.codec import compress_logits, decode_quantized
-from assertdistill.dataset import Sample, collate
-from assertdistill.forward import batch_losses
-from script import DistillationLoss
 from util import tiny_t5, tiny_tokenizer
+
+from assertdistill.codec.codec import compress_logits, decode_quantized
+from assertdistill.data.dataset import Sample, collate
+from assertdistill.distill.forward import batch_losses
+from script import DistillationLoss
 
 
 def thesis_loss(student_logits, teacher_logits, labels, temperature, alpha):
@@ -183,7 +183,7 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     vocab = len(tokenizer)
     rng = np.random.default_rng(1)
     samples = []
-    from assertdistill.dataset import Sample
+    from assertdistill.data.dataset import Sample
 
     for index, (source, target) in enumerate([(20, 5), (9, 8)]):
         compressed = compress_logits(rng.normal(size=(1, 12, vocab)).astype(np.float32), bits=8)
@@ -193,7 +193,7 @@ def test_collate_and_batch_losses_unchanged_by_fused_path():
     model = tiny_t5(tokenizer).eval()
     loss_fn = DistillationLoss(2.0, 0.7)
     total, hard, soft, _ = batch_losses(model, batch, loss_fn)
-    from assertdistill.forward import student_logits_for
+    from assertdistill.distill.forward import student_logits_for
 
     logits = student_logits_for(model, batch)
     expected = reference_losses(loss_fn, logits, batch["labels"], batch["teacher_values"], batch["teacher_scale"],
@@ -249,7 +249,7 @@ class _SyncCounter(TorchDispatchMode):
 
 def test_fused_loss_syncs_a_fixed_number_of_times_whatever_the_chunk_count(monkeypatch):
     """The chunk loop itself never waits for the device: the syncs do not grow with the number of chunks."""
-    from assertdistill import loss as loss_module
+    from assertdistill.distill import loss as loss_module
 
     generator = torch.Generator().manual_seed(4)
     logits = torch.randn(4, 16, 50, generator=generator, requires_grad=True)

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from util import tiny_model_and_archive, tiny_run_flags, tiny_t5, tiny_tokenizer
 
 import script
-from assertdistill import schema, training
-from assertdistill.checkpoint import CheckpointError, checkpoint_to_resume, save_checkpoint
-from assertdistill.codec import compress_logits, decode_quantized
-from assertdistill.config import RunConfig
-from assertdistill.dataset import Sample, collate
-from assertdistill.forward import BatchLosses, batch_losses, student_logits_for
-from assertdistill.loss import DistillationLoss, TemperatureSchedule
-from assertdistill.training import Trainer
-from util import tiny_model_and_archive, tiny_run_flags, tiny_t5, tiny_tokenizer
+from assertdistill.codec.codec import compress_logits, decode_quantized
+from assertdistill.core import schema
+from assertdistill.data.dataset import Sample, collate
+from assertdistill.distill import training
+from assertdistill.distill.checkpoint import CheckpointError, checkpoint_to_resume, save_checkpoint
+from assertdistill.distill.config import RunConfig
+from assertdistill.distill.forward import BatchLosses, batch_losses, student_logits_for
+from assertdistill.distill.loss import DistillationLoss, TemperatureSchedule
+from assertdistill.distill.training import Trainer
 
 LOSS_FLAGS = {"divergence": "jsd", "jsd_beta": 0.3, "skew_lambda": 0.2, "teacher_text_weight": 0.5,
               "temperature_final": 1.0, "temperature_schedule": "cosine"}

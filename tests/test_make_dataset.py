@@ -1,4 +1,4 @@
-"""Tests for make_dataset.py / assertdistill.java_mining on small Java trees written into tmp_path."""
+"""Tests for make_dataset.py / assertdistill.java.mining on small Java trees written into tmp_path."""
 
 import json
 import re
@@ -7,8 +7,14 @@ import textwrap
 import pytest
 
 import make_dataset
-from assertdistill.java_mining import (MiningStats, focal_name_candidates, mine_repos, one_line,
-                                       split_records, strip_license_header)
+from assertdistill.java.mining import (
+    MiningStats,
+    focal_name_candidates,
+    mine_repos,
+    one_line,
+    split_records,
+    strip_license_header,
+)
 
 FOO = "package p;\n\npublic class Foo {\n  int x;\n}\n"
 BAR = "package p;\n\npublic class Bar {\n  int y;\n}\n"

@@ -4,9 +4,16 @@ from difflib import SequenceMatcher
 
 import pytest
 
-from assertdistill.schema import EVALUATION_RECORD_METRICS
-from assertdistill.metrics import (MetricAccumulator, average_record_metrics, normalize_assertion, parses_as_java,
-                                   record_metrics, split_assertions, strict_exact_match)
+from assertdistill.core.schema import EVALUATION_RECORD_METRICS
+from assertdistill.scoring.metrics import (
+    MetricAccumulator,
+    average_record_metrics,
+    normalize_assertion,
+    parses_as_java,
+    record_metrics,
+    split_assertions,
+    strict_exact_match,
+)
 from script import evaluate_assertions_script1_style
 
 # (generated block, reference block, exact matches, precision, recall, f1, accuracy)

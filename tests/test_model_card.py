@@ -4,13 +4,13 @@ import json
 
 import pytest
 import yaml
+from util import tiny_model_and_archive, tiny_run_flags
 
 import generate_assertions
 import script
-from assertdistill import schema
-from assertdistill.model_card import model_card
-from assertdistill.java_mining import PLACEHOLDER
-from util import tiny_model_and_archive, tiny_run_flags
+from assertdistill.core import schema
+from assertdistill.distill.model_card import model_card
+from assertdistill.java.mining import PLACEHOLDER
 
 
 @pytest.fixture(scope="module")

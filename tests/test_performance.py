@@ -11,17 +11,17 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from util import make_record, records_as_lines, tiny_t5, tiny_tokenizer, write_archive
 
-from assertdistill import schema
-from assertdistill.codec import decode_quantized
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.encoding import InputEncoder
-from assertdistill.loss import DistillationLoss
-from assertdistill.forward import batch_losses
+from assertdistill.codec.codec import decode_quantized
+from assertdistill.core import schema
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.distill.forward import batch_losses
+from assertdistill.distill.loss import DistillationLoss
 from benchmarks import runner, worker
 from benchmarks.data import write_bench_archive
 from benchmarks.thesis import ThesisDataset, thesis_loader, thesis_losses
-from util import make_record, records_as_lines, tiny_t5, tiny_tokenizer, write_archive
 
 
 def test_thesis_recreation_gives_the_suites_loss(tmp_path):
@@ -107,8 +107,9 @@ def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch
 
 def test_compile_flag_trains_with_a_compiled_student(tmp_path, monkeypatch):
     """--compile wires torch.compile into training; the eager backend keeps this test fast on CPU."""
-    import script
     from util import save_tiny_model, tiny_run_flags
+
+    import script
 
     compiled = []
     real_compile = torch.compile
@@ -142,7 +143,7 @@ def test_peak_rss_window_can_be_reset():
     assert after_reset < high
 
 
-ALLOCATOR_PROBE = ("from assertdistill.allocator import keep_freed_memory; "
+ALLOCATOR_PROBE = ("from assertdistill.runtime.allocator import keep_freed_memory; "
                    "print(keep_freed_memory(), keep_freed_memory())")
 
 
@@ -199,8 +200,9 @@ def test_stop_at_target_length_ends_every_beam_at_its_records_length():
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_script_trains_and_evaluates_in_every_precision(tmp_path, precision):
-    import script
     from util import save_tiny_model, tiny_run_flags
+
+    import script
 
     vocab = len(tiny_tokenizer())
     flags = write_archive(str(tmp_path / "d.zip"), records_as_lines([make_record(i, vocab) for i in range(6)]),

@@ -2,13 +2,20 @@
 
 import numpy as np
 import pytest
+from util import (
+    check_predictions_match_summary,
+    make_record,
+    records_as_lines,
+    save_tiny_model,
+    tiny_run_flags,
+    tiny_tokenizer,
+    write_archive,
+)
 
 import script
-from assertdistill.schema import EVALUATION_RECORD_METRICS
-from assertdistill.statistics import wilson_ci
-from assertdistill.summary import confidence_intervals
-from util import (check_predictions_match_summary, make_record, records_as_lines, save_tiny_model, tiny_run_flags,
-                  tiny_tokenizer, write_archive)
+from assertdistill.core.schema import EVALUATION_RECORD_METRICS
+from assertdistill.distill.summary import confidence_intervals
+from assertdistill.scoring.statistics import wilson_ci
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,24 @@ import zipfile
 import lz4.frame
 import numpy as np
 import pytest
+from published_decoder import check_against_oracle, published_decompress
+from util import (
+    assert_same_numbers,
+    make_record,
+    records_as_lines,
+    save_tiny_model,
+    tiny_run_flags,
+    tiny_tokenizer,
+    write_archive,
+)
 
 import compress
 import script
-from assertdistill import schema
-from assertdistill.codec import compress_logits, decode_quantized, decompress_logits
-from assertdistill.dataset import ArchiveSpec, DistillationStream
-from assertdistill.datastats import DataStats
-from assertdistill.encoding import InputEncoder
-from util import (assert_same_numbers, make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer,
-                  write_archive)
-from published_decoder import check_against_oracle, published_decompress
+from assertdistill.codec.codec import compress_logits, decode_quantized, decompress_logits
+from assertdistill.core import schema
+from assertdistill.data.dataset import ArchiveSpec, DistillationStream
+from assertdistill.data.datastats import DataStats
+from assertdistill.data.encoding import InputEncoder
 
 try:
     from hypothesis import HealthCheck, event, example, given, settings

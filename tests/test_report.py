@@ -2,8 +2,8 @@
 
 import pytest
 
-from assertdistill.report import final_lines, telling_record
-from assertdistill.statistics import mcnemar_exact, score_mean_ci
+from assertdistill.distill.report import final_lines, telling_record
+from assertdistill.scoring.statistics import mcnemar_exact, score_mean_ci
 
 STUDENT, TEACHER, STUDENT_VS_TEACHER = ("accuracy_s_vs_gt_script1", "accuracy_t_vs_gt_script1",
                                         "accuracy_s_vs_t_script1")
@@ -51,8 +51,9 @@ def test_fractional_scores_use_the_sign_flip_test_and_a_teacher_at_zero_gives_no
 
 
 def test_a_run_ends_with_the_sample_both_accuracies_and_the_verdict(tmp_path, capsys):
-    import script
     from util import tiny_model_and_archive, tiny_run_flags
+
+    import script
 
     model_dir, flags = tiny_model_and_archive(tmp_path, num_train=4, num_val=3)
     assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--num_beams": 1})) == 0
@@ -66,8 +67,8 @@ def test_a_run_ends_with_the_sample_both_accuracies_and_the_verdict(tmp_path, ca
 
 
 def test_the_last_lines_give_the_intervals_the_summary_writes():
-    from assertdistill.schema import avg
-    from assertdistill.summary import confidence_intervals
+    from assertdistill.core.schema import avg
+    from assertdistill.distill.summary import confidence_intervals
 
     rows = records(set(range(16)), set(range(4, 24)), 300)
     written = confidence_intervals(rows, [STUDENT, TEACHER])

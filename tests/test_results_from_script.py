@@ -5,10 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from util import tiny_model_and_archive, tiny_run_flags
 
 import script
-from assertdistill import intervals, results, schema, statistics
-from util import tiny_model_and_archive, tiny_run_flags
+from assertdistill.analysis import intervals, results
+from assertdistill.core import schema
+from assertdistill.scoring import statistics
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sweep_fixtures import metric_values, run_cli, summary, write_run
 
 import alpha_graphs
-from assertdistill import axes, comparisons, graphs, intervals, plotting, results, schema
-from sweep_fixtures import metric_values, run_cli, summary, write_run
+from assertdistill.analysis import axes, comparisons, graphs, intervals, plotting, results
+from assertdistill.core import schema
 
 ACCURACY = "avg_accuracy_s_vs_gt_script1"
 

@@ -11,12 +11,12 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from util import assert_same_numbers, tiny_model_and_archive, tiny_run_flags
 
 import script
-from assertdistill import schema
-from assertdistill.checkpoint import checkpoints_in, resolve_checkpoint
-from assertdistill.rng import rng_state, set_rng_state
-from util import assert_same_numbers, tiny_model_and_archive, tiny_run_flags
+from assertdistill.core import schema
+from assertdistill.distill.checkpoint import checkpoints_in, resolve_checkpoint
+from assertdistill.runtime.rng import rng_state, set_rng_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs script.py, but SIGKILLs itself at a given point: "step:N" once the optimizer reaches step N (after
@@ -25,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLING_RUNNER = """
 import os, signal, sys
 sys.path[:0] = [{root!r}]
-from assertdistill import run, training
+from assertdistill.distill import run
+from assertdistill.distill import training
 kill = {kill!r}
 if kill.startswith("step:"):
     step = training.Trainer._optimizer_step

@@ -3,10 +3,23 @@
 import numpy as np
 import pytest
 
-from assertdistill.statistics import (BOUNDED_DIFFERENCE, DEFAULT_PERMUTATIONS, EXACT_MAX_NONZERO, PAIRED_BOOTSTRAP,
-                                      SIGN_FLIP_MONTE_CARLO, bootstrap_mean_ci, bootstrap_means, bounded_mean_ci,
-                                      mcnemar_exact, paired_test, score_mean_ci, seeds_then_records_ci,
-                                      paired_difference_ci, sign_flip_test, wilson_ci)
+from assertdistill.scoring.statistics import (
+    BOUNDED_DIFFERENCE,
+    DEFAULT_PERMUTATIONS,
+    EXACT_MAX_NONZERO,
+    PAIRED_BOOTSTRAP,
+    SIGN_FLIP_MONTE_CARLO,
+    bootstrap_mean_ci,
+    bootstrap_means,
+    bounded_mean_ci,
+    mcnemar_exact,
+    paired_difference_ci,
+    paired_test,
+    score_mean_ci,
+    seeds_then_records_ci,
+    sign_flip_test,
+    wilson_ci,
+)
 
 
 def test_interval_covers_the_true_rate_about_95_percent_of_the_time():

@@ -240,7 +240,7 @@ def test_the_declared_axes_as_axis_are_their_shorthands(tmp_path, sweep, axis, v
 
 
 def test_run_directories_are_named_by_the_declared_axes():
-    from assertdistill import axes
+    from assertdistill.analysis import axes
 
     proc = subprocess.run(["bash", str(SWEEP_SH), "alpha", "--alphas", "0.5", "--temps", "2", "--seeds", "3",
                            "--axis", "student_model_name", "--values", "s", "--dry_run"], capture_output=True,

@@ -4,11 +4,11 @@ import csv
 from pathlib import Path
 
 import pytest
+from sweep_fixtures import THESIS_FIGURES, run_cli, summary, write_run
 
 import alpha_graphs
 import sweep_graphs
-from assertdistill import axes, comparisons, plotting, results
-from sweep_fixtures import THESIS_FIGURES, run_cli, summary, write_run
+from assertdistill.analysis import axes, comparisons, plotting, results
 
 STUDENTS = ("demo/student", "dir2")
 ACCURACY = "avg_accuracy_s_vs_gt_script1"
@@ -123,7 +123,7 @@ def test_a_run_from_before_the_divergence_flag_is_the_forward_kl_cell(tmp_path):
 
 
 def test_a_run_without_an_entry_counts_as_having_its_default(tmp_path):
-    from assertdistill.config import RunConfig
+    from assertdistill.distill.config import RunConfig
 
     default = RunConfig.__dataclass_fields__["allow_records_without_teacher"].default
     write_run(tmp_path, "old", summary(0.5, 2.0, 1))  # made before the flag existed
@@ -156,7 +156,7 @@ def test_default_folders_follow_the_axis(axis, dirs):
 
 
 def test_every_declared_axis_names_a_run_setting():
-    from assertdistill.config import RunConfig
+    from assertdistill.distill.config import RunConfig
 
     fields = set(RunConfig.__dataclass_fields__)
     assert {axis.key for axis in axes.SWEPT} <= fields

@@ -6,15 +6,15 @@ import zipfile
 
 import pytest
 import torch
+from transformers import AutoModelForSeq2SeqLM
+from util import JAVA_SNIPPETS, save_tiny_model, tiny_tokenizer
 
 import make_teacher_logits
 import script
-from assertdistill import schema
-from assertdistill.codec import decompress_logits
-from assertdistill.encoding import InputEncoder
-from assertdistill.forward import student_logits_for
-from transformers import AutoModelForSeq2SeqLM
-from util import JAVA_SNIPPETS, save_tiny_model, tiny_tokenizer
+from assertdistill.codec.codec import decompress_logits
+from assertdistill.core import schema
+from assertdistill.data.encoding import InputEncoder
+from assertdistill.distill.forward import student_logits_for
 
 ASSERTION_LINES = [["assertEquals(3, calculator.add(1, 2));"], ["assertTrue(stack.isEmpty());", "assertNull(x);"]]
 

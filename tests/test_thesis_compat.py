@@ -13,12 +13,12 @@ from itertools import cycle
 import numpy as np
 import pytest
 from transformers import PreTrainedTokenizerBase
+from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
 
 import script
-from assertdistill.metrics import evaluate_assertions_script1_style
-from assertdistill.schema import RECORD_METRICS
-from assertdistill.records import RecordError, parse_record
-from util import make_record, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+from assertdistill.core.schema import RECORD_METRICS
+from assertdistill.data.records import RecordError, parse_record
+from assertdistill.scoring.metrics import evaluate_assertions_script1_style
 
 
 # ---- oracle: transcribed from the thesis's script.py ------------------------------------------------------

@@ -14,11 +14,11 @@ import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
-from assertdistill import schema
-from assertdistill.codec import compress_logits
-from assertdistill.schema import EVALUATION_RECORD_METRICS
-from assertdistill.statistics import BOOTSTRAP_METHOD
-from assertdistill.tokenizer import t5_config_for, train_bpe_tokenizer
+from assertdistill.codec.codec import compress_logits
+from assertdistill.core import schema
+from assertdistill.core.schema import EVALUATION_RECORD_METRICS
+from assertdistill.model.tokenizer import t5_config_for, train_bpe_tokenizer
+from assertdistill.scoring.statistics import BOOTSTRAP_METHOD
 
 JAVA_SNIPPETS = [
     "public class Calculator {\n    public int add(int a, int b) { return a + b; }\n}\n",

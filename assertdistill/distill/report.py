@@ -1,0 +1,42 @@
+"""What a finished run prints last: a telling sample, both accuracies with 95% intervals, the paired verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.schema import ACCURACY, S_VS_GT_SCRIPT1, S_VS_T_SCRIPT1, T_VS_GT_SCRIPT1, record_key
+from ..scoring.statistics import DEFAULT_CONFIDENCE, paired_test, score_mean_ci
+
+SIGNIFICANCE = 0.05  # a paired p value below it: the student and the teacher are distinguishable
+
+
+def telling_record(records: list[dict]) -> dict | None:
+    """The first record the student gets right (vs the truth, else vs the teacher), else the first; None without any."""
+    for suffix in (S_VS_GT_SCRIPT1, S_VS_T_SCRIPT1):
+        for record in records:
+            if record[record_key(ACCURACY, suffix)] == 1.0:
+                return record
+    return records[0] if records else None
+
+
+def paired_verdict(student: np.ndarray, teacher: np.ndarray) -> str:
+    """Student vs teacher on the same records: McNemar's exact test for 0/1 scores, else a sign-flip permutation test."""
+    result = paired_test(student, teacher, binary=True)
+    p_value, test = result.p_value, result.test
+    verdict = "distinguishable" if p_value < SIGNIFICANCE else "not distinguishable"
+    return f"student vs teacher, paired over the same records ({test}): p = {p_value:.3g}, {verdict} at {SIGNIFICANCE}"
+
+
+def final_lines(records: list[dict]) -> list[str]:
+    """Both accuracies vs the ground truth with their intervals, the student's share and the paired verdict."""
+    if not records:
+        return []
+    student = np.array([record[record_key(ACCURACY, S_VS_GT_SCRIPT1)] for record in records], dtype=np.float64)
+    teacher = np.array([record[record_key(ACCURACY, T_VS_GT_SCRIPT1)] for record in records], dtype=np.float64)
+    lines = [f"Final, on {len(records)} validation records ({DEFAULT_CONFIDENCE:.0%} intervals, Wilson-floored):"]
+    for name, scores in (("student", student), ("teacher", teacher)):
+        low, high = score_mean_ci(scores)  # the summary's confidence_intervals method, so both say the same
+        lines.append(f"  {name} accuracy vs truth {scores.mean():.4f} [{low:.4f}, {high:.4f}]")
+    share = f"student reaches {student.mean() / teacher.mean():.1%} of the teacher; " if teacher.mean() else ""
+    lines.append(f"  {share}{paired_verdict(student, teacher)}")
+    return lines

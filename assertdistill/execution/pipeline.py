@@ -1,0 +1,279 @@
+"""Execution-grounded evaluation: each record's candidates compiled into its real test and run alone, with mutants."""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..analysis.results import json_lines
+from ..core.schema import (
+    EXEC_CANDIDATE,
+    EXEC_COMPILED,
+    EXEC_DETAIL,
+    EXEC_KILLED,
+    EXEC_KILLED_MUTANTS,
+    EXEC_MUTANTS,
+    EXEC_OUTCOME,
+    EXEC_PASSED,
+    EXEC_REASON,
+    EXEC_SECONDS,
+    EXEC_STATUS,
+    EXEC_TEXT,
+    PROJECT_BUILD_SECONDS,
+    PROJECT_JVM_STARTS,
+    PROJECT_MAIN_LEFT_OUT,
+    PROJECT_RECORDS,
+    PROJECT_SECONDS,
+    PROJECT_TESTS_NOT_COMPILING,
+    ROW_FOCAL_PATH,
+    ROW_GROUND_TRUTH,
+    ROW_INDEX,
+    ROW_REPO,
+    ROW_TEST_METHOD,
+    ROW_TEST_PATH,
+    STATUS_BAD_INPUT,
+    STATUS_COUNTED,
+    STATUS_ENVIRONMENT,
+)
+from .jvm import COMPILED, JVM_DIED, PASSED, Jvm, build_runner
+from .mutants import FocalMutants, MutantCache
+from .project import ProjectLayout, Project, ProjectError
+from .source import MaskedTest, SourceError, mask_test
+
+DETAIL_CHARS = 300
+LOCATION_FIELDS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD)
+
+
+@dataclass
+class ExecutionSettings:
+    """How to evaluate: candidates, timeout per test run, mutants per focal file, layouts, work directory."""
+
+    java_root: Path
+    work_dir: Path
+    candidates: tuple[str, ...]
+    timeout_seconds: float = 10.0
+    mutants: int = 0
+    layouts: dict[str, ProjectLayout] = field(default_factory=dict)
+    heap: str = "2g"
+
+
+@dataclass
+class ExecutionRecord:
+    """One predictions row to evaluate: its position, location and candidate texts."""
+
+    index: int
+    location: dict
+    texts: dict[str, str]
+    focal_path: str | None
+
+
+def read_rows(path: Path, candidates: tuple[str, ...]) -> tuple[list[ExecutionRecord], list[dict]]:
+    """(records to evaluate, result rows of bad input) from a predictions.jsonl-like file, in order.
+
+    A record's index is its position among the file's non-blank lines (0, 1, ...).
+    """
+    records, bad = [], []
+    with open(path, encoding="utf-8") as stream:
+        for position, (lineno, row, error) in enumerate(json_lines(stream)):
+            index = position  # predictions.jsonl's own index; never a row's claim, which may repeat
+            if error is not None or not isinstance(row, dict):
+                why = f"line {lineno}: {error or 'not an object'}"
+                bad += _bad_rows(index, {}, candidates, "unparsable_row", why)
+                continue
+            location = {key: row.get(key) for key in LOCATION_FIELDS}
+            missing = [key for key, value in location.items() if not isinstance(value, str) or not value]
+            if missing:
+                bad += _bad_rows(index, location, candidates, "missing_location", f"no {', '.join(missing)}")
+                continue
+            if not isinstance(row.get(ROW_GROUND_TRUTH), str):
+                bad += _bad_rows(index, location, candidates, "missing_ground_truth", f"no {ROW_GROUND_TRUTH}")
+                continue
+            texts = {name: row[name] for name in candidates if isinstance(row.get(name), str)}
+            focal = row.get(ROW_FOCAL_PATH) if isinstance(row.get(ROW_FOCAL_PATH), str) else None
+            records.append(ExecutionRecord(index, location, {ROW_GROUND_TRUTH: row[ROW_GROUND_TRUTH], **texts}, focal))
+    return records, bad
+
+
+def _row(index, location: dict, candidate: str, text, status: str, reason: str | None = None) -> dict:
+    return {ROW_INDEX: index, **location, EXEC_CANDIDATE: candidate, EXEC_TEXT: text, EXEC_STATUS: status,
+            EXEC_REASON: reason, EXEC_COMPILED: None, EXEC_PASSED: None, EXEC_OUTCOME: None, EXEC_DETAIL: None,
+            EXEC_MUTANTS: None, EXEC_KILLED: None, EXEC_KILLED_MUTANTS: None, EXEC_SECONDS: 0.0}
+
+
+def _bad_rows(index, location: dict, candidates, reason: str, detail: str) -> list[dict]:
+    rows = [_row(index, location, candidate, None, STATUS_BAD_INPUT, reason) for candidate in candidates]
+    for row in rows:
+        row[EXEC_DETAIL] = detail
+    return rows
+
+
+def _not_counted(record: ExecutionRecord, candidates, status: str, reason: str, detail: str) -> list[dict]:
+    rows = [_row(record.index, record.location, c, record.texts.get(c), status, reason) for c in candidates
+            if c in record.texts]
+    for row in rows:
+        row[EXEC_DETAIL] = detail[:DETAIL_CHARS]
+    return rows
+
+
+class ProjectRun:
+    """Evaluates the records of one project with one JVM."""
+
+    def __init__(self, repo: str, settings: ExecutionSettings, runner_dir: Path):
+        self.repo, self.settings = repo, settings
+        self.root = settings.java_root / repo
+        work = settings.work_dir / repo
+        self.project = Project(self.root, settings.layouts.get(repo, ProjectLayout()), work)
+        self.jvm = Jvm(runner_dir, self.project.jars, self.root, work / "scratch", settings.heap)
+        self.mutants = MutantCache(self.project, self.jvm, settings.mutants) if settings.mutants else None
+        self.build_seconds = 0.0
+        self._candidate_number = 0
+
+    def evaluate(self, records: list[ExecutionRecord]) -> list[dict]:
+        """Rows of every record and candidate of this project."""
+        started = time.time()
+        try:
+            self.project.build_main(self.jvm)
+        except ProjectError as error:
+            self.build_seconds = time.time() - started
+            return [row for r in records for row in self._env(r, error.reason, str(error))]
+        present = [r for r in records if (self.root / r.location[ROW_TEST_PATH]).is_file()]
+        self.project.build_tests(self.jvm, sorted({r.location[ROW_TEST_PATH] for r in present}))
+        self.build_seconds = time.time() - started
+        rows = []
+        for record in records:
+            rows += self._record(record)
+        return rows
+
+    def _env(self, record: ExecutionRecord, reason: str, detail: str) -> list[dict]:
+        return _not_counted(record, self.settings.candidates, STATUS_ENVIRONMENT, reason, detail)
+
+    def _record(self, record: ExecutionRecord) -> list[dict]:
+        test_path = record.location[ROW_TEST_PATH]
+        test_file = self.root / test_path
+        if not test_file.is_file():
+            return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, "missing_test_file", str(test_file))
+        if test_path in self.project.test_errors:
+            return self._env(record, "test_file_does_not_compile", self.project.test_errors[test_path])
+        try:
+            text = test_file.read_text(encoding=self.project.layout.encoding)
+            masked = mask_test(text, record.location[ROW_TEST_METHOD], record.texts[ROW_GROUND_TRUTH])
+        except SourceError as error:
+            return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, error.reason, str(error))
+        except (OSError, UnicodeDecodeError, LookupError) as error:
+            return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, "unreadable_test_file", str(error))
+        truth = self._candidate(record, masked, ROW_GROUND_TRUTH, None)
+        if not truth[EXEC_PASSED]:
+            reason = "ground_truth_" + (truth[EXEC_OUTCOME] if truth[EXEC_COMPILED] else "compile_error")
+            return self._env(record, reason, truth[EXEC_DETAIL] or "")
+        focal = self._focal_mutants(record)
+        if focal is not None:
+            self._kill(record, masked, truth, focal)
+        rows = [truth] if ROW_GROUND_TRUTH in self.settings.candidates else []
+        for candidate in self.settings.candidates:
+            if candidate != ROW_GROUND_TRUTH and candidate in record.texts:
+                rows.append(self._candidate(record, masked, candidate, focal))
+        return rows
+
+    def _focal_mutants(self, record: ExecutionRecord) -> FocalMutants | None:
+        if self.mutants is None or record.focal_path is None:
+            return None
+        return self.mutants.for_focal(record.focal_path)
+
+    def _candidate(self, record: ExecutionRecord, masked: MaskedTest, candidate: str, focal: FocalMutants | None) -> dict:
+        started = time.time()
+        row = _row(record.index, record.location, candidate, record.texts[candidate], STATUS_COUNTED)
+        self._candidate_number += 1
+        base = self.project.work_dir / "candidates" / str(self._candidate_number)
+        source_file = base / "src" / Path(record.location[ROW_TEST_PATH]).name
+        classes = base / "classes"
+        source_file.parent.mkdir(parents=True, exist_ok=True)
+        classes.mkdir(parents=True, exist_ok=True)
+        source_file.write_text(masked.with_candidate(record.texts[candidate]), encoding=self.project.layout.encoding,
+                               errors="replace")  # a character the project's encoding lacks becomes '?'
+
+        reply = self.jvm.compile([*self.project.candidate_options(classes), str(source_file)])
+        row[EXEC_COMPILED] = reply.outcome == COMPILED
+        if reply.outcome == JVM_DIED:
+            row[EXEC_COMPILED], row[EXEC_OUTCOME] = None, JVM_DIED
+        row["_classes"] = classes
+        if not row[EXEC_COMPILED]:
+            row[EXEC_OUTCOME] = row[EXEC_OUTCOME] or "compile_error"
+            row[EXEC_DETAIL], row[EXEC_PASSED] = reply.detail[:DETAIL_CHARS], False
+        else:
+            run = self.jvm.run_test([classes, *self.project.class_path()], masked.class_name,
+                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
+            row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
+            row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
+        if focal is not None and candidate != ROW_GROUND_TRUTH:
+            self._kill(record, masked, row, focal)
+        row[EXEC_SECONDS] = round(time.time() - started, 3)
+        return row
+
+    def _kill(self, record: ExecutionRecord, masked: MaskedTest, row: dict, focal: FocalMutants) -> None:
+        """Run a passing candidate against each mutant; fill mutants / killed / killed_mutants."""
+        row[EXEC_MUTANTS] = len(focal.mutants)
+        if not row[EXEC_PASSED]:
+            row[EXEC_KILLED], row[EXEC_KILLED_MUTANTS] = 0, []
+            return
+        killed = []
+        for mutant in focal.mutants:
+            run = self.jvm.run_test([row["_classes"], mutant.classes, *self.project.class_path()], masked.class_name,
+                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
+            if run.outcome != PASSED:
+                killed.append(mutant.number)
+        row[EXEC_KILLED], row[EXEC_KILLED_MUTANTS] = len(killed), killed
+
+    def close(self) -> None:
+        """End the project's JVM."""
+        self.jvm.close()
+
+
+def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings, progress=None) -> tuple[list[dict], dict, dict]:
+    """(result rows in record order, per-project build facts, mutant counts) for records grouped by project."""
+    runner_dir = build_runner(settings.work_dir / "runner")
+    by_repo: dict[str, list[ExecutionRecord]] = collections.defaultdict(list)
+    for record in records:
+        by_repo[record.location[ROW_REPO]].append(record)
+    rows, projects = [], {}
+    mutation = collections.Counter()
+    for repo, group in by_repo.items():
+        started = time.time()
+        if not (settings.java_root / repo).is_dir():
+            rows += [row for r in group for row in _not_counted(r, settings.candidates, STATUS_BAD_INPUT,
+                                                                 "missing_project", str(settings.java_root / repo))]
+            continue
+        try:
+            run = ProjectRun(repo, settings, runner_dir)
+        except ProjectError as error:
+            rows += [row for r in group for row in _not_counted(r, settings.candidates, STATUS_ENVIRONMENT,
+                                                                 error.reason, str(error))]
+            continue
+        try:
+            rows += run.evaluate(group)
+        finally:
+            run.close()
+        projects[repo] = {PROJECT_RECORDS: len(group), PROJECT_MAIN_LEFT_OUT: len(run.project.dropped_main),
+                          PROJECT_TESTS_NOT_COMPILING: len(run.project.test_errors),
+                          PROJECT_BUILD_SECONDS: round(run.build_seconds, 1),
+                          PROJECT_SECONDS: round(time.time() - started, 1), PROJECT_JVM_STARTS: run.jvm.starts}
+        if run.mutants is not None:
+            mutation.update(run.mutants.counts())
+        if progress is not None:
+            progress(repo, len(group), projects[repo])
+    for row in rows:
+        row.pop("_classes", None)
+    return rows, projects, dict(mutation)
+
+
+def in_order(rows: list[dict], candidates: tuple[str, ...]) -> list[dict]:
+    """Rows sorted by record index (non-integer indices first), then in the order of the candidates."""
+    return sorted(rows, key=lambda row: (row[ROW_INDEX] if isinstance(row[ROW_INDEX], int) else -1,
+                                         candidates.index(row[EXEC_CANDIDATE])))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """execution.jsonl: one JSON object per record and candidate."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
