@@ -25,7 +25,7 @@ embedded demo runs with the values in the last table for the flags not given. `p
 with another value.
 
 This page is written by `python -m assertdistill.distill.usage_doc --write` from the declaration of the
-settings (`RunConfig` in `assertdistill/config.py`); edit that, not this page. A new flag is one
+settings (`RunConfig` in `assertdistill/distill/config.py`); edit that, not this page. A new flag is one
 field there (`setting(default, group, help, ...)`) plus the code that uses it.
 """
 
