@@ -10,6 +10,7 @@ cell) and, for runs with predictions.jsonl, comparisons.csv (each cell against t
 import sys
 
 from assertdistill.analysis.graphs import build_arg_parser, run_graphs
+from assertdistill.core.cli import reports_user_errors
 
 SWEPT = "temperature"  # the hyperparameter on the x axis; alpha_graphs.py differs only here
 
@@ -19,6 +20,7 @@ def parse_args(argv=None):
     return build_arg_parser(SWEPT, description=__doc__.splitlines()[0]).parse_args(argv)
 
 
+@reports_user_errors(OSError)
 def main(argv=None) -> int:
     """Write the temperature-sweep graphs and tables; return the exit code (2: no usable summaries, bad flag)."""
     return run_graphs(parse_args(argv), SWEPT)

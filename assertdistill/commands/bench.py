@@ -6,17 +6,23 @@ The last lines printed are, at CodeT5-small shape, `eval_speedup=<x>` (eval loss
 beam 4), `end_to_end_speedup=<x>` (one epoch + one evaluation), `mfu=<fraction>` (the suite's
 training step) and, last, `speedup_vs_thesis=<x>` (training samples/s, suite / thesis). See
 docs/PERFORMANCE.md.
+benchmarks/ is part of a checkout, not of the installed package: `assertdistill bench` runs from the
+root of a checkout (as `python bench.py` does).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
+
+from assertdistill.core.cli import reports_user_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.rsplit("\n\n", 1)[1])
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--short", action="store_true",
                        help="16 records, batch 4, 2 timed steps per pipeline and shape (under 10 minutes on 2 cores)")
@@ -42,6 +48,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def benchmarks_runner():
+    """benchmarks.runner: importable from a checkout (its root on sys.path, or the current directory)."""
+    if importlib.util.find_spec("benchmarks") is None and os.path.isfile(os.path.join("benchmarks", "runner.py")):
+        sys.path.insert(0, os.getcwd())  # `assertdistill bench` from a checkout's root
+    try:
+        from benchmarks import runner
+    except ModuleNotFoundError as error:
+        raise FileNotFoundError("the benchmarks are part of a checkout, not of the installed package: run "
+                                "`assertdistill bench` (or `python bench.py`) from the root of a checkout") from error
+    return runner
+
+
+@reports_user_errors(OSError)
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; the default mode is 40 records, batch 8, 3 timed steps."""
     args = parse_args(argv)
@@ -51,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("bench.py --device cuda: no CUDA device is available", file=sys.stderr)
             return 2
-    from benchmarks.runner import run
+    run = benchmarks_runner().run
 
     mode = "short" if args.short else "tiny-only" if args.tiny_only else "default"
     run(mode, workdir=args.workdir, json_path=args.json, compile_model=args.compile, device=args.device,

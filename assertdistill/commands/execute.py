@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from assertdistill.core.cli import reports_user_errors
 from assertdistill.core.schema import (
     EXECUTION_CANDIDATES,
     EXECUTION_FIGURE_STEM,
@@ -52,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_user_errors(ProjectError, OSError, UnicodeDecodeError, JavaUnavailable, MutationUnavailable)
 def main(argv=None) -> int:
     """Evaluate and write execution.jsonl and execution_summary.json; 0 on success."""
     args = parse_args(argv)

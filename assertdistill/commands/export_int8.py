@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+from assertdistill.core.cli import reports_user_errors
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line."""
@@ -24,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_user_errors(OSError)
 def main(argv: list[str] | None = None) -> int:
     """Quantize and write the export; a bad model directory is one line and exit 2."""
     args = parse_args(argv)
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         weights = export_int8(load_saved_student(args.model_dir), args.output_dir)
-    except (SavedStudentError, OSError) as error:
+    except SavedStudentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"int8 export: {args.output_dir} ({os.path.getsize(weights) / 2 ** 20:.1f} MiB of weights)")

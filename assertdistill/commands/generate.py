@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from assertdistill.core.cli import reports_user_errors
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line."""
@@ -49,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@reports_user_errors(OSError)
 def main(argv: list[str] | None = None) -> int:
     """Fill the placeholders; one line per failed file on stderr."""
     args = parse_args(argv)

@@ -11,6 +11,7 @@ import sys
 
 from assertdistill.analysis import axes
 from assertdistill.analysis.graphs import build_arg_parser, run_graphs, with_default_dirs
+from assertdistill.core.cli import reports_user_errors
 
 
 def parse_args(argv=None):
@@ -19,6 +20,7 @@ def parse_args(argv=None):
     return with_default_dirs(parser.parse_args(argv))
 
 
+@reports_user_errors(OSError)
 def main(argv=None) -> int:
     """Write the graphs and tables of one axis; return the exit code (2: no usable summaries, bad flag)."""
     args = parse_args(argv)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from assertdistill.core.cli import reports_user_errors
 from assertdistill.java.mining import MiningStats, mine_repos, split_records
 
 
@@ -68,6 +69,7 @@ def write_jsonl(path: Path, records: list) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+@reports_user_errors(OSError)
 def main(argv=None) -> int:
     """Mine the repositories, write the JSONL file(s), print counts by reason and samples/s."""
     args = parse_args(argv)

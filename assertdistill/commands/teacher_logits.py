@@ -15,6 +15,7 @@ import tempfile
 
 import torch
 
+from assertdistill.core.cli import reports_user_errors
 from assertdistill.core.errors import ModelLoadError
 from assertdistill.core.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
 from assertdistill.data.archive import DataError
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@reports_user_errors(DataError, ModelLoadError, OSError)
 def main(argv: list[str] | None = None) -> int:
     """Build the distillation archive; user errors become one line on stderr and exit code 2."""
     args = parse_args(argv)
