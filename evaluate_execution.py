@@ -27,7 +27,16 @@ from assertdistill.execution.figure import save_execution_figure
 from assertdistill.execution.jvm import JavaUnavailable
 from assertdistill.execution.mutants import MutationUnavailable
 from assertdistill.execution.outcome_summary import summarize
-from assertdistill.execution.pipeline import ExecutionSettings, evaluate_records, in_order, read_rows, write_rows
+from assertdistill.execution.pipeline import (
+    ISOLATION_CANDIDATE,
+    ISOLATIONS,
+    ExecutionSettings,
+    evaluate_records,
+    in_order,
+    read_rows,
+    write_rows,
+)
+from assertdistill.execution.sandbox import SandboxUnavailable, sandbox_for
 from assertdistill.execution.project import ProjectError, load_layouts
 
 
@@ -49,6 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     parser.add_argument("--figure_format", default="png", help="format of execution.<fmt> (default %(default)s)")
     parser.add_argument("--heap", default="2g", help="the runner JVM's -Xmx (default %(default)s)")
+    parser.add_argument("--compile_timeout", type=float, default=60.0,
+                        help="seconds for one candidate's javac (outcome compile_timeout; default %(default)s)")
+    parser.add_argument("--isolation", choices=ISOLATIONS, default=ISOLATION_CANDIDATE,
+                        help="candidate: a fresh JVM per candidate; leak: one JVM restarted whenever a run "
+                             "left state behind (default %(default)s; docs/EXECUTION.md)")
+    parser.add_argument("--unsafe_no_sandbox", action="store_true",
+                        help="run candidates without the operating-system sandbox (bubblewrap) when it cannot start")
     return parser.parse_args(argv)
 
 
@@ -68,6 +84,12 @@ def main(argv=None) -> int:
     if not java_root.is_dir():
         print(f"error: --java_root {java_root} is not a directory", file=sys.stderr)
         return 2
+    try:
+        sandbox = sandbox_for(args.heap, args.unsafe_no_sandbox)
+    except SandboxUnavailable as error:
+        print(f"error: {error}; refusing to run model-written code unconfined (--unsafe_no_sandbox to do so)",
+              file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     try:
         layouts = load_layouts(args.projects)
@@ -78,7 +100,8 @@ def main(argv=None) -> int:
     if args.limit is not None:
         records = records[:args.limit]
     settings = ExecutionSettings(java_root.resolve(), Path(args.work_dir or out / "work").resolve(), candidates,
-                        args.timeout, args.mutants, layouts, args.heap)
+                                 args.timeout, args.mutants, layouts, args.heap, args.compile_timeout, sandbox,
+                                 args.isolation)
     started = time.time()
 
     def progress(repo, count, facts):

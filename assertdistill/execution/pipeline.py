@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,15 @@ from ..core.schema import (
     STATUS_COUNTED,
     STATUS_ENVIRONMENT,
 )
-from .jvm import COMPILED, JVM_DIED, PASSED, Jvm, build_runner
+from .jvm import COMPILED, COMPILE_TIMEOUT, JVM_DIED, PASSED, Jvm, JvmMounts, build_runner
 from .mutants import FocalMutants, MutantCache
 from .project import ProjectLayout, Project, ProjectError
+from .sandbox import Sandbox
 from .source import MaskedTest, SourceError, mask_test
 
 DETAIL_CHARS = 300
+ISOLATION_CANDIDATE, ISOLATION_LEAK = "candidate", "leak"  # a fresh JVM per candidate / one restarted on leftovers
+ISOLATIONS = (ISOLATION_CANDIDATE, ISOLATION_LEAK)
 LOCATION_FIELDS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD)
 
 
@@ -58,6 +62,9 @@ class ExecutionSettings:
     mutants: int = 0
     layouts: dict[str, ProjectLayout] = field(default_factory=dict)
     heap: str = "2g"
+    compile_timeout_seconds: float = 60.0  # one candidate's javac; a bomb becomes outcome compile_timeout
+    sandbox: Sandbox = field(default_factory=lambda: Sandbox(None))  # the walls around candidate JVMs
+    isolation: str = ISOLATION_CANDIDATE  # ISOLATIONS
 
 
 @dataclass
@@ -119,17 +126,33 @@ def _not_counted(record: ExecutionRecord, candidates, status: str, reason: str, 
 
 
 class ProjectRun:
-    """Evaluates the records of one project with one JVM."""
+    """Evaluates the records of one project: one trusted JVM builds, sandboxed JVMs run the candidates.
+
+    Isolation `candidate`: every candidate (ground truth included) gets a fresh JVM for its compile, run and
+    mutant runs. Isolation `leak`: one candidate JVM for the project, restarted whenever a run left anything
+    behind. Either way a JVM is restarted after a run that left JVM-wide state or files in its scratch.
+    """
 
     def __init__(self, repo: str, settings: ExecutionSettings, runner_dir: Path):
         self.repo, self.settings = repo, settings
         self.root = settings.java_root / repo
         work = settings.work_dir / repo
+        self.runner_dir = runner_dir
         self.project = Project(self.root, settings.layouts.get(repo, ProjectLayout()), work)
+        # builds compile the project's own sources (javac -proc:none runs none of their code): not sandboxed
         self.jvm = Jvm(runner_dir, self.project.jars, self.root, work / "scratch", settings.heap)
         self.mutants = MutantCache(self.project, self.jvm, settings.mutants) if settings.mutants else None
         self.build_seconds = 0.0
+        self.candidate_jvm_starts = 0
+        self.restarts_after_leftovers = 0
         self._candidate_number = 0
+        self._shared: Jvm | None = None
+        self.build_error: str | None = None  # why the main build failed (its first compiler error)
+
+    @property
+    def jvm_starts(self) -> int:
+        """JVMs started for this project: the build JVM's and the candidates'."""
+        return self.jvm.starts + self.candidate_jvm_starts + (self._shared.starts if self._shared else 0)
 
     def evaluate(self, records: list[ExecutionRecord]) -> list[dict]:
         """Rows of every record and candidate of this project."""
@@ -138,10 +161,13 @@ class ProjectRun:
             self.project.build_main(self.jvm)
         except ProjectError as error:
             self.build_seconds = time.time() - started
+            self.build_error = str(error)
             return [row for r in records for row in self._env(r, error.reason, str(error))]
         present = [r for r in records if (self.root / r.location[ROW_TEST_PATH]).is_file()]
         self.project.build_tests(self.jvm, sorted({r.location[ROW_TEST_PATH] for r in present}))
+        self.jvm.close()  # the build JVM is not needed again unless mutants are made
         self.build_seconds = time.time() - started
+        (self.project.work_dir / "mutants").mkdir(parents=True, exist_ok=True)
         rows = []
         for record in records:
             rows += self._record(record)
@@ -164,55 +190,87 @@ class ProjectRun:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, error.reason, str(error))
         except (OSError, UnicodeDecodeError, LookupError) as error:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, "unreadable_test_file", str(error))
-        truth = self._candidate(record, masked, ROW_GROUND_TRUTH, None)
+        truth = self._candidate(record, masked, ROW_GROUND_TRUTH)
         if not truth[EXEC_PASSED]:
-            reason = "ground_truth_" + (truth[EXEC_OUTCOME] if truth[EXEC_COMPILED] else "compile_error")
+            reason = "ground_truth_" + (truth[EXEC_OUTCOME] if truth[EXEC_COMPILED] else
+                                        truth[EXEC_OUTCOME] if truth[EXEC_OUTCOME] == COMPILE_TIMEOUT else "compile_error")
             return self._env(record, reason, truth[EXEC_DETAIL] or "")
-        focal = self._focal_mutants(record)
-        if focal is not None:
-            self._kill(record, masked, truth, focal)
         rows = [truth] if ROW_GROUND_TRUTH in self.settings.candidates else []
         for candidate in self.settings.candidates:
             if candidate != ROW_GROUND_TRUTH and candidate in record.texts:
-                rows.append(self._candidate(record, masked, candidate, focal))
+                rows.append(self._candidate(record, masked, candidate))
         return rows
 
     def _focal_mutants(self, record: ExecutionRecord) -> FocalMutants | None:
         if self.mutants is None or record.focal_path is None:
             return None
-        return self.mutants.for_focal(record.focal_path)
+        focal = self.mutants.for_focal(record.focal_path)
+        self.jvm.close()
+        return focal
 
-    def _candidate(self, record: ExecutionRecord, masked: MaskedTest, candidate: str, focal: FocalMutants | None) -> dict:
+    def _candidate_jvm(self, base: Path) -> Jvm:
+        """The JVM a candidate runs in: its own (isolation candidate) or the project's shared one."""
+        sandbox = self.settings.sandbox
+        work = self.project.work_dir
+        read_only = [self.runner_dir, self.root, *self.project.read_only_paths(), work / "mutants"]
+        if self.settings.isolation == ISOLATION_LEAK:
+            if self._shared is None:
+                candidates = sandbox.prepare_writable(work / "candidates")
+                self._shared = Jvm(self.runner_dir, self.project.jars, self.root, work / "candidates" / "scratch",
+                                   self.settings.heap, sandbox, JvmMounts(read_only, [candidates]))
+            return self._shared
+        return Jvm(self.runner_dir, self.project.jars, self.root, base / "scratch", self.settings.heap, sandbox,
+                   JvmMounts([*read_only, base / "src"], [base / "classes"]))
+
+    def _run(self, jvm: Jvm, class_path: list[Path], masked: MaskedTest, method: str):
+        """One test run; the JVM is ended afterwards when the run left state or files behind."""
+        reply = jvm.run_test(class_path, masked.class_name, method, self.settings.timeout_seconds)
+        files_left = jvm.scratch.is_dir() and any(jvm.scratch.iterdir())
+        if reply.left_behind or files_left:
+            self.restarts_after_leftovers += 1
+            jvm.close()
+            shutil.rmtree(jvm.scratch, ignore_errors=True)  # a fresh one is made at the next start
+        return reply
+
+    def _candidate(self, record: ExecutionRecord, masked: MaskedTest, candidate: str) -> dict:
         started = time.time()
         row = _row(record.index, record.location, candidate, record.texts[candidate], STATUS_COUNTED)
         self._candidate_number += 1
         base = self.project.work_dir / "candidates" / str(self._candidate_number)
         source_file = base / "src" / Path(record.location[ROW_TEST_PATH]).name
-        classes = base / "classes"
+        classes = self.settings.sandbox.prepare_writable(base / "classes")
         source_file.parent.mkdir(parents=True, exist_ok=True)
-        classes.mkdir(parents=True, exist_ok=True)
         source_file.write_text(masked.with_candidate(record.texts[candidate]), encoding=self.project.layout.encoding,
                                errors="replace")  # a character the project's encoding lacks becomes '?'
-
-        reply = self.jvm.compile([*self.project.candidate_options(classes), str(source_file)])
-        row[EXEC_COMPILED] = reply.outcome == COMPILED
-        if reply.outcome == JVM_DIED:
-            row[EXEC_COMPILED], row[EXEC_OUTCOME] = None, JVM_DIED
-        row["_classes"] = classes
-        if not row[EXEC_COMPILED]:
-            row[EXEC_OUTCOME] = row[EXEC_OUTCOME] or "compile_error"
-            row[EXEC_DETAIL], row[EXEC_PASSED] = reply.detail[:DETAIL_CHARS], False
-        else:
-            run = self.jvm.run_test([classes, *self.project.class_path()], masked.class_name,
-                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
-            row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
-            row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
-        if focal is not None and candidate != ROW_GROUND_TRUTH:
-            self._kill(record, masked, row, focal)
+        jvm = self._candidate_jvm(base)
+        starts = jvm.starts
+        try:
+            reply = jvm.compile([*self.project.candidate_options(classes), str(source_file)],
+                                self.settings.compile_timeout_seconds)
+            row[EXEC_COMPILED] = reply.outcome == COMPILED
+            if reply.outcome == JVM_DIED:
+                row[EXEC_COMPILED], row[EXEC_OUTCOME] = None, JVM_DIED
+            if not row[EXEC_COMPILED]:
+                row[EXEC_OUTCOME] = row[EXEC_OUTCOME] or reply.outcome
+                row[EXEC_DETAIL], row[EXEC_PASSED] = reply.detail[:DETAIL_CHARS], False
+            else:
+                run = self._run(jvm, [classes, *self.project.class_path()], masked, record.location[ROW_TEST_METHOD])
+                row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
+                row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
+            if candidate == ROW_GROUND_TRUTH and not row[EXEC_PASSED]:
+                return row
+            focal = self._focal_mutants(record)
+            if focal is not None:
+                self._kill(jvm, record, masked, row, classes, focal)
+        finally:
+            if jvm is not self._shared:
+                self.candidate_jvm_starts += jvm.starts - starts
+                jvm.close()
         row[EXEC_SECONDS] = round(time.time() - started, 3)
         return row
 
-    def _kill(self, record: ExecutionRecord, masked: MaskedTest, row: dict, focal: FocalMutants) -> None:
+    def _kill(self, jvm: Jvm, record: ExecutionRecord, masked: MaskedTest, row: dict, classes: Path,
+              focal: FocalMutants) -> None:
         """Run a passing candidate against each mutant; fill mutants / killed / killed_mutants."""
         row[EXEC_MUTANTS] = len(focal.mutants)
         if not row[EXEC_PASSED]:
@@ -220,15 +278,17 @@ class ProjectRun:
             return
         killed = []
         for mutant in focal.mutants:
-            run = self.jvm.run_test([row["_classes"], mutant.classes, *self.project.class_path()], masked.class_name,
-                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
+            run = self._run(jvm, [classes, mutant.classes, *self.project.class_path()], masked,
+                            record.location[ROW_TEST_METHOD])
             if run.outcome != PASSED:
                 killed.append(mutant.number)
         row[EXEC_KILLED], row[EXEC_KILLED_MUTANTS] = len(killed), killed
 
     def close(self) -> None:
-        """End the project's JVM."""
+        """End the project's JVMs."""
         self.jvm.close()
+        if self._shared is not None:
+            self._shared.close()
 
 
 def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings, progress=None) -> tuple[list[dict], dict, dict]:
@@ -258,13 +318,11 @@ def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings
         projects[repo] = {PROJECT_RECORDS: len(group), PROJECT_MAIN_LEFT_OUT: len(run.project.dropped_main),
                           PROJECT_TESTS_NOT_COMPILING: len(run.project.test_errors),
                           PROJECT_BUILD_SECONDS: round(run.build_seconds, 1),
-                          PROJECT_SECONDS: round(time.time() - started, 1), PROJECT_JVM_STARTS: run.jvm.starts}
+                          PROJECT_SECONDS: round(time.time() - started, 1), PROJECT_JVM_STARTS: run.jvm_starts}
         if run.mutants is not None:
             mutation.update(run.mutants.counts())
         if progress is not None:
             progress(repo, len(group), projects[repo])
-    for row in rows:
-        row.pop("_classes", None)
     return rows, projects, dict(mutation)
 
 

@@ -187,6 +187,11 @@ class Project:
         self.built_tests.update(compiled)
         self.test_errors.update(dropped)
 
+    def read_only_paths(self) -> list[Path]:
+        """What a candidate's sandboxed JVM reads besides the project root: the build, resources and jars."""
+        return [self.main_classes, self.test_classes, *self.resource_dirs(), *map(Path, self.jars),
+                *map(Path, self.late_jars)]
+
     def candidate_options(self, out_dir: Path) -> list[str]:
         """javac options for a candidate's test file: the built test and main classes on the class path."""
         return self._options([str(self.test_classes), str(self.main_classes), *self.jars, *self.late_jars], out_dir)
