@@ -12,7 +12,6 @@ from assertdistill.core.schema import (
     EXECUTION_FIGURE_STEM,
     EXECUTION_FILENAME,
     EXECUTION_SUMMARY_FILENAME,
-    PROJECT_SECONDS,
     SUM_EXECUTABLE,
     SUM_MUTATION,
     SUM_PROJECTS,
@@ -25,8 +24,8 @@ from assertdistill.core.schema import (
 from assertdistill.distill.summary import write_json_atomic
 from assertdistill.execution.figure import save_execution_figure
 from assertdistill.execution.jvm import JavaUnavailable
-from assertdistill.execution.mutants import MutationUnavailable
-from assertdistill.execution.outcome_summary import summarize
+from assertdistill.execution.mutants import MUTATION_TOOLS, MutationUnavailable
+from assertdistill.execution.outcome_summary import project_line, summarize
 from assertdistill.execution.pipeline import (
     ISOLATION_CANDIDATE,
     ISOLATIONS,
@@ -36,8 +35,8 @@ from assertdistill.execution.pipeline import (
     read_rows,
     write_rows,
 )
-from assertdistill.execution.sandbox import SandboxUnavailable, sandbox_for
 from assertdistill.execution.project import ProjectError, load_layouts
+from assertdistill.execution.sandbox import SandboxUnavailable, sandbox_for
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated row fields to run (default: %(default)s)")
     parser.add_argument("--mutants", type=int, default=0, metavar="N",
                         help="up to N LittleDarwin mutants of each record's focal class (needs focal_path)")
+    parser.add_argument("--mutation_tool", choices=sorted(MUTATION_TOOLS), default="littledarwin",
+                        help="what makes the mutants (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per test run (default %(default)s)")
     parser.add_argument("--projects", default=None, help="JSON of repo -> layout and Debian jars "
                         "(default: Maven layout, no jars beyond JUnit); the demo's: demo/java_projects.json")
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         layouts = load_layouts(args.projects)
-        records, bad_rows = read_rows(predictions, candidates)
+        records, bad_rows = read_rows(predictions, candidates, java_root)
     except (ProjectError, OSError, UnicodeDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -101,11 +102,11 @@ def main(argv=None) -> int:
         records = records[:args.limit]
     settings = ExecutionSettings(java_root.resolve(), Path(args.work_dir or out / "work").resolve(), candidates,
                                  args.timeout, args.mutants, layouts, args.heap, args.compile_timeout, sandbox,
-                                 args.isolation)
+                                 args.isolation, args.mutation_tool)
     started = time.time()
 
     def progress(repo, count, facts):
-        print(f"{repo}: {count} records in {facts[PROJECT_SECONDS]} s", flush=True)
+        print(project_line(repo, count, facts), flush=True)
 
     try:
         rows, projects, mutation = evaluate_records(records, settings, progress)

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..analysis.results import json_lines
 from ..core.schema import (
     EXEC_CANDIDATE,
     EXEC_COMPILED,
@@ -19,17 +18,16 @@ from ..core.schema import (
     EXEC_MUTANTS,
     EXEC_OUTCOME,
     EXEC_PASSED,
-    EXEC_REASON,
     EXEC_SECONDS,
-    EXEC_STATUS,
-    EXEC_TEXT,
     PROJECT_BUILD_SECONDS,
     PROJECT_JVM_STARTS,
+    PROJECT_LEFT_OUT_MAIN_FILES,
+    PROJECT_MAIN_BUILD_ERROR,
     PROJECT_MAIN_LEFT_OUT,
     PROJECT_RECORDS,
+    PROJECT_RESTARTS,
     PROJECT_SECONDS,
     PROJECT_TESTS_NOT_COMPILING,
-    ROW_FOCAL_PATH,
     ROW_GROUND_TRUTH,
     ROW_INDEX,
     ROW_REPO,
@@ -39,16 +37,25 @@ from ..core.schema import (
     STATUS_COUNTED,
     STATUS_ENVIRONMENT,
 )
-from .jvm import COMPILED, COMPILE_TIMEOUT, JVM_DIED, PASSED, Jvm, JvmMounts, build_runner
-from .mutants import FocalMutants, MutantCache
-from .project import ProjectLayout, Project, ProjectError
+from .jvm import (
+    COMPILE_TIMEOUT,
+    COMPILED,
+    JVM_DIED,
+    PASSED,
+    Jvm,
+    JvmMounts,
+    build_runner,
+)
+from .mutants import MUTATION_TOOLS, FocalMutants, MutantCache
+from .project import ProjectError, ProjectLayout, make_project
+from .rows import ExecutionRecord, read_rows, result_row
 from .sandbox import Sandbox
 from .source import MaskedTest, SourceError, mask_test
 
 DETAIL_CHARS = 300
+__all__ = ["ExecutionSettings", "ProjectRun", "evaluate_records", "in_order", "read_rows", "write_rows"]
 ISOLATION_CANDIDATE, ISOLATION_LEAK = "candidate", "leak"  # a fresh JVM per candidate / one restarted on leftovers
 ISOLATIONS = (ISOLATION_CANDIDATE, ISOLATION_LEAK)
-LOCATION_FIELDS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD)
 
 
 @dataclass
@@ -65,60 +72,11 @@ class ExecutionSettings:
     compile_timeout_seconds: float = 60.0  # one candidate's javac; a bomb becomes outcome compile_timeout
     sandbox: Sandbox = field(default_factory=lambda: Sandbox(None))  # the walls around candidate JVMs
     isolation: str = ISOLATION_CANDIDATE  # ISOLATIONS
-
-
-@dataclass
-class ExecutionRecord:
-    """One predictions row to evaluate: its position, location and candidate texts."""
-
-    index: int
-    location: dict
-    texts: dict[str, str]
-    focal_path: str | None
-
-
-def read_rows(path: Path, candidates: tuple[str, ...]) -> tuple[list[ExecutionRecord], list[dict]]:
-    """(records to evaluate, result rows of bad input) from a predictions.jsonl-like file, in order.
-
-    A record's index is its position among the file's non-blank lines (0, 1, ...).
-    """
-    records, bad = [], []
-    with open(path, encoding="utf-8") as stream:
-        for position, (lineno, row, error) in enumerate(json_lines(stream)):
-            index = position  # predictions.jsonl's own index; never a row's claim, which may repeat
-            if error is not None or not isinstance(row, dict):
-                why = f"line {lineno}: {error or 'not an object'}"
-                bad += _bad_rows(index, {}, candidates, "unparsable_row", why)
-                continue
-            location = {key: row.get(key) for key in LOCATION_FIELDS}
-            missing = [key for key, value in location.items() if not isinstance(value, str) or not value]
-            if missing:
-                bad += _bad_rows(index, location, candidates, "missing_location", f"no {', '.join(missing)}")
-                continue
-            if not isinstance(row.get(ROW_GROUND_TRUTH), str):
-                bad += _bad_rows(index, location, candidates, "missing_ground_truth", f"no {ROW_GROUND_TRUTH}")
-                continue
-            texts = {name: row[name] for name in candidates if isinstance(row.get(name), str)}
-            focal = row.get(ROW_FOCAL_PATH) if isinstance(row.get(ROW_FOCAL_PATH), str) else None
-            records.append(ExecutionRecord(index, location, {ROW_GROUND_TRUTH: row[ROW_GROUND_TRUTH], **texts}, focal))
-    return records, bad
-
-
-def _row(index, location: dict, candidate: str, text, status: str, reason: str | None = None) -> dict:
-    return {ROW_INDEX: index, **location, EXEC_CANDIDATE: candidate, EXEC_TEXT: text, EXEC_STATUS: status,
-            EXEC_REASON: reason, EXEC_COMPILED: None, EXEC_PASSED: None, EXEC_OUTCOME: None, EXEC_DETAIL: None,
-            EXEC_MUTANTS: None, EXEC_KILLED: None, EXEC_KILLED_MUTANTS: None, EXEC_SECONDS: 0.0}
-
-
-def _bad_rows(index, location: dict, candidates, reason: str, detail: str) -> list[dict]:
-    rows = [_row(index, location, candidate, None, STATUS_BAD_INPUT, reason) for candidate in candidates]
-    for row in rows:
-        row[EXEC_DETAIL] = detail
-    return rows
+    mutation_tool: str = "littledarwin"  # a name in mutants.MUTATION_TOOLS
 
 
 def _not_counted(record: ExecutionRecord, candidates, status: str, reason: str, detail: str) -> list[dict]:
-    rows = [_row(record.index, record.location, c, record.texts.get(c), status, reason) for c in candidates
+    rows = [result_row(record.index, record.location, c, record.texts.get(c), status, reason) for c in candidates
             if c in record.texts]
     for row in rows:
         row[EXEC_DETAIL] = detail[:DETAIL_CHARS]
@@ -138,10 +96,11 @@ class ProjectRun:
         self.root = settings.java_root / repo
         work = settings.work_dir / repo
         self.runner_dir = runner_dir
-        self.project = Project(self.root, settings.layouts.get(repo, ProjectLayout()), work)
+        self.project = make_project(self.root, settings.layouts.get(repo, ProjectLayout()), work)
         # builds compile the project's own sources (javac -proc:none runs none of their code): not sandboxed
         self.jvm = Jvm(runner_dir, self.project.jars, self.root, work / "scratch", settings.heap)
-        self.mutants = MutantCache(self.project, self.jvm, settings.mutants) if settings.mutants else None
+        tool = MUTATION_TOOLS[settings.mutation_tool]()
+        self.mutants = MutantCache(self.project, self.jvm, settings.mutants, tool) if settings.mutants else None
         self.build_seconds = 0.0
         self.candidate_jvm_starts = 0
         self.restarts_after_leftovers = 0
@@ -161,7 +120,7 @@ class ProjectRun:
             self.project.build_main(self.jvm)
         except ProjectError as error:
             self.build_seconds = time.time() - started
-            self.build_error = str(error)
+            self.build_error = f"{error.reason}: {error}"
             return [row for r in records for row in self._env(r, error.reason, str(error))]
         present = [r for r in records if (self.root / r.location[ROW_TEST_PATH]).is_file()]
         self.project.build_tests(self.jvm, sorted({r.location[ROW_TEST_PATH] for r in present}))
@@ -234,7 +193,7 @@ class ProjectRun:
 
     def _candidate(self, record: ExecutionRecord, masked: MaskedTest, candidate: str) -> dict:
         started = time.time()
-        row = _row(record.index, record.location, candidate, record.texts[candidate], STATUS_COUNTED)
+        row = result_row(record.index, record.location, candidate, record.texts[candidate], STATUS_COUNTED)
         self._candidate_number += 1
         base = self.project.work_dir / "candidates" / str(self._candidate_number)
         source_file = base / "src" / Path(record.location[ROW_TEST_PATH]).name
@@ -293,7 +252,7 @@ class ProjectRun:
 
 def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings, progress=None) -> tuple[list[dict], dict, dict]:
     """(result rows in record order, per-project build facts, mutant counts) for records grouped by project."""
-    runner_dir = build_runner(settings.work_dir / "runner")
+    runner_dir = build_runner(settings.work_dir / "runner") if records else settings.work_dir
     by_repo: dict[str, list[ExecutionRecord]] = collections.defaultdict(list)
     for record in records:
         by_repo[record.location[ROW_REPO]].append(record)
@@ -316,6 +275,8 @@ def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings
         finally:
             run.close()
         projects[repo] = {PROJECT_RECORDS: len(group), PROJECT_MAIN_LEFT_OUT: len(run.project.dropped_main),
+                          PROJECT_LEFT_OUT_MAIN_FILES: run.project.dropped_main,
+                          PROJECT_MAIN_BUILD_ERROR: run.build_error, PROJECT_RESTARTS: run.restarts_after_leftovers,
                           PROJECT_TESTS_NOT_COMPILING: len(run.project.test_errors),
                           PROJECT_BUILD_SECONDS: round(run.build_seconds, 1),
                           PROJECT_SECONDS: round(time.time() - started, 1), PROJECT_JVM_STARTS: run.jvm_starts}

@@ -69,7 +69,7 @@ def heap_bytes(heap: str) -> int:
     return int(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jdk_links_outside_usr(java: str) -> tuple[str, ...]:
     """Files outside /usr that the JDK of `java` links to (Debian keeps its conf/ and cacerts in /etc)."""
     home = Path(java).resolve().parents[1]
