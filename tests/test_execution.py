@@ -15,6 +15,7 @@ from assertdistill.core import schema
 from assertdistill.execution.jvm import JavaUnavailable, find_java_tools, junit_jars
 from assertdistill.execution.mutants import generate_mutants, spread
 from assertdistill.execution.outcome_summary import summarize
+from assertdistill.execution.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from assertdistill.execution.source import SourceError, mask_test
 
 PROJECTS = Path(__file__).resolve().parent / "data" / "java_projects"
@@ -26,8 +27,9 @@ def _java_or_skip():
     try:
         find_java_tools()
         junit_jars()
-    except JavaUnavailable as error:
-        pytest.skip(f"no JDK / JUnit here: {error}")
+        Sandbox(SandboxLimits()).check()
+    except (JavaUnavailable, SandboxUnavailable) as error:
+        pytest.skip(f"no JDK / JUnit / bubblewrap here: {error}")
 
 
 def _row(index, method, truth, teacher=None, student=None, repo="calc", test_path=TEST_PATH, focal=FOCAL_PATH):

@@ -235,9 +235,13 @@ def write_in_place(path: str, text: str) -> None:
             os.fchmod(stream.fileno(), stat.S_IMODE(status.st_mode))
             os.fsync(stream.fileno())
             if name is None:
-                name = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{secrets.token_hex(6)}"
-                                                             f"{TEMPORARY_SUFFIX}")
-                os.link(f"/proc/self/fd/{stream.fileno()}", name)  # linkat(2) refuses to replace: a fresh name
+                base = f".{os.path.basename(target)}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}"
+                directory = os.open(os.path.dirname(target), os.O_DIRECTORY)
+                try:  # linkat(2) with AT_SYMLINK_FOLLOW (a dir fd makes Python call it); it never replaces a file
+                    os.link(f"/proc/self/fd/{stream.fileno()}", base, dst_dir_fd=directory, follow_symlinks=True)
+                finally:
+                    os.close(directory)
+                name = os.path.join(os.path.dirname(target), base)
         os.replace(name, target)
     except BaseException:
         if name is not None and os.path.exists(name):

@@ -49,7 +49,7 @@ from .jvm import (
 from .mutants import MUTATION_TOOLS, FocalMutants, MutantCache
 from .project import ProjectError, ProjectLayout, make_project
 from .rows import ExecutionRecord, read_rows, result_row
-from .sandbox import Sandbox
+from .sandbox import Sandbox, sandbox_for
 from .source import MaskedTest, SourceError, mask_test
 
 DETAIL_CHARS = 300
@@ -70,7 +70,8 @@ class ExecutionSettings:
     layouts: dict[str, ProjectLayout] = field(default_factory=dict)
     heap: str = "2g"
     compile_timeout_seconds: float = 60.0  # one candidate's javac; a bomb becomes outcome compile_timeout
-    sandbox: Sandbox = field(default_factory=lambda: Sandbox(None))  # the walls around candidate JVMs
+    sandbox: Sandbox | None = None  # the walls around candidate JVMs; None: sandbox_for(heap), checked
+    # (running candidates unconfined takes an explicit Sandbox(None): --unsafe_no_sandbox)
     isolation: str = ISOLATION_CANDIDATE  # ISOLATIONS
     mutation_tool: str = "littledarwin"  # a name in mutants.MUTATION_TOOLS
 
@@ -253,6 +254,8 @@ class ProjectRun:
 def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings, progress=None) -> tuple[list[dict], dict, dict]:
     """(result rows in record order, per-project build facts, mutant counts) for records grouped by project."""
     runner_dir = build_runner(settings.work_dir / "runner") if records else settings.work_dir
+    if settings.sandbox is None and records:
+        settings.sandbox = sandbox_for(settings.heap, unsafe=False)
     by_repo: dict[str, list[ExecutionRecord]] = collections.defaultdict(list)
     for record in records:
         by_repo[record.location[ROW_REPO]].append(record)
