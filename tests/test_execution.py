@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from assertdistill.core import schema
 from assertdistill.execution.jvm import JavaUnavailable, find_java_tools, junit_jars
 from assertdistill.execution.mutants import generate_mutants, spread
 from assertdistill.execution.outcome_summary import summarize
+from assertdistill.execution.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from assertdistill.execution.source import SourceError, mask_test
 
 PROJECTS = Path(__file__).resolve().parent / "data" / "java_projects"
@@ -24,8 +27,9 @@ def _java_or_skip():
     try:
         find_java_tools()
         junit_jars()
-    except JavaUnavailable as error:
-        pytest.skip(f"no JDK / JUnit here: {error}")
+        Sandbox(SandboxLimits()).check()
+    except (JavaUnavailable, SandboxUnavailable) as error:
+        pytest.skip(f"no JDK / JUnit / bubblewrap here: {error}")
 
 
 def _row(index, method, truth, teacher=None, student=None, repo="calc", test_path=TEST_PATH, focal=FOCAL_PATH):
@@ -120,7 +124,9 @@ def test_summary_rates_and_intervals(run):
     assert paired["pass_mcnemar_p"] == 1.0
     against_truth = summary["paired"]["teacher_prediction_vs_ground_truth"]
     assert against_truth["only_second_passes"] == 3 and against_truth["mutation_score_difference"] < 0
-    assert summary["projects"]["calc"]["jvm_starts"] == 2  # one JVM, restarted once after the timeout
+    # the build JVM twice (sources, then the mutants), and one sandboxed JVM per candidate run: 10 (record 3's
+    # ground truth fails, so its two candidates never run)
+    assert summary["projects"]["calc"]["jvm_starts"] == 12
 
 
 def test_rows_made_by_make_dataset_classify_truth_wrong_literal_and_garbage(tmp_path):
@@ -202,3 +208,35 @@ def test_making_mutants_leaves_the_process_recursion_limit_as_it_was():
     limit = sys.getrecursionlimit()
     generate_mutants("class A { int f(int x) { return x + 1; } }")
     assert sys.getrecursionlimit() == limit  # json's C scanner on a deeply nested record needs the usual limit
+
+
+def test_results_are_readable_by_others(tmp_path):
+    from assertdistill.distill.summary import write_json_atomic
+    previous = os.umask(0o022)
+    try:
+        write_json_atomic(str(tmp_path / "summary.json"), {"a": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "summary.json").st_mode) == 0o644  # mkstemp alone gives 0600
+
+
+def test_a_failed_main_build_is_named_with_its_first_error_and_left_out_files_listed(tmp_path, capsys):
+    _java_or_skip()
+    sources = {"broken/src/main/java/b/Broken.java": "package b; class Broken { Missing m; }",
+               "partial/src/main/java/p/Good.java": "package p; public class Good { }",
+               "partial/src/main/java/p/Bad.java": "package p; class Bad { int x = \"no\"; }"}
+    for name, text in sources.items():
+        (tmp_path / "root" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "root" / name).write_text(text)
+    rows = [{"repo": repo, "test_path": "src/test/java/T.java", "test_method": "t", "ground_truth": "fail();"}
+            for repo in ("broken", "partial")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert evaluate_execution.main(["--predictions", str(tmp_path / "p.jsonl"), "--java_root", str(tmp_path / "root"),
+                                    "--output_dir", str(tmp_path / "out")]) == 0
+    console = capsys.readouterr().out
+    assert "broken: 1 records in" in console and "main build failed" in console and "cannot find symbol" in console
+    assert "partial: 1 records in" in console and "1 main file(s) left out" in console and "Bad.java" in console
+    projects = json.loads((tmp_path / "out" / schema.EXECUTION_SUMMARY_FILENAME).read_text())["projects"]
+    assert list(projects["partial"]["left_out_main_files"]) == ["src/main/java/p/Bad.java"]
+    assert "incompatible types" in projects["partial"]["left_out_main_files"]["src/main/java/p/Bad.java"]
+    assert projects["broken"]["main_files_left_out"] == 1 and "cannot find symbol" in projects["broken"]["main_build_error"]

@@ -3,6 +3,9 @@
 import json
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,7 +134,7 @@ def test_in_place_rewrites_atomically_keeping_everything_else(tmp_path, student_
     assert [line for line in rewritten.split("\n") if line in kept] == kept
     assert "        " + TARGET.split("\n")[0] in rewritten.split("\n")  # the placeholder's indentation
     assert stat.S_IMODE(os.stat(test).st_mode) == 0o640
-    assert [p for p in os.listdir(test.parent) if p.startswith(".tmp_")] == []
+    assert os.listdir(test.parent) == ["CalculatorTest.java"]  # no temporary file left
 
 
 def test_mask_existing_replaces_the_assertions_the_dataset_masks(tmp_path, student_dir, capsys):
@@ -201,3 +204,103 @@ def test_method_alone_without_focal_class_is_said_once(tmp_path, student_dir, ca
     code, _, err = run(["--model_dir", student_dir, str(test)], capsys)
     assert code == 0
     assert err.count("no focal class") == 1 and "2 method(s)" in err
+
+
+FORMS = {  # name -> the test file's bytes in that form
+    "crlf": TEST_FILE.replace("\n", "\r\n").encode(),
+    "mixed_endings": "".join(line + ("\r\n" if number % 2 else "\n")
+                             for number, line in enumerate(TEST_FILE.split("\n")[:-1])).encode(),
+    "bom": b"\xef\xbb\xbf" + TEST_FILE.encode(),
+    "form_feed_and_u2028_in_comments": TEST_FILE.replace("import org", "// a\fb\u2028c\u0085d\nimport org").encode(),
+    "no_final_newline": TEST_FILE.rstrip("\n").encode(),
+    "crlf_bom_no_final_newline": b"\xef\xbb\xbf" + TEST_FILE.rstrip("\n").replace("\n", "\r\n").encode(),
+}
+
+
+def _shell(command, cwd):
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{command}: {done.stdout} {done.stderr}"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_diff_applies_with_patch_and_git_and_equals_in_place(form, tmp_path, student_dir, capsys, monkeypatch):
+    relative = "src/test/java/com/x/CalculatorTest.java"
+    copies = {}
+    for name in ("patched", "git", "in_place"):
+        test = project(tmp_path / name)
+        test.write_bytes(FORMS[form])
+        copies[name] = test
+    monkeypatch.chdir(tmp_path / "patched")
+    code, diff, err = run(["--model_dir", student_dir, relative], capsys)
+    assert code == 0 and diff.count("\n+") >= 3, err
+    (tmp_path / "change.diff").write_bytes(diff.encode("utf-8"))
+    _shell(["patch", "-p1", "--quiet", "-i", str(tmp_path / "change.diff")], tmp_path / "patched")
+    _shell(["git", "apply", "--check", str(tmp_path / "change.diff")], tmp_path / "git")
+    monkeypatch.chdir(tmp_path / "in_place")
+    assert run(["--model_dir", student_dir, "--in_place", relative], capsys)[0] == 0
+    patched, rewritten = copies["patched"].read_bytes(), copies["in_place"].read_bytes()
+    assert patched == rewritten and PLACEHOLDER.encode() not in rewritten
+    original_lines = FORMS[form].split(b"\n")
+    kept = [line for line in original_lines if PLACEHOLDER.encode() not in line]
+    assert [line for line in rewritten.split(b"\n") if line in kept] == kept  # every other line byte for byte
+    assert rewritten.startswith(b"\xef\xbb\xbf") == FORMS[form].startswith(b"\xef\xbb\xbf")
+    assert rewritten.endswith(b"\n") == FORMS[form].endswith(b"\n")
+    new_lines = [line for line in rewritten.split(b"\n") if line not in kept and line.strip()]
+    crlf = FORMS[form].count(b"\r\n") == FORMS[form].count(b"\n")
+    if crlf or form.startswith("crlf"):
+        assert all(line.endswith(b"\r") or line is rewritten.split(b"\n")[-1] for line in new_lines)
+    elif form != "mixed_endings":
+        assert not any(line.endswith(b"\r") for line in new_lines)
+
+
+def test_in_place_writes_through_a_symlink_and_refuses_a_read_only_file(tmp_path, student_dir, capsys):
+    test = project(tmp_path)
+    link = tmp_path / "Link.java"
+    link.symlink_to(test)
+    code, _, err = run(["--model_dir", student_dir, "--in_place", str(link)], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and PLACEHOLDER not in test.read_text()
+    other = project(tmp_path / "other")
+    os.chmod(other, 0o444)
+    code, _, err = run(["--model_dir", student_dir, "--in_place", str(other)], capsys)
+    assert code == 1 and "read-only (mode 0444)" in err and other.read_text() == TEST_FILE
+    assert "0 placeholder(s) in 0 file(s)" in err and "1 file(s) failed" in err
+
+
+def test_closing_count_says_how_many_placeholders_got_an_assertion(tmp_path, student_dir, capsys):
+    test = project(tmp_path)
+    code, _, err = run(["--model_dir", student_dir, str(test)], capsys)
+    assert code == 0 and "3 placeholder(s) in 1 file(s): 3 got an assertion, 0 none" in err
+
+
+def test_mask_existing_in_place_needs_overwrite_assertions(tmp_path, student_dir, capsys):
+    written = TEST_FILE.replace(PLACEHOLDER, "assertTrue(sum > 3);")
+    test = project(tmp_path, written)
+    with pytest.raises(SystemExit) as refused:
+        generate_assertions.main(["--model_dir", student_dir, "--mask_existing", "--in_place", str(test)])
+    assert refused.value.code == 2 and "--overwrite_assertions" in capsys.readouterr().err
+    assert test.read_text() == written
+    code, _, _ = run(["--model_dir", student_dir, "--mask_existing", "--in_place", "--overwrite_assertions",
+                      str(test)], capsys)
+    assert code == 0 and "assertTrue(sum > 3);" not in test.read_text()
+
+
+def test_a_kill_while_writing_in_place_leaves_the_file_and_no_temporary_file(tmp_path):
+    """kill -9 in the middle of the write (simulated in a child process): the file is whole, nothing is left."""
+    test = project(tmp_path)
+    child = ("import os, signal, sys\n"
+             "from assertdistill.deploy import assertion_writer as w\n"
+             "real = os.fdopen\n"
+             "class Dying:\n"
+             "    def __init__(self, stream): self.stream = stream\n"
+             "    def __enter__(self): return self\n"
+             "    def __exit__(self, *a): return False\n"
+             "    def write(self, data): self.stream.write(data[:100]); self.stream.flush(); "
+             "os.kill(os.getpid(), signal.SIGKILL)\n"
+             "w.os.fdopen = lambda handle, mode: Dying(real(handle, mode))\n"
+             "w.write_in_place(sys.argv[1], 'x' * 100000)\n")
+    done = subprocess.run([sys.executable, "-c", child, str(test)], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, check=False)
+    assert done.returncode == -9, done.stderr
+    assert test.read_text() == TEST_FILE
+    assert sorted(os.listdir(test.parent)) == ["CalculatorTest.java"]

@@ -13,7 +13,6 @@ from assertdistill.core.schema import (
     EXECUTION_FIGURE_STEM,
     EXECUTION_FILENAME,
     EXECUTION_SUMMARY_FILENAME,
-    PROJECT_SECONDS,
     SUM_EXECUTABLE,
     SUM_MUTATION,
     SUM_PROJECTS,
@@ -26,10 +25,19 @@ from assertdistill.core.schema import (
 from assertdistill.distill.summary import write_json_atomic
 from assertdistill.execution.figure import save_execution_figure
 from assertdistill.execution.jvm import JavaUnavailable
-from assertdistill.execution.mutants import MutationUnavailable
-from assertdistill.execution.outcome_summary import summarize
-from assertdistill.execution.pipeline import ExecutionSettings, evaluate_records, in_order, read_rows, write_rows
+from assertdistill.execution.mutants import MUTATION_TOOLS, MutationUnavailable
+from assertdistill.execution.outcome_summary import project_line, summarize
+from assertdistill.execution.pipeline import (
+    ISOLATION_CANDIDATE,
+    ISOLATIONS,
+    ExecutionSettings,
+    evaluate_records,
+    in_order,
+    read_rows,
+    write_rows,
+)
 from assertdistill.execution.project import ProjectError, load_layouts
+from assertdistill.execution.sandbox import SandboxUnavailable, sandbox_for
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated row fields to run (default: %(default)s)")
     parser.add_argument("--mutants", type=int, default=0, metavar="N",
                         help="up to N LittleDarwin mutants of each record's focal class (needs focal_path)")
+    parser.add_argument("--mutation_tool", choices=sorted(MUTATION_TOOLS), default="littledarwin",
+                        help="what makes the mutants (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per test run (default %(default)s)")
     parser.add_argument("--projects", default=None, help="JSON of repo -> layout and Debian jars "
                         "(default: Maven layout, no jars beyond JUnit); the demo's: demo/java_projects.json")
@@ -50,6 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     parser.add_argument("--figure_format", default="png", help="format of execution.<fmt> (default %(default)s)")
     parser.add_argument("--heap", default="2g", help="the runner JVM's -Xmx (default %(default)s)")
+    parser.add_argument("--compile_timeout", type=float, default=60.0,
+                        help="seconds for one candidate's javac (outcome compile_timeout; default %(default)s)")
+    parser.add_argument("--isolation", choices=ISOLATIONS, default=ISOLATION_CANDIDATE,
+                        help="candidate: a fresh JVM per candidate; leak: one JVM restarted whenever a run "
+                             "left state behind (default %(default)s; docs/EXECUTION.md)")
+    parser.add_argument("--unsafe_no_sandbox", action="store_true",
+                        help="run candidates without the operating-system sandbox (bubblewrap) when it cannot start")
     return parser.parse_args(argv)
 
 
@@ -70,21 +87,28 @@ def main(argv=None) -> int:
     if not java_root.is_dir():
         print(f"error: --java_root {java_root} is not a directory", file=sys.stderr)
         return 2
+    try:
+        sandbox = sandbox_for(args.heap, args.unsafe_no_sandbox)
+    except SandboxUnavailable as error:
+        print(f"error: {error}; refusing to run model-written code unconfined (--unsafe_no_sandbox to do so)",
+              file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     try:
         layouts = load_layouts(args.projects)
-        records, bad_rows = read_rows(predictions, candidates)
+        records, bad_rows = read_rows(predictions, candidates, java_root)
     except (ProjectError, OSError, UnicodeDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.limit is not None:
         records = records[:args.limit]
     settings = ExecutionSettings(java_root.resolve(), Path(args.work_dir or out / "work").resolve(), candidates,
-                        args.timeout, args.mutants, layouts, args.heap)
+                                 args.timeout, args.mutants, layouts, args.heap, args.compile_timeout, sandbox,
+                                 args.isolation, args.mutation_tool)
     started = time.time()
 
     def progress(repo, count, facts):
-        print(f"{repo}: {count} records in {facts[PROJECT_SECONDS]} s", flush=True)
+        print(project_line(repo, count, facts), flush=True)
 
     try:
         rows, projects, mutation = evaluate_records(records, settings, progress)

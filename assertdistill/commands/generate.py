@@ -43,9 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in_place", action="store_true", help="rewrite the files (atomically) instead of a diff")
     parser.add_argument("--mask_existing", action="store_true",
                         help="first replace the test methods' assertions with placeholders, as the dataset does")
+    parser.add_argument("--overwrite_assertions", action="store_true",
+                        help="with --mask_existing --in_place: replace the files' real assertions with the student's")
     args = parser.parse_args(argv)
     if args.num_beams is not None and args.num_beams < 1:
         parser.error("--num_beams must be >= 1")
+    if args.mask_existing and args.in_place and not args.overwrite_assertions:
+        parser.error("--mask_existing --in_place replaces the files' own assertions; add --overwrite_assertions "
+                     "to do that, or leave out --in_place for a diff")
     if args.source_root is not None and not os.path.isdir(args.source_root):
         parser.error(f"--source_root {args.source_root} is not a directory")
     return args
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = writer.process(path, args.mask_existing)
             if args.in_place:
-                write_in_place(path, result.updated)
+                write_in_place(path, result.raw_updated())
         except (JavaInputError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             failures.append(path)
@@ -95,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if empty:
         print(f"note: the student wrote no line for {empty} placeholder(s); they are left as they are", file=sys.stderr)
-    print(f"{placeholders} placeholder(s) in {done} file(s) filled ({student.backend}, beam {num_beams}); "
-          f"{len(failures)} failed", file=sys.stderr)
+    print(f"{placeholders} placeholder(s) in {done} file(s): {placeholders - empty} got an assertion, {empty} none "
+          f"({student.backend}, beam {num_beams}); {len(failures)} file(s) failed", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -238,6 +238,9 @@ SUM_PROJECTS = "projects"  # repo -> {PROJECT_* below}
 PROJECT_RECORDS, PROJECT_MAIN_LEFT_OUT, PROJECT_TESTS_NOT_COMPILING = (
     "records", "main_files_left_out", "test_files_not_compiling")  # main sources without classes; records' test files
 PROJECT_BUILD_SECONDS, PROJECT_SECONDS, PROJECT_JVM_STARTS = "build_seconds", "seconds", "jvm_starts"
+PROJECT_LEFT_OUT_MAIN_FILES = "left_out_main_files"  # main source (relative) -> its first compiler error
+PROJECT_MAIN_BUILD_ERROR = "main_build_error"  # why no main class was built (first compiler error); None if built
+PROJECT_RESTARTS = "jvm_restarts_after_leftovers"  # candidate JVMs ended because a run left state or files behind
 SUM_SETTINGS = "settings"
 SUM_SECONDS = "seconds"
 SUM_INTERVAL_METHOD = "interval_method"

@@ -84,7 +84,7 @@ def teacher_texts_of(entry: dict) -> tuple[str, str]:
     return joined, str(value)
 
 
-def _lone_surrogate(text: str) -> str | None:
+def lone_surrogate(text: str) -> str | None:
     """The first lone surrogate in a string (a "\\ud800" escape decodes to one: not text), else None."""
     if text.isascii():  # O(1); hex strings are ASCII
         return None
@@ -97,7 +97,7 @@ def _lone_surrogate(text: str) -> str | None:
 
 def _reject_lone_surrogate(name: str, text: str) -> None:
     """RecordError for a tokenized field holding a lone surrogate: no tokenizer (the thesis's neither) reads it."""
-    surrogate = _lone_surrogate(text)
+    surrogate = lone_surrogate(text)
     if surrogate is not None:
         raise RecordError("lone_surrogate", f"'{name}' holds the lone surrogate \\u{ord(surrogate):04x}, "
                                             f"which is not text")
@@ -146,7 +146,7 @@ def parse_record(line: bytes | str, focal_field: str, need_logits: bool, lazy_he
         if require_teacher:
             raise
         teacher_text = teacher_text_script1 = ""
-    if any(_lone_surrogate(text) is not None for text in (teacher_text, teacher_text_script1)):  # scored, not tokenized
+    if any(lone_surrogate(text) is not None for text in (teacher_text, teacher_text_script1)):  # scored, not tokenized
         teacher_text, teacher_text_script1 = map(_replace_lone_surrogates, (teacher_text, teacher_text_script1))
         notes = ("teacher_text_lone_surrogate_replaced",)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
+import secrets
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from ..model.generation import generate
 from .saved_student import SavedStudent
 
 TEST_NAME_ENDINGS = ("Test.java", "Tests.java", "TestCase.java", "IT.java")
+TEMPORARY_SUFFIX = ".assertdistill-tmp"  # never *.java: a temporary file left by a kill cannot break a build
+BOM = "\ufeff"
+NO_NEWLINE = "\\ No newline at end of file\n"
 
 
 @dataclass
@@ -52,11 +56,16 @@ class FileResult:
     """A processed file: its text before and after, each placeholder's result, methods without focal class."""
 
     path: str
-    original: str
-    updated: str
+    original: str  # the file as read: \n newlines, no BOM
+    updated: str  # the same form, placeholders filled
     written: list[Written]
     without_focal: int
     outside_methods: int
+    raw_original: str = ""  # the file's text exactly (BOM, CRLF and mixed line endings as they are)
+
+    def raw_updated(self) -> str:
+        """The updated text in the file's own form (keep_form)."""
+        return keep_form(self.raw_original, self.original, self.updated)
 
 
 def collect_files(paths: list[str], mask_existing: bool) -> tuple[list[str], list[str]]:
@@ -88,17 +97,40 @@ def collect_files(paths: list[str], mask_existing: bool) -> tuple[list[str], lis
     return files, errors
 
 
-def read_source(path: str) -> tuple[str, str]:
-    """(text with \\n newlines, the file's newline) of a .java file; JavaInputError for other files."""
+def read_raw(path: str) -> str:
+    """A .java file's text exactly as it is (a BOM as U+FEFF, CR LF kept); JavaInputError for other files."""
     if not path.endswith(".java"):
         raise JavaInputError(f"{path}: not a Java file (.java)")
-    data = Path(path).read_bytes()
     try:
-        text = data.decode("utf-8-sig")
+        return Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise JavaInputError(f"{path}: not UTF-8 text") from None
-    newline = "\r\n" if "\r\n" in text else "\n"
-    return text.replace("\r\n", "\n"), newline
+
+
+def normalized(raw: str) -> str:
+    """The text the parser reads: no BOM, CR LF as LF (line i of it is line i of the file)."""
+    return raw.removeprefix(BOM).replace("\r\n", "\n")
+
+
+def keep_form(raw_original: str, original: str, updated: str) -> str:
+    """`updated` (LF newlines, no BOM) in the form of the file it came from.
+
+    Lines the update left alone are the file's own, byte for byte; each new line takes the ending of the line
+    it replaces (the line before, for an insertion); the BOM and a missing final newline stay as they were.
+    """
+    raw_lines, old, new = raw_original.split("\n"), original.split("\n"), updated.split("\n")
+    out = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out += raw_lines[i1:i2]
+            continue
+        reference = min(i1 if i1 < len(old) - 1 else i1 - 1, len(raw_lines) - 2)  # a line that ends in \n
+        cr = "\r" if reference >= 0 and raw_lines[reference].endswith("\r") else ""
+        out += [line + cr for line in new[j1:j2]]
+        if j2 == len(new) and out:  # the last line has no newline: no CR of its own
+            out[-1] = out[-1].removesuffix(cr) if not raw_lines[-1].endswith("\r") else out[-1]
+    text = "\n".join(out)
+    return BOM + text if raw_original.startswith(BOM) and not text.startswith(BOM) else text
 
 
 class AssertionWriter:
@@ -126,7 +158,8 @@ class AssertionWriter:
 
     def process(self, path: str, mask_existing: bool = False) -> FileResult:
         """Fill every placeholder of one file; JavaInputError for a file that cannot be used."""
-        original, _ = read_source(path)
+        raw = read_raw(path)
+        original = normalized(raw)
         text = mask_existing_assertions(path, original) if mask_existing else original
         test_file: JavaTestFile = find_placeholders(path, text)
         self.focal.attach(test_file, self.source_root or infer_source_root(path))
@@ -138,28 +171,79 @@ class AssertionWriter:
                 replacements[row], indents[row] = lines, indent
                 written.append(Written(path, site.name, row + 1, "\n".join(lines), milliseconds))
         return FileResult(path, original, rewrite(text, replacements, indents), written,
-                          sum(1 for site in test_file.sites if site.focal_path is None), test_file.outside_methods)
+                          sum(1 for site in test_file.sites if site.focal_path is None), test_file.outside_methods,
+                          raw)
+
+
+def _diff_lines(text: str) -> list[str]:
+    """Lines split at LF only (a form feed, U+2028 or a lone CR stays inside its line), each with its LF."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _hunk_range(start: int, length: int) -> str:
+    return f"{start + 1 if length else start}" + ("" if length == 1 else f",{length}")
 
 
 def unified_diff(result: FileResult) -> str:
-    """The file's change as a unified diff (a/ and b/ prefixes, as git prints them; `patch -p1` applies it)."""
+    """The file's change as a unified diff that `patch -p1` and `git apply` apply (a/ and b/ prefixes).
+
+    Lines are compared in the file's own form (CR LF, BOM); a last line without newline is marked as diff
+    marks it ("\\ No newline at end of file").
+    """
     name = result.path.lstrip("/")  # an absolute path as a/work/x.java, not a//work/x.java
-    return "".join(difflib.unified_diff(result.original.splitlines(keepends=True),
-                                        result.updated.splitlines(keepends=True),
-                                        fromfile=f"a/{name}", tofile=f"b/{name}"))
+    before, after = _diff_lines(result.raw_original), _diff_lines(result.raw_updated())
+    out = []
+    for group in difflib.SequenceMatcher(None, before, after, autojunk=False).get_grouped_opcodes(3):
+        (_, i1, _, j1, _), (_, _, i2, _, j2) = group[0], group[-1]
+        out.append(f"@@ -{_hunk_range(i1, i2 - i1)} +{_hunk_range(j1, j2 - j1)} @@\n")
+        for tag, a1, a2, b1, b2 in group:
+            lines = [(" ", line) for line in before[a1:a2]] if tag == "equal" else \
+                [("-", line) for line in before[a1:a2]] + [("+", line) for line in after[b1:b2]]
+            out += [sign + line + ("" if line.endswith("\n") else "\n" + NO_NEWLINE) for sign, line in lines]
+    return f"--- a/{name}\n+++ b/{name}\n" + "".join(out) if out else ""
+
+
+def _temporary_beside(target: str) -> tuple[int, str | None]:
+    """(descriptor, None) of an unnamed file in target's directory (O_TMPFILE: a kill leaves nothing), or
+    (descriptor, name) of a named one ending in TEMPORARY_SUFFIX where the file system cannot make one."""
+    directory = os.path.dirname(target)
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600), None
+    except (AttributeError, OSError):
+        handle, name = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=TEMPORARY_SUFFIX,
+                                        dir=directory)
+        return handle, name
 
 
 def write_in_place(path: str, text: str) -> None:
-    """Replace the file atomically (temporary file beside it, same permissions, renamed over it), newlines kept."""
-    _, newline = read_source(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp_", suffix=".java", dir=directory)
+    """Replace the file's contents atomically with `text` (already in its form, see keep_form).
+
+    A symbolic link is written through (its target is replaced); the mode is kept; a read-only file is
+    refused (JavaInputError). The new contents go to an unnamed temporary file beside the target that gets a
+    name (not *.java) only for the rename over it.
+    """
+    target = os.path.realpath(path)
+    status = os.stat(target)
+    if not status.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(target, os.W_OK):
+        raise JavaInputError(f"{path}: read-only (mode {stat.S_IMODE(status.st_mode):04o}); not rewritten")
+    handle, name = _temporary_beside(target)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text.replace("\n", newline))
-        shutil.copymode(path, temporary)
-        os.replace(temporary, path)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(text.encode("utf-8"))
+            stream.flush()
+            os.fchmod(stream.fileno(), stat.S_IMODE(status.st_mode))
+            os.fsync(stream.fileno())
+            if name is None:
+                base = f".{os.path.basename(target)}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}"
+                directory = os.open(os.path.dirname(target), os.O_DIRECTORY)
+                try:  # linkat(2) with AT_SYMLINK_FOLLOW (a dir fd makes Python call it); it never replaces a file
+                    os.link(f"/proc/self/fd/{stream.fileno()}", base, dst_dir_fd=directory, follow_symlinks=True)
+                finally:
+                    os.close(directory)
+                name = os.path.join(os.path.dirname(target), base)
+        os.replace(name, target)
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        if name is not None and os.path.exists(name):
+            os.unlink(name)
         raise

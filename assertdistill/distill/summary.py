@@ -68,11 +68,19 @@ def to_json_compatible(value: Any) -> Any:
     return str(value)
 
 
+def new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the process's umask (mkstemp's files are 0o600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_text_atomic(path: str, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename into place."""
+    """Write to a temporary file beside `path`, fsync, then rename into place (readable as open() would make it)."""
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".tmp_", dir=directory)
     try:
+        os.fchmod(handle, new_file_mode())
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()

@@ -1,15 +1,23 @@
-"""Mutants of a focal class with LittleDarwin (order-1, its traditional operators), compiled once each."""
+"""Mutants of a focal class, compiled once each: a mutation-tool interface, its registry, and LittleDarwin.
+
+A `MutationTool` turns one focal source into compiled mutants (class directories that shadow the project's
+own classes in a run). `LittleDarwin` (order-1, its traditional operators, mutated sources compiled with javac)
+is the first; PIT, which mutates bytecode, would be one new class registered with `@mutation_tool("pit")`
+writing its mutants' class files, chosen with evaluate_execution.py --mutation_tool.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.schema import SUM_COMPILED_MUTANTS, SUM_FOCAL_FILES, SUM_GENERATED, SUM_NOT_COMPILING, SUM_NOT_MUTATED
 from .jvm import COMPILED, Jvm
-from .project import Project
+from .project import JavaProject
 
 
 class MutationUnavailable(RuntimeError):
@@ -76,29 +84,32 @@ def spread(count: int, wanted: int) -> list[int]:
     return sorted({round(i * (count - 1) / max(1, wanted - 1)) for i in range(wanted)}) if wanted > 1 else [0]
 
 
-class MutantCache:
-    """Up to `limit` compiled mutants per focal file of one project, made on first use."""
+class MutationTool(ABC):
+    """Makes up to `limit` compiled mutants of one focal file of a built project."""
 
-    def __init__(self, project: Project, jvm: Jvm, limit: int):
-        self.project, self.jvm, self.limit = project, jvm, limit
-        self._by_focal: dict[str, FocalMutants] = {}
+    @abstractmethod
+    def make(self, project: JavaProject, jvm: Jvm, focal_path: str, limit: int) -> FocalMutants:
+        """The focal file's mutants, each compiled into its own directory under project.work_dir."""
 
-    def for_focal(self, focal_path: str) -> FocalMutants:
-        """The focal file's compiled mutants (cached)."""
-        if focal_path not in self._by_focal:
-            self._by_focal[focal_path] = self._make(focal_path)
-        return self._by_focal[focal_path]
 
-    def counts(self) -> dict[str, int]:
-        """Focal files mutated, mutants generated, compiled (used) and not compiling, over this cache."""
-        made = self._by_focal.values()
-        return {SUM_FOCAL_FILES: len(self._by_focal), SUM_GENERATED: sum(m.generated for m in made),
-                SUM_COMPILED_MUTANTS: sum(len(m.mutants) for m in made),
-                SUM_NOT_COMPILING: sum(m.not_compiling for m in made),
-                SUM_NOT_MUTATED: sum(m.error is not None for m in made)}
+MUTATION_TOOLS: dict[str, type[MutationTool]] = {}
 
-    def _make(self, focal_path: str) -> FocalMutants:
-        source_file = self.project.root / focal_path
+
+def mutation_tool(name: str) -> Callable[[type[MutationTool]], type[MutationTool]]:
+    """Class decorator: register a MutationTool under `name` (evaluate_execution.py --mutation_tool)."""
+    def register(cls: type[MutationTool]) -> type[MutationTool]:
+        MUTATION_TOOLS[name] = cls
+        return cls
+    return register
+
+
+@mutation_tool("littledarwin")
+class LittleDarwin(MutationTool):
+    """LittleDarwin's order-1 traditional mutants of the focal source, `limit` of them spread over its list."""
+
+    def make(self, project: JavaProject, jvm: Jvm, focal_path: str, limit: int) -> FocalMutants:
+        """The focal file's mutants (sources under work_dir/mutants/<hash>/<number>/src, classes beside)."""
+        source_file = project.root / focal_path
         try:
             source = source_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
@@ -109,16 +120,39 @@ class MutantCache:
             return FocalMutants(0, [], 0, f"LittleDarwin could not mutate {focal_path}: {error}")
         key = hashlib.sha1(focal_path.encode("utf-8")).hexdigest()[:12]
         mutants, not_compiling = [], 0
-        for number in spread(len(mutated), self.limit):
-            base = self.project.work_dir / "mutants" / key / str(number)
+        for number in spread(len(mutated), limit):
+            base = project.work_dir / "mutants" / key / str(number)
             source_dir, classes = base / "src", base / "classes"
             source_dir.mkdir(parents=True, exist_ok=True)
             classes.mkdir(parents=True, exist_ok=True)
             mutant_file = source_dir / Path(focal_path).name
             mutant_file.write_text(mutated[number], encoding="utf-8")
-            reply = self.jvm.compile([*self.project.mutant_options(classes), str(mutant_file)])
+            reply = jvm.compile([*project.mutant_options(classes), str(mutant_file)])
             if reply.outcome == COMPILED:
                 mutants.append(Mutant(number, classes))
             else:
                 not_compiling += 1
         return FocalMutants(len(mutated), mutants, not_compiling)
+
+
+class MutantCache:
+    """Up to `limit` compiled mutants per focal file of one project, made on first use by `tool`."""
+
+    def __init__(self, project: JavaProject, jvm: Jvm, limit: int, tool: MutationTool | None = None):
+        self.project, self.jvm, self.limit = project, jvm, limit
+        self.tool = tool or LittleDarwin()
+        self._by_focal: dict[str, FocalMutants] = {}
+
+    def for_focal(self, focal_path: str) -> FocalMutants:
+        """The focal file's compiled mutants (cached)."""
+        if focal_path not in self._by_focal:
+            self._by_focal[focal_path] = self.tool.make(self.project, self.jvm, focal_path, self.limit)
+        return self._by_focal[focal_path]
+
+    def counts(self) -> dict[str, int]:
+        """Focal files mutated, mutants generated, compiled (used) and not compiling, over this cache."""
+        made = self._by_focal.values()
+        return {SUM_FOCAL_FILES: len(self._by_focal), SUM_GENERATED: sum(m.generated for m in made),
+                SUM_COMPILED_MUTANTS: sum(len(m.mutants) for m in made),
+                SUM_NOT_COMPILING: sum(m.not_compiling for m in made),
+                SUM_NOT_MUTATED: sum(m.error is not None for m in made)}

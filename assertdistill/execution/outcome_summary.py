@@ -16,6 +16,9 @@ from ..core.schema import (
     EXEC_REASON,
     EXEC_STATUS,
     EXEC_TEXT,
+    PROJECT_LEFT_OUT_MAIN_FILES,
+    PROJECT_MAIN_BUILD_ERROR,
+    PROJECT_SECONDS,
     ROW_GROUND_TRUTH,
     ROW_INDEX,
     ROW_STUDENT_PREDICTION,
@@ -118,3 +121,15 @@ def summarize(rows: list[dict], candidates: tuple[str, ...]) -> dict:
                           SUM_MUTATION_P: result.p_value})
         summary[SUM_PAIRED][f"{first}_vs_{second}"] = entry
     return summary
+
+
+def project_line(repo: str, records: int, facts: dict) -> str:
+    """The console's line for one project: its time, and what failed in its build (first compiler error)."""
+    line = f"{repo}: {records} records in {facts[PROJECT_SECONDS]} s"
+    left_out = facts[PROJECT_LEFT_OUT_MAIN_FILES]
+    if facts[PROJECT_MAIN_BUILD_ERROR]:
+        return f"{line}; its main build failed, no record runs: {facts[PROJECT_MAIN_BUILD_ERROR]}"
+    if left_out:
+        first = next(iter(left_out))
+        line += f"; {len(left_out)} main file(s) left out of its build (summary: projects), first {first}: {left_out[first]}"
+    return line

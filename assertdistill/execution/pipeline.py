@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..analysis.results import json_lines
 from ..core.schema import (
     EXEC_CANDIDATE,
     EXEC_COMPILED,
@@ -18,17 +18,16 @@ from ..core.schema import (
     EXEC_MUTANTS,
     EXEC_OUTCOME,
     EXEC_PASSED,
-    EXEC_REASON,
     EXEC_SECONDS,
-    EXEC_STATUS,
-    EXEC_TEXT,
     PROJECT_BUILD_SECONDS,
     PROJECT_JVM_STARTS,
+    PROJECT_LEFT_OUT_MAIN_FILES,
+    PROJECT_MAIN_BUILD_ERROR,
     PROJECT_MAIN_LEFT_OUT,
     PROJECT_RECORDS,
+    PROJECT_RESTARTS,
     PROJECT_SECONDS,
     PROJECT_TESTS_NOT_COMPILING,
-    ROW_FOCAL_PATH,
     ROW_GROUND_TRUTH,
     ROW_INDEX,
     ROW_REPO,
@@ -38,13 +37,25 @@ from ..core.schema import (
     STATUS_COUNTED,
     STATUS_ENVIRONMENT,
 )
-from .jvm import COMPILED, JVM_DIED, PASSED, Jvm, build_runner
-from .mutants import FocalMutants, MutantCache
-from .project import ProjectLayout, Project, ProjectError
+from .jvm import (
+    COMPILE_TIMEOUT,
+    COMPILED,
+    JVM_DIED,
+    PASSED,
+    Jvm,
+    JvmMounts,
+    build_runner,
+)
+from .mutants import MUTATION_TOOLS, FocalMutants, MutantCache
+from .project import ProjectError, ProjectLayout, make_project
+from .rows import ExecutionRecord, read_rows, result_row
+from .sandbox import Sandbox, sandbox_for
 from .source import MaskedTest, SourceError, mask_test
 
 DETAIL_CHARS = 300
-LOCATION_FIELDS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD)
+__all__ = ["ExecutionSettings", "ProjectRun", "evaluate_records", "in_order", "read_rows", "write_rows"]
+ISOLATION_CANDIDATE, ISOLATION_LEAK = "candidate", "leak"  # a fresh JVM per candidate / one restarted on leftovers
+ISOLATIONS = (ISOLATION_CANDIDATE, ISOLATION_LEAK)
 
 
 @dataclass
@@ -58,60 +69,15 @@ class ExecutionSettings:
     mutants: int = 0
     layouts: dict[str, ProjectLayout] = field(default_factory=dict)
     heap: str = "2g"
-
-
-@dataclass
-class ExecutionRecord:
-    """One predictions row to evaluate: its position, location and candidate texts."""
-
-    index: int
-    location: dict
-    texts: dict[str, str]
-    focal_path: str | None
-
-
-def read_rows(path: Path, candidates: tuple[str, ...]) -> tuple[list[ExecutionRecord], list[dict]]:
-    """(records to evaluate, result rows of bad input) from a predictions.jsonl-like file, in order.
-
-    A record's index is its position among the file's non-blank lines (0, 1, ...).
-    """
-    records, bad = [], []
-    with open(path, encoding="utf-8") as stream:
-        for position, (lineno, row, error) in enumerate(json_lines(stream)):
-            index = position  # predictions.jsonl's own index; never a row's claim, which may repeat
-            if error is not None or not isinstance(row, dict):
-                why = f"line {lineno}: {error or 'not an object'}"
-                bad += _bad_rows(index, {}, candidates, "unparsable_row", why)
-                continue
-            location = {key: row.get(key) for key in LOCATION_FIELDS}
-            missing = [key for key, value in location.items() if not isinstance(value, str) or not value]
-            if missing:
-                bad += _bad_rows(index, location, candidates, "missing_location", f"no {', '.join(missing)}")
-                continue
-            if not isinstance(row.get(ROW_GROUND_TRUTH), str):
-                bad += _bad_rows(index, location, candidates, "missing_ground_truth", f"no {ROW_GROUND_TRUTH}")
-                continue
-            texts = {name: row[name] for name in candidates if isinstance(row.get(name), str)}
-            focal = row.get(ROW_FOCAL_PATH) if isinstance(row.get(ROW_FOCAL_PATH), str) else None
-            records.append(ExecutionRecord(index, location, {ROW_GROUND_TRUTH: row[ROW_GROUND_TRUTH], **texts}, focal))
-    return records, bad
-
-
-def _row(index, location: dict, candidate: str, text, status: str, reason: str | None = None) -> dict:
-    return {ROW_INDEX: index, **location, EXEC_CANDIDATE: candidate, EXEC_TEXT: text, EXEC_STATUS: status,
-            EXEC_REASON: reason, EXEC_COMPILED: None, EXEC_PASSED: None, EXEC_OUTCOME: None, EXEC_DETAIL: None,
-            EXEC_MUTANTS: None, EXEC_KILLED: None, EXEC_KILLED_MUTANTS: None, EXEC_SECONDS: 0.0}
-
-
-def _bad_rows(index, location: dict, candidates, reason: str, detail: str) -> list[dict]:
-    rows = [_row(index, location, candidate, None, STATUS_BAD_INPUT, reason) for candidate in candidates]
-    for row in rows:
-        row[EXEC_DETAIL] = detail
-    return rows
+    compile_timeout_seconds: float = 60.0  # one candidate's javac; a bomb becomes outcome compile_timeout
+    sandbox: Sandbox | None = None  # the walls around candidate JVMs; None: sandbox_for(heap), checked
+    # (running candidates unconfined takes an explicit Sandbox(None): --unsafe_no_sandbox)
+    isolation: str = ISOLATION_CANDIDATE  # ISOLATIONS
+    mutation_tool: str = "littledarwin"  # a name in mutants.MUTATION_TOOLS
 
 
 def _not_counted(record: ExecutionRecord, candidates, status: str, reason: str, detail: str) -> list[dict]:
-    rows = [_row(record.index, record.location, c, record.texts.get(c), status, reason) for c in candidates
+    rows = [result_row(record.index, record.location, c, record.texts.get(c), status, reason) for c in candidates
             if c in record.texts]
     for row in rows:
         row[EXEC_DETAIL] = detail[:DETAIL_CHARS]
@@ -119,17 +85,34 @@ def _not_counted(record: ExecutionRecord, candidates, status: str, reason: str, 
 
 
 class ProjectRun:
-    """Evaluates the records of one project with one JVM."""
+    """Evaluates the records of one project: one trusted JVM builds, sandboxed JVMs run the candidates.
+
+    Isolation `candidate`: every candidate (ground truth included) gets a fresh JVM for its compile, run and
+    mutant runs. Isolation `leak`: one candidate JVM for the project, restarted whenever a run left anything
+    behind. Either way a JVM is restarted after a run that left JVM-wide state or files in its scratch.
+    """
 
     def __init__(self, repo: str, settings: ExecutionSettings, runner_dir: Path):
         self.repo, self.settings = repo, settings
         self.root = settings.java_root / repo
         work = settings.work_dir / repo
-        self.project = Project(self.root, settings.layouts.get(repo, ProjectLayout()), work)
+        self.runner_dir = runner_dir
+        self.project = make_project(self.root, settings.layouts.get(repo, ProjectLayout()), work)
+        # builds compile the project's own sources (javac -proc:none runs none of their code): not sandboxed
         self.jvm = Jvm(runner_dir, self.project.jars, self.root, work / "scratch", settings.heap)
-        self.mutants = MutantCache(self.project, self.jvm, settings.mutants) if settings.mutants else None
+        tool = MUTATION_TOOLS[settings.mutation_tool]()
+        self.mutants = MutantCache(self.project, self.jvm, settings.mutants, tool) if settings.mutants else None
         self.build_seconds = 0.0
+        self.candidate_jvm_starts = 0
+        self.restarts_after_leftovers = 0
         self._candidate_number = 0
+        self._shared: Jvm | None = None
+        self.build_error: str | None = None  # why the main build failed (its first compiler error)
+
+    @property
+    def jvm_starts(self) -> int:
+        """JVMs started for this project: the build JVM's and the candidates'."""
+        return self.jvm.starts + self.candidate_jvm_starts + (self._shared.starts if self._shared else 0)
 
     def evaluate(self, records: list[ExecutionRecord]) -> list[dict]:
         """Rows of every record and candidate of this project."""
@@ -138,10 +121,13 @@ class ProjectRun:
             self.project.build_main(self.jvm)
         except ProjectError as error:
             self.build_seconds = time.time() - started
+            self.build_error = f"{error.reason}: {error}"
             return [row for r in records for row in self._env(r, error.reason, str(error))]
         present = [r for r in records if (self.root / r.location[ROW_TEST_PATH]).is_file()]
         self.project.build_tests(self.jvm, sorted({r.location[ROW_TEST_PATH] for r in present}))
+        self.jvm.close()  # the build JVM is not needed again unless mutants are made
         self.build_seconds = time.time() - started
+        (self.project.work_dir / "mutants").mkdir(parents=True, exist_ok=True)
         rows = []
         for record in records:
             rows += self._record(record)
@@ -164,55 +150,87 @@ class ProjectRun:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, error.reason, str(error))
         except (OSError, UnicodeDecodeError, LookupError) as error:
             return _not_counted(record, self.settings.candidates, STATUS_BAD_INPUT, "unreadable_test_file", str(error))
-        truth = self._candidate(record, masked, ROW_GROUND_TRUTH, None)
+        truth = self._candidate(record, masked, ROW_GROUND_TRUTH)
         if not truth[EXEC_PASSED]:
-            reason = "ground_truth_" + (truth[EXEC_OUTCOME] if truth[EXEC_COMPILED] else "compile_error")
+            reason = "ground_truth_" + (truth[EXEC_OUTCOME] if truth[EXEC_COMPILED] else
+                                        truth[EXEC_OUTCOME] if truth[EXEC_OUTCOME] == COMPILE_TIMEOUT else "compile_error")
             return self._env(record, reason, truth[EXEC_DETAIL] or "")
-        focal = self._focal_mutants(record)
-        if focal is not None:
-            self._kill(record, masked, truth, focal)
         rows = [truth] if ROW_GROUND_TRUTH in self.settings.candidates else []
         for candidate in self.settings.candidates:
             if candidate != ROW_GROUND_TRUTH and candidate in record.texts:
-                rows.append(self._candidate(record, masked, candidate, focal))
+                rows.append(self._candidate(record, masked, candidate))
         return rows
 
     def _focal_mutants(self, record: ExecutionRecord) -> FocalMutants | None:
         if self.mutants is None or record.focal_path is None:
             return None
-        return self.mutants.for_focal(record.focal_path)
+        focal = self.mutants.for_focal(record.focal_path)
+        self.jvm.close()
+        return focal
 
-    def _candidate(self, record: ExecutionRecord, masked: MaskedTest, candidate: str, focal: FocalMutants | None) -> dict:
+    def _candidate_jvm(self, base: Path) -> Jvm:
+        """The JVM a candidate runs in: its own (isolation candidate) or the project's shared one."""
+        sandbox = self.settings.sandbox
+        work = self.project.work_dir
+        read_only = [self.runner_dir, self.root, *self.project.read_only_paths(), work / "mutants"]
+        if self.settings.isolation == ISOLATION_LEAK:
+            if self._shared is None:
+                candidates = sandbox.prepare_writable(work / "candidates")
+                self._shared = Jvm(self.runner_dir, self.project.jars, self.root, work / "candidates" / "scratch",
+                                   self.settings.heap, sandbox, JvmMounts(read_only, [candidates]))
+            return self._shared
+        return Jvm(self.runner_dir, self.project.jars, self.root, base / "scratch", self.settings.heap, sandbox,
+                   JvmMounts([*read_only, base / "src"], [base / "classes"]))
+
+    def _run(self, jvm: Jvm, class_path: list[Path], masked: MaskedTest, method: str):
+        """One test run; the JVM is ended afterwards when the run left state or files behind."""
+        reply = jvm.run_test(class_path, masked.class_name, method, self.settings.timeout_seconds)
+        files_left = jvm.scratch.is_dir() and any(jvm.scratch.iterdir())
+        if reply.left_behind or files_left:
+            self.restarts_after_leftovers += 1
+            jvm.close()
+            shutil.rmtree(jvm.scratch, ignore_errors=True)  # a fresh one is made at the next start
+        return reply
+
+    def _candidate(self, record: ExecutionRecord, masked: MaskedTest, candidate: str) -> dict:
         started = time.time()
-        row = _row(record.index, record.location, candidate, record.texts[candidate], STATUS_COUNTED)
+        row = result_row(record.index, record.location, candidate, record.texts[candidate], STATUS_COUNTED)
         self._candidate_number += 1
         base = self.project.work_dir / "candidates" / str(self._candidate_number)
         source_file = base / "src" / Path(record.location[ROW_TEST_PATH]).name
-        classes = base / "classes"
+        classes = self.settings.sandbox.prepare_writable(base / "classes")
         source_file.parent.mkdir(parents=True, exist_ok=True)
-        classes.mkdir(parents=True, exist_ok=True)
         source_file.write_text(masked.with_candidate(record.texts[candidate]), encoding=self.project.layout.encoding,
                                errors="replace")  # a character the project's encoding lacks becomes '?'
-
-        reply = self.jvm.compile([*self.project.candidate_options(classes), str(source_file)])
-        row[EXEC_COMPILED] = reply.outcome == COMPILED
-        if reply.outcome == JVM_DIED:
-            row[EXEC_COMPILED], row[EXEC_OUTCOME] = None, JVM_DIED
-        row["_classes"] = classes
-        if not row[EXEC_COMPILED]:
-            row[EXEC_OUTCOME] = row[EXEC_OUTCOME] or "compile_error"
-            row[EXEC_DETAIL], row[EXEC_PASSED] = reply.detail[:DETAIL_CHARS], False
-        else:
-            run = self.jvm.run_test([classes, *self.project.class_path()], masked.class_name,
-                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
-            row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
-            row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
-        if focal is not None and candidate != ROW_GROUND_TRUTH:
-            self._kill(record, masked, row, focal)
+        jvm = self._candidate_jvm(base)
+        starts = jvm.starts
+        try:
+            reply = jvm.compile([*self.project.candidate_options(classes), str(source_file)],
+                                self.settings.compile_timeout_seconds)
+            row[EXEC_COMPILED] = reply.outcome == COMPILED
+            if reply.outcome == JVM_DIED:
+                row[EXEC_COMPILED], row[EXEC_OUTCOME] = None, JVM_DIED
+            if not row[EXEC_COMPILED]:
+                row[EXEC_OUTCOME] = row[EXEC_OUTCOME] or reply.outcome
+                row[EXEC_DETAIL], row[EXEC_PASSED] = reply.detail[:DETAIL_CHARS], False
+            else:
+                run = self._run(jvm, [classes, *self.project.class_path()], masked, record.location[ROW_TEST_METHOD])
+                row[EXEC_OUTCOME], row[EXEC_PASSED] = run.outcome, run.outcome == PASSED
+                row[EXEC_DETAIL] = run.detail[:DETAIL_CHARS] or None
+            if candidate == ROW_GROUND_TRUTH and not row[EXEC_PASSED]:
+                return row
+            focal = self._focal_mutants(record)
+            if focal is not None:
+                self._kill(jvm, record, masked, row, classes, focal)
+        finally:
+            if jvm is not self._shared:
+                self.candidate_jvm_starts += jvm.starts - starts
+                jvm.close()
         row[EXEC_SECONDS] = round(time.time() - started, 3)
         return row
 
-    def _kill(self, record: ExecutionRecord, masked: MaskedTest, row: dict, focal: FocalMutants) -> None:
+    def _kill(self, jvm: Jvm, record: ExecutionRecord, masked: MaskedTest, row: dict, classes: Path,
+              focal: FocalMutants) -> None:
         """Run a passing candidate against each mutant; fill mutants / killed / killed_mutants."""
         row[EXEC_MUTANTS] = len(focal.mutants)
         if not row[EXEC_PASSED]:
@@ -220,20 +238,24 @@ class ProjectRun:
             return
         killed = []
         for mutant in focal.mutants:
-            run = self.jvm.run_test([row["_classes"], mutant.classes, *self.project.class_path()], masked.class_name,
-                                    record.location[ROW_TEST_METHOD], self.settings.timeout_seconds)
+            run = self._run(jvm, [classes, mutant.classes, *self.project.class_path()], masked,
+                            record.location[ROW_TEST_METHOD])
             if run.outcome != PASSED:
                 killed.append(mutant.number)
         row[EXEC_KILLED], row[EXEC_KILLED_MUTANTS] = len(killed), killed
 
     def close(self) -> None:
-        """End the project's JVM."""
+        """End the project's JVMs."""
         self.jvm.close()
+        if self._shared is not None:
+            self._shared.close()
 
 
 def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings, progress=None) -> tuple[list[dict], dict, dict]:
     """(result rows in record order, per-project build facts, mutant counts) for records grouped by project."""
-    runner_dir = build_runner(settings.work_dir / "runner")
+    runner_dir = build_runner(settings.work_dir / "runner") if records else settings.work_dir
+    if settings.sandbox is None and records:
+        settings.sandbox = sandbox_for(settings.heap, unsafe=False)
     by_repo: dict[str, list[ExecutionRecord]] = collections.defaultdict(list)
     for record in records:
         by_repo[record.location[ROW_REPO]].append(record)
@@ -256,15 +278,15 @@ def evaluate_records(records: list[ExecutionRecord], settings: ExecutionSettings
         finally:
             run.close()
         projects[repo] = {PROJECT_RECORDS: len(group), PROJECT_MAIN_LEFT_OUT: len(run.project.dropped_main),
+                          PROJECT_LEFT_OUT_MAIN_FILES: run.project.dropped_main,
+                          PROJECT_MAIN_BUILD_ERROR: run.build_error, PROJECT_RESTARTS: run.restarts_after_leftovers,
                           PROJECT_TESTS_NOT_COMPILING: len(run.project.test_errors),
                           PROJECT_BUILD_SECONDS: round(run.build_seconds, 1),
-                          PROJECT_SECONDS: round(time.time() - started, 1), PROJECT_JVM_STARTS: run.jvm.starts}
+                          PROJECT_SECONDS: round(time.time() - started, 1), PROJECT_JVM_STARTS: run.jvm_starts}
         if run.mutants is not None:
             mutation.update(run.mutants.counts())
         if progress is not None:
             progress(repo, len(group), projects[repo])
-    for row in rows:
-        row.pop("_classes", None)
     return rows, projects, dict(mutation)
 
 

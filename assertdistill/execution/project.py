@@ -1,4 +1,9 @@
-"""A Java project's layout and its one-time build (main classes, the records' test classes) against Debian jars."""
+"""A Java project's layout and its one-time build (main classes, the records' test classes): an interface and a registry.
+
+`JavaProject` is what evaluation needs of a project; `DebianJarProject` (kind "debian_jars", the default)
+compiles the sources with javac against jars in /usr/share/java. A Maven or Gradle project would be one new
+class registered with `@project_kind("maven")` and chosen per repo by the layout's "kind".
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import fnmatch
 import json
 import re
 import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +23,12 @@ JAVAC_OPTIONS = ("-nowarn", "-proc:none", "-g", "-Xmaxerrs", "100000", "-XDsuppr
                  "-implicit:class")
 MAX_BUILD_ROUNDS = 6  # compile, drop the files with errors, compile again (files that needed them fail next)
 _ERROR_FILE = re.compile(r"^(.+?\.java):\d+: error:", flags=re.MULTILINE)
+
+
+def _first_error(detail: str) -> str:
+    """The first line of a compiler's output that names an error (else its first line), clipped."""
+    lines = detail.strip().splitlines() or [""]
+    return next((line for line in lines if ": error:" in line), lines[0])[:300]
 
 
 class ProjectError(RecordError):
@@ -38,6 +51,7 @@ class ProjectLayout:
     encoding: str = "UTF-8"  # of the sources
     prepare: list[list[str]] = field(default_factory=list)  # after the main build: `java -cp MAIN:JARS <args>`
     # ({main} in an argument is the main classes directory), run in the project root, e.g. a data compiler
+    kind: str = "debian_jars"  # which registered JavaProject builds it (PROJECT_KINDS)
 
 
 def load_layouts(path: str | None) -> dict[str, ProjectLayout]:
@@ -79,17 +93,69 @@ def jar_paths(names: list[str], java_dir: Path = DEBIAN_JAVA_DIR) -> list[str]:
     return paths
 
 
-class Project:
-    """One project's sources, built once into work_dir: main classes, then the test classes asked for."""
+class JavaProject(ABC):
+    """What evaluation needs of a project: its builds, the class paths and javac options of candidates and mutants."""
 
     def __init__(self, root: Path, layout: ProjectLayout, work_dir: Path):
         self.root, self.layout, self.work_dir = root, layout, work_dir
-        self.jars = jar_paths(layout.jars)  # on the runner JVM's class path
-        self.late_jars = jar_paths(layout.jars_using_project)  # in each run's class loader, last
+        self.jars: list[str] = []  # on the runner JVM's class path
+        self.late_jars: list[str] = []  # in each run's class loader, after the project's classes
         self.main_classes = work_dir / "main"
         self.test_classes = work_dir / "test"
-        self.dropped_main: list[str] = []  # main sources left out because they did not compile
+        self.dropped_main: dict[str, str] = {}  # main sources left out because they did not compile -> first error
         self.test_errors: dict[str, str] = {}  # test file (relative) -> why it did not compile
+
+    @abstractmethod
+    def build_main(self, jvm: Jvm) -> None:
+        """Build the main classes once; ProjectError(main_does_not_compile, first error) when none could be."""
+
+    @abstractmethod
+    def build_tests(self, jvm: Jvm, test_files: list[str]) -> None:
+        """Build these test files' classes once; the errors of those that fail go to test_errors."""
+
+    @abstractmethod
+    def class_path(self) -> list[Path]:
+        """A run's class loader entries after the candidate's own classes."""
+
+    @abstractmethod
+    def read_only_paths(self) -> list[Path]:
+        """What a candidate's sandboxed JVM reads besides the project root."""
+
+    @abstractmethod
+    def candidate_options(self, out_dir: Path) -> list[str]:
+        """javac options for a candidate's test file, classes to out_dir."""
+
+    @abstractmethod
+    def mutant_options(self, out_dir: Path) -> list[str]:
+        """javac options for a mutant of a main source, classes to out_dir."""
+
+
+PROJECT_KINDS: dict[str, type[JavaProject]] = {}
+
+
+def project_kind(name: str) -> Callable[[type[JavaProject]], type[JavaProject]]:
+    """Class decorator: register a JavaProject under the layout "kind" `name`."""
+    def register(cls: type[JavaProject]) -> type[JavaProject]:
+        PROJECT_KINDS[name] = cls
+        return cls
+    return register
+
+
+def make_project(root: Path, layout: ProjectLayout, work_dir: Path) -> JavaProject:
+    """The registered project of the layout's kind; ProjectError(unknown_project_kind) for another."""
+    if layout.kind not in PROJECT_KINDS:
+        raise ProjectError("unknown_project_kind", f"kind {layout.kind!r}; known: {', '.join(sorted(PROJECT_KINDS))}")
+    return PROJECT_KINDS[layout.kind](root, layout, work_dir)
+
+
+@project_kind("debian_jars")
+class DebianJarProject(JavaProject):
+    """Sources compiled with javac against jars in /usr/share/java, once into work_dir: main, then tests asked for."""
+
+    def __init__(self, root: Path, layout: ProjectLayout, work_dir: Path):
+        super().__init__(root, layout, work_dir)
+        self.jars = jar_paths(layout.jars)
+        self.late_jars = jar_paths(layout.jars_using_project)
         self.built_tests: set[str] = set()
 
     def _relative(self, path: Path) -> str:
@@ -142,7 +208,11 @@ class Project:
 
     def build_main(self, jvm: Jvm) -> None:
         """Compile every main source once (those that do not compile are left out and counted)."""
-        if (self.main_classes / ".built").is_file():
+        if (self.main_classes / ".built").is_file():  # built by an earlier run in this work directory
+            try:
+                self.dropped_main = json.loads((self.main_classes / ".built").read_text(encoding="utf-8"))
+            except ValueError:  # written by a version that kept only the names
+                self.dropped_main = {}
             return
         files = sorted(self._relative(p) for d in self.layout.main for p in (self.root / d).rglob("*.java"))
         files = [f for f in files if not self._excluded(f)]
@@ -150,11 +220,11 @@ class Project:
             raise ProjectError("no_main_sources", f"no .java file under {self.layout.main} in {self.root}")
         self.main_classes.mkdir(parents=True, exist_ok=True)
         compiled, dropped = self._compile_dropping(jvm, files, self._options(self.jars, self.main_classes))
+        self.dropped_main = {f: _first_error(dropped[f]) for f in sorted(dropped)}
         if not compiled:
-            raise ProjectError("main_does_not_compile", next(iter(dropped.values()), "no file compiled"))
-        self.dropped_main = sorted(dropped)
+            raise ProjectError("main_does_not_compile", _first_error(next(iter(dropped.values()), "no file compiled")))
         self._prepare()
-        (self.main_classes / ".built").write_text("\n".join(self.dropped_main), encoding="utf-8")
+        (self.main_classes / ".built").write_text(json.dumps(self.dropped_main), encoding="utf-8")
 
     def _prepare(self) -> None:
         """Run the layout's prepare commands; ProjectError(prepare_failed) when one fails."""
@@ -186,6 +256,11 @@ class Project:
                 dropped.update(errors)
         self.built_tests.update(compiled)
         self.test_errors.update(dropped)
+
+    def read_only_paths(self) -> list[Path]:
+        """What a candidate's sandboxed JVM reads besides the project root: the build, resources and jars."""
+        return [self.main_classes, self.test_classes, *self.resource_dirs(), *map(Path, self.jars),
+                *map(Path, self.late_jars)]
 
     def candidate_options(self, out_dir: Path) -> list[str]:
         """javac options for a candidate's test file: the built test and main classes on the class path."""

@@ -4,12 +4,16 @@
 //   compile <id> <b64: javac arguments joined by NUL>
 //       -> <id> compiled <b64 ""> | <id> compile_error <b64 first errors>
 //   run <id> <timeout ms> <b64: class path entries joined by NUL> <class> <method> <scratch dir>
-//       -> <id> passed|assertion_failed|other_exception|system_exit|timeout|not_found <b64 detail>
+//       -> <id> passed|assertion_failed|other_exception|system_exit|timeout|not_found <b64 detail> <b64 left>
+// where <left> names what the run left behind in this JVM (default Locale or TimeZone, system properties,
+// threads still alive, System.out/err, the security manager or its flags; "" when nothing): the caller then
+// starts a new JVM before the next run, so no run sees another's leftovers.
 // Replies go to the original stdout; anything a test prints goes nowhere. Each run gets a fresh class
 // loader over the given entries (JUnit and the project's jars come from this JVM's class path). While a
 // test runs, a SecurityManager (start the JVM with -Djava.security.manager=allow) turns System.exit into an
 // exception, refuses writes and deletes outside the scratch directory, starting processes, and connections to
-// hosts other than the loopback. After a timeout the JVM halts (the caller starts a new one): threads a
+// hosts other than the loopback. This is a second layer only: the process runs inside the operating system's
+// sandbox (assertdistill/execution/sandbox.py), which is what holds against a test that turns it off. After a timeout the JVM halts (the caller starts a new one): threads a
 // test left running cannot be trusted.
 
 import java.io.BufferedReader;
@@ -28,8 +32,14 @@ import java.nio.file.Paths;
 import java.security.Permission;
 import java.util.ArrayList;
 import java.util.Base64;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Set;
+import java.util.TimeZone;
 import java.util.concurrent.atomic.AtomicReference;
 
 import javax.tools.Diagnostic;
@@ -136,6 +146,57 @@ public final class AssertionRunner {
 
     private static String clip(String text) {
         return text.length() <= MAX_DETAIL ? text : text.substring(0, MAX_DETAIL) + "...";
+    }
+
+    /** The JVM-wide state a test can change: compared before and after each run. */
+    static final class JvmState {
+        final Locale locale = Locale.getDefault();
+        final Locale displayLocale = Locale.getDefault(Locale.Category.DISPLAY);
+        final Locale formatLocale = Locale.getDefault(Locale.Category.FORMAT);
+        final TimeZone zone = TimeZone.getDefault();
+        final Map<Object, Object> properties = new HashMap<>(System.getProperties());
+        final Set<Thread> threads = new HashSet<>(Thread.getAllStackTraces().keySet());
+        final PrintStream out = System.out;
+        final PrintStream err = System.err;
+        final SecurityManager manager = System.getSecurityManager();
+        final Thread.UncaughtExceptionHandler handler = Thread.getDefaultUncaughtExceptionHandler();
+
+        /** What differs in `later` (a state taken after a run), "" when nothing. */
+        String changedIn(JvmState later) {
+            List<String> changed = new ArrayList<>();
+            if (!locale.equals(later.locale) || !displayLocale.equals(later.displayLocale)
+                    || !formatLocale.equals(later.formatLocale)) {
+                changed.add("default Locale " + locale + " -> " + later.locale);
+            }
+            if (!zone.equals(later.zone)) {
+                changed.add("default TimeZone " + zone.getID() + " -> " + later.zone.getID());
+            }
+            if (!properties.equals(later.properties)) {
+                Set<Object> keys = new HashSet<>(properties.keySet());
+                keys.addAll(later.properties.keySet());
+                keys.removeIf(key -> Objects.equals(properties.get(key), later.properties.get(key)));
+                changed.add("system properties " + keys);
+            }
+            List<String> alive = new ArrayList<>();
+            for (Thread thread : later.threads) {
+                if (!threads.contains(thread) && thread.isAlive()) {
+                    alive.add(thread.getName());
+                }
+            }
+            if (!alive.isEmpty()) {
+                changed.add("threads still running " + alive);
+            }
+            if (out != later.out || err != later.err) {
+                changed.add("System.out or System.err");
+            }
+            if (manager != later.manager || exiting || sandboxed) {
+                changed.add("the security manager");
+            }
+            if (handler != later.handler) {
+                changed.add("the default uncaught exception handler");
+            }
+            return String.join("; ", changed);
+        }
     }
 
     private static final JavaCompiler COMPILER = ToolProvider.getSystemJavaCompiler();
@@ -293,6 +354,7 @@ public final class AssertionRunner {
             String[] fields = line.split("\t", -1);
             String id = fields.length > 1 ? fields[1] : "?";
             String[] answer;
+            String left = "";
             try {
                 if (fields[0].equals("compile") && fields.length == 3) {
                     List<String> arguments = List.of(unb64(fields[2]).split("\0"));
@@ -300,8 +362,10 @@ public final class AssertionRunner {
                     answer = errors == null ? new String[] {"compiled", ""} : new String[] {"compile_error", errors};
                 } else if (fields[0].equals("run") && fields.length == 7) {
                     List<String> entries = List.of(unb64(fields[3]).split("\0"));
+                    JvmState before = new JvmState();
                     answer = run(launcher, Long.parseLong(fields[2]), entries, fields[4], fields[5],
                                  Paths.get(fields[6]).toAbsolutePath().normalize());
+                    left = before.changedIn(new JvmState());
                 } else {
                     answer = new String[] {"bad_request", line};
                 }
@@ -309,7 +373,7 @@ public final class AssertionRunner {
                 answer = new String[] {"other_exception", "runner: " + e};
                 runnerErrors.println("runner: " + e);
             }
-            replies.println(id + "\t" + answer[0] + "\t" + b64(clip(answer[1])));
+            replies.println(id + "\t" + answer[0] + "\t" + b64(clip(answer[1])) + "\t" + b64(clip(left)));
             if (answer[0].equals("timeout")) {
                 exiting = true;
                 replies.flush();
