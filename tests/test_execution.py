@@ -240,3 +240,28 @@ def test_a_failed_main_build_is_named_with_its_first_error_and_left_out_files_li
     assert list(projects["partial"]["left_out_main_files"]) == ["src/main/java/p/Bad.java"]
     assert "incompatible types" in projects["partial"]["left_out_main_files"]["src/main/java/p/Bad.java"]
     assert projects["broken"]["main_files_left_out"] == 1 and "cannot find symbol" in projects["broken"]["main_build_error"]
+
+
+def test_a_new_project_kind_or_mutation_tool_is_one_registered_class(tmp_path, monkeypatch):
+    from assertdistill.execution import mutants, project
+
+    monkeypatch.setitem(project.PROJECT_KINDS, "maven", None)  # the registrations below are undone after the test
+    monkeypatch.setitem(mutants.MUTATION_TOOLS, "pit", None)
+
+    @project.project_kind("maven")
+    class MavenProject(project.DebianJarProject):
+        """Stands in for a build by Maven."""
+
+    @mutants.mutation_tool("pit")
+    class Pit(mutants.MutationTool):
+        def make(self, project, jvm, focal_path, limit):
+            return mutants.FocalMutants(0, [], 0, "PIT stands in")
+
+    layout = project.ProjectLayout(kind="maven")
+    assert isinstance(project.make_project(tmp_path, layout, tmp_path / "work"), MavenProject)
+    assert mutants.MUTATION_TOOLS["pit"] is Pit
+    assert "pit" in evaluate_execution.parse_args(["--predictions", "p", "--java_root", "r", "--output_dir", "o",
+                                                   "--mutation_tool", "pit"]).mutation_tool
+    with pytest.raises(project.ProjectError) as unknown:
+        project.make_project(tmp_path, project.ProjectLayout(kind="gradle"), tmp_path / "work")
+    assert unknown.value.reason == "unknown_project_kind"
