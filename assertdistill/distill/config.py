@@ -17,6 +17,7 @@ from ..core.schema import BEST_MODEL_METRICS, DEFAULT_BEST_MODEL_METRIC
 from ..data.archive import DEFAULT_MAX_RECORD_BYTES
 from ..data.layout import SplitMembers
 from ..model.attention import CHOICES as ATTENTION_CHOICES
+from ..model.decoding import DecodingSettings
 from .divergences import CHOICES as DIVERGENCE_CHOICES
 from .divergences import DEFAULT_DIVERGENCE, DEFAULT_JSD_BETA, DEFAULT_SKEW_LAMBDA
 from .loss import TEMPERATURE_SCHEDULES
@@ -200,6 +201,10 @@ class RunConfig:
     def as_flags(self) -> dict:
         """{flag name: value} in the flags' order, as vars() of the parsed arguments."""
         return dataclasses.asdict(self)
+
+    def decoding(self) -> DecodingSettings:
+        """How evaluation generates: --num_beams, and --student_max_tgt_length as the longest output."""
+        return DecodingSettings(self.num_beams, self.student_max_tgt_length)
 
     def data_members(self) -> dict[str, SplitMembers]:
         """The training and validation members as given (None where script.py was not told)."""

@@ -425,7 +425,7 @@ def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
     config, context = state.config, state.context
     state.loss_fn.at_step(state.trainer.global_step)  # the soft loss at the temperature training has reached
     evaluation = evaluate(state.student, state.tokenizer, state.val_loader, len(state.val_stream), state.loss_fn,
-                          state.device, config.num_beams, config.student_max_tgt_length, config.precision,
+                          state.device, config.decoding(), config.precision,
                           show_example=context.is_main, gather=context.gather if context.enabled else None)
     state.final_results, state.eval_data, state.final_records = evaluation.metrics, evaluation.data, evaluation.records
     _print_eval(f"Epoch {epoch + 1} eval:", state.final_results)
