@@ -33,6 +33,7 @@ from ..core.schema import (
     metric_key,
     record_key,
 )
+from ..data.batch import Batch
 from ..data.datastats import DataStats
 from ..model.generation import DecodingSettings, encode, generate
 from ..model.precision import autocast_context
@@ -75,7 +76,7 @@ class EvaluatedBatch:
 
 
 @torch.no_grad()
-def evaluate_batch(model, batch: dict, loss_fn, decoding: DecodingSettings, precision: str = "fp32",
+def evaluate_batch(model, batch: Batch, loss_fn, decoding: DecodingSettings, precision: str = "fp32",
                    **generate_kwargs) -> EvaluatedBatch:
     """The losses, generated ids and generation milliseconds per sample of one eval batch.
 
@@ -135,7 +136,7 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     return Evaluation(evaluation_metrics(batch_results, loss_fn.teacher_text_weight > 0), data, records)
 
 
-def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, decoding: DecodingSettings,
+def score_batch(model, tokenizer, batch: Batch, loss_fn: DistillationLoss, decoding: DecodingSettings,
                 precision: str) -> ScoredBatch:
     """One batch on the device: its losses, generation time and record rows."""
     evaluated = evaluate_batch(model, batch, loss_fn, decoding, precision)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..data.batch import TENSOR_KEYS, Batch
 from ..data.dataset import DistillationStream
 from ..data.datastats import DataStats
 from ..runtime.distributed import DistributedContext
@@ -18,8 +19,6 @@ from ..runtime.rng import set_rng_state
 from .forward import BatchLosses, batch_losses
 from .loss import DistillationLoss
 
-TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
-               "teacher_zero_point", "teacher_position_mask", "teacher_labels")
 MAX_CONSECUTIVE_NONFINITE = 20  # stop the run when this many steps in a row give a non-finite loss
 
 
@@ -33,7 +32,7 @@ def make_loader(stream: DistillationStream, num_workers: int, pin_memory: bool) 
                       persistent_workers=False)
 
 
-def move_batch(batch: dict, device: torch.device) -> dict:
+def move_batch(batch: Batch, device: torch.device) -> Batch:
     """Tensors of a batch on the device (non-blocking from pinned memory)."""
     non_blocking = device.type == "cuda"
     return {key: (value.to(device, non_blocking=non_blocking) if key in TENSOR_KEYS and value is not None
@@ -227,7 +226,7 @@ class Trainer:
             counters.batches_trained += 1
         return True
 
-    def _report_nonfinite(self, batch: dict | None, progress) -> None:
+    def _report_nonfinite(self, batch: Batch | None, progress) -> None:
         """Name the training records whose loss is non-finite (every process's), on the main process's log."""
         lines = nonfinite_records(self.model, batch, self.loss_fn, self.precision) if batch is not None else []
         everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
@@ -275,7 +274,7 @@ def _batches_of(loader, data: DataStats) -> Iterator[dict]:
             yield item
 
 
-def record_batch(batch: dict, index: int) -> dict:
+def record_batch(batch: Batch, index: int) -> Batch:
     """Record `index` of a batch as a batch of one (teacher rows are those of its label positions)."""
     mask = batch.get("teacher_position_mask")
     rows = None
@@ -295,7 +294,7 @@ def record_batch(batch: dict, index: int) -> dict:
 
 
 @torch.no_grad()
-def nonfinite_records(model, batch: dict, loss_fn: DistillationLoss, precision: str) -> list[int]:
+def nonfinite_records(model, batch: Batch, loss_fn: DistillationLoss, precision: str) -> list[int]:
     """Line numbers of the batch's records whose own loss is non-finite (all of them if none alone is)."""
     was_training = model.training
     model.eval()  # no dropout: the diagnosis draws no random numbers
