@@ -84,7 +84,8 @@ def time_way(way: str, model, tokenizer, methods: list[dict], num_beams: int, ma
             ids = model.generate(input_ids, attention_mask=attention_mask, max_length=max_length,
                                  num_beams=num_beams, early_stopping=num_beams > 1, **options)
         else:
-            ids = generation.generate(model, input_ids, attention_mask, num_beams, max_length, **options)
+            settings = generation.DecodingSettings(num_beams, max_length)
+            ids = generation.generate(model, input_ids, attention_mask, settings, **options)
         elapsed = (time.perf_counter() - started) * 1000
         if index:  # the first pass warms up kernels and allocations
             milliseconds.append(elapsed)

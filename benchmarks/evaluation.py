@@ -17,6 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from assertdistill.core.constants import IGNORE_INDEX
 from assertdistill.distill.evaluation import evaluate_batch
 from assertdistill.distill.training import move_batch
+from assertdistill.model.decoding import DecodingSettings
 from benchmarks.thesis import thesis_losses
 
 
@@ -67,10 +68,11 @@ def evaluate_pipeline(pipeline: str, model, tokenizer, batches, num_beams: int, 
                 _synchronize(device)
                 generation_seconds += time.perf_counter() - generation_started
             else:  # training.evaluate's step
-                (total, hard, soft, _), ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams,
-                                                                           max_length, precision, logits_processor=stop)
+                evaluated = evaluate_batch(model, batch, loss_fn, DecodingSettings(num_beams, max_length), precision,
+                                           logits_processor=stop)
+                ids, (total, hard, soft, _) = evaluated.generated_ids, evaluated.losses
                 losses.append([total.item(), hard.item(), soft.item()])
-                generation_seconds += milliseconds * batch["input_ids"].size(0) / 1000
+                generation_seconds += evaluated.milliseconds * batch["input_ids"].size(0) / 1000
         _synchronize(device)
         seconds += time.perf_counter() - started
         texts += tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -100,6 +100,7 @@ def test_unknown_teacher_offline_gives_na(workspace, tmp_path):
     ({"--train_outer_zip_internal_path": "codet5/wrong.zip"}, "holds [codet5/distillation_data_training.jsonl.zip"),
     ({"--distillation_data_path": "/nonexistent/data.zip"}, "not found"),
     ({"--student_model_name": "nobody/no-such-model"}, "cannot load"),
+    ({"--student_model_name": "nobody/no-such-model"}, "; pass --student_model_name with a local model directory"),
     ({"--train_inner_zip_jsonl_filename": "nope.jsonl"}, "'nope.jsonl' not found"),
 ])
 def test_user_errors_are_one_line_and_exit_2(workspace, tmp_path, capsys, override, message):

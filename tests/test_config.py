@@ -152,7 +152,8 @@ def test_demo_defaults_apply_only_to_flags_not_given(monkeypatch, tmp_path):
     assert args.learning_rate == 5e-5 and args.epochs == 3  # the thesis defaults off the demo
 
 
-@pytest.mark.parametrize("defaults, message", [({"learning_rat": 0.001}, "learning_rat not a setting"),
+@pytest.mark.parametrize("defaults, message", [({"learning_rat": 0.001},
+                                                "learning_rat is not a setting of script.py (did you mean learning_rate?)"),
                                                ({"num_beams": 0}, "--num_beams must be >= 1"),
                                                ({"precision": "fp8"}, "--precision must be one of")])
 def test_bad_demo_defaults_are_one_line_and_exit_2(defaults, message, monkeypatch, tmp_path, capsys):

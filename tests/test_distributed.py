@@ -29,6 +29,7 @@ from assertdistill.data.encoding import InputEncoder
 from assertdistill.distill.evaluation import evaluate
 from assertdistill.distill.loss import DistillationLoss
 from assertdistill.distill.training import make_loader
+from assertdistill.model.decoding import DecodingSettings
 from assertdistill.runtime.distributed import uses_cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +75,7 @@ def single_process_metrics(out, archive, flags, temperature, alpha) -> dict:
                                             flags["--val_inner_zip_jsonl_filename"]),
                                 InputEncoder(tokenizer, 64, 32), batch_size=2, need_logits=True)
     return evaluate(model, tokenizer, make_loader(stream, 0, False), len(stream), DistillationLoss(temperature, alpha),
-                    torch.device("cpu"), num_beams=1, max_target_length=32, show_example=False).metrics
+                    torch.device("cpu"), DecodingSettings(num_beams=1, max_length=32), show_example=False).metrics
 
 
 def check_metrics_equal(gathered: dict, single: dict):

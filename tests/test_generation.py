@@ -9,6 +9,7 @@ from assertdistill.distill.evaluation import evaluate_batch
 from assertdistill.distill.forward import batch_losses
 from assertdistill.distill.loss import DistillationLoss
 from assertdistill.model import attention, generation
+from assertdistill.model.decoding import DecodingSettings
 from assertdistill.model.models import configure_training_kernels
 
 CUDA = torch.cuda.is_available()
@@ -54,7 +55,7 @@ def test_generate_gives_model_generates_ids(num_beams, attention):
         for input_ids, attention_mask in mixed_batches(model.config.vocab_size, model.config.pad_token_id, seed):
             with torch.no_grad():
                 expected = plain_generate(model, input_ids, attention_mask, num_beams)
-                fast = generation.generate(model, input_ids, attention_mask, num_beams, MAX_LENGTH)
+                fast = generation.generate(model, input_ids, attention_mask, DecodingSettings(num_beams, MAX_LENGTH))
             assert torch.equal(fast, expected)
             ended_early += int((expected == model.config.eos_token_id).any(1).sum())
     assert ended_early >= 5  # records stopped by EOS at different steps, not only by max_length
@@ -66,8 +67,9 @@ def test_generate_takes_the_encoder_output_without_changing_it():
     with torch.no_grad():
         encoder_outputs = generation.encode(model, input_ids, attention_mask)
         states = encoder_outputs.last_hidden_state.clone()
-        fast = generation.generate(model, input_ids, attention_mask, 4, MAX_LENGTH, encoder_outputs=encoder_outputs)
-        again = generation.generate(model, input_ids, attention_mask, 4, MAX_LENGTH, encoder_outputs=encoder_outputs)
+        settings = DecodingSettings(4, MAX_LENGTH)
+        fast = generation.generate(model, input_ids, attention_mask, settings, encoder_outputs=encoder_outputs)
+        again = generation.generate(model, input_ids, attention_mask, settings, encoder_outputs=encoder_outputs)
         expected = plain_generate(model, input_ids, attention_mask, 4)
     assert torch.equal(encoder_outputs.last_hidden_state, states)
     assert torch.equal(fast, expected) and torch.equal(again, expected)
@@ -97,7 +99,8 @@ def test_models_without_t5_cross_attention_use_plain_generate():
     for input_ids, attention_mask in mixed_batches(len(tokenizer), tokenizer.pad_token_id):
         with torch.no_grad():
             expected = plain_generate(model, input_ids, attention_mask, 4)
-            assert torch.equal(generation.generate(model, input_ids, attention_mask, 4, MAX_LENGTH), expected)
+            fast = generation.generate(model, input_ids, attention_mask, DecodingSettings(4, MAX_LENGTH))
+            assert torch.equal(fast, expected)
 
 
 def eval_batch(model, batch_size: int = 3, target_length: int = 7):
@@ -124,10 +127,10 @@ def test_evaluate_batch_gives_batch_losses_and_generates_ids(num_beams):
     with torch.no_grad():
         expected_losses = batch_losses(model, batch, loss_fn)
         expected_ids = plain_generate(model, batch["input_ids"], batch["attention_mask"], num_beams)
-        losses, ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams, MAX_LENGTH)
-    assert [float(value) for value in losses] == [float(value) for value in expected_losses]
-    assert torch.equal(ids, expected_ids)
-    assert milliseconds > 0
+        evaluated = evaluate_batch(model, batch, loss_fn, DecodingSettings(num_beams, MAX_LENGTH))
+    assert [float(value) for value in evaluated.losses] == [float(value) for value in expected_losses]
+    assert torch.equal(evaluated.generated_ids, expected_ids)
+    assert evaluated.milliseconds > 0
 
 
 @pytest.mark.cuda
@@ -143,7 +146,7 @@ def test_cuda_generate_gives_model_generates_ids(precision):
         for num_beams in (1, 4):
             with torch.no_grad(), autocast_context(device, precision):
                 expected = plain_generate(model, input_ids, attention_mask, num_beams)
-                fast = generation.generate(model, input_ids, attention_mask, num_beams, MAX_LENGTH)
+                fast = generation.generate(model, input_ids, attention_mask, DecodingSettings(num_beams, MAX_LENGTH))
             assert torch.equal(fast, expected)
 
 
@@ -208,7 +211,8 @@ def test_decoding_edge_cases_give_model_generates_ids(num_beams, case):
         with torch.no_grad():
             expected = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_length=max_length,
                                       num_beams=num_beams, early_stopping=num_beams > 1, **processors)
-            fast = generation.generate(model, input_ids, attention_mask, num_beams, max_length, **processors)
+            fast = generation.generate(model, input_ids, attention_mask, DecodingSettings(num_beams, max_length),
+                                       **processors)
         assert torch.equal(fast, expected)
         if case == "eos_first":
             assert (expected[:, 1] == model.config.eos_token_id).all()

@@ -20,7 +20,7 @@ from assertdistill.distill.config import (  # noqa: F401  (the thesis's default 
     RunConfig,
     SettingError,
     build_parser,
-    demo_defaults,
+    parse_settings,
 )
 from assertdistill.distill.loss import DistillationLoss  # noqa: F401  (public API: from script import DistillationLoss)
 from assertdistill.scoring.metrics import evaluate_assertions_script1_style  # noqa: F401  (public API)
@@ -29,11 +29,8 @@ from assertdistill.scoring.metrics import evaluate_assertions_script1_style  # n
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and validate the command line (the flags: assertdistill/config.py's RunConfig, docs/USAGE.md)."""
     parser = build_parser(__doc__.split("\n\n")[0], __doc__.split("\n\n", 1)[1])
-    args = parser.parse_args(argv)
     try:
-        if args.distillation_data_path is None:  # the embedded demo: its values for every flag not given
-            parser.set_defaults(**demo_defaults())
-            args = parser.parse_args(argv)
+        args = parse_settings(parser, argv)  # the command line over --config FILE over the demo's values
         RunConfig.from_namespace(args)  # its checks: ranges and choices
     except SettingError as error:
         parser.error(str(error))

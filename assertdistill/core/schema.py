@@ -17,6 +17,7 @@ EVAL_RESULTS_BEST_FILENAME = "eval_results_best.json"  # inside BEST_MODEL_DIRNA
 TRAINING_ARGS_BEST_FILENAME = "training_args_best.json"  # inside BEST_MODEL_DIRNAME
 MODEL_CARD_FILENAME = "README.md"  # Hugging Face model card, inside FINAL_MODEL_DIRNAME and BEST_MODEL_DIRNAME
 CHECKPOINTS_DIRNAME = "checkpoints"  # --save_steps: checkpoint-<step>/ directories (sweep.sh looks here too)
+TENSORBOARD_DIRNAME = "tensorboard"  # --report_to tensorboard: the event files (tensorboard --logdir OUTPUT_DIR)
 LOCK_FILENAME = ".run.lock"  # hidden; never taken for output (see locking.py)
 
 # ---- Files the graph scripts write into their --output_dir ----

@@ -28,6 +28,7 @@ from .archive import (
     open_jsonl_member,
     prefetched,
 )
+from .batch import Batch
 from .datastats import DataStats
 from .encoding import InputEncoder
 from .records import RecordError, parse_record
@@ -159,7 +160,7 @@ def teacher_rows_for(sample: Sample) -> np.ndarray | None:
     return sample.teacher.values[:covered][keep]
 
 
-def collate(samples: list[Sample], pad_token_id: int) -> dict:
+def collate(samples: list[Sample], pad_token_id: int) -> Batch:
     """Pad sources and targets to the longest in the batch; gather teacher rows at label positions only."""
     batch_size = len(samples)
     source_length = max(len(sample.input_ids) for sample in samples)
@@ -182,7 +183,7 @@ def collate(samples: list[Sample], pad_token_id: int) -> dict:
         scales.append(np.full(len(sample_rows), sample.teacher.scale, dtype=np.float32))
         zero_points.append(np.full(len(sample_rows), sample.teacher.zero_point, dtype=np.float32))
 
-    batch = {
+    batch: Batch = {
         "input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
         "ground_truth_texts": [sample.ground_truth_text for sample in samples],
         "teacher_texts": [sample.teacher_text for sample in samples],

@@ -26,7 +26,7 @@ from ..java.placeholders import (
     rewrite,
     split_assertions,
 )
-from ..model.generation import generate
+from ..model.generation import DecodingSettings, generate
 from .saved_student import SavedStudent
 
 TEST_NAME_ENDINGS = ("Test.java", "Tests.java", "TestCase.java", "IT.java")
@@ -143,6 +143,7 @@ class AssertionWriter:
         self.max_length = int(student.setting("student_max_tgt_length", 512))
         self.encoder = InputEncoder(student.tokenizer, int(student.setting("student_max_src_length", 1024)),
                                     self.max_length)
+        self.decoding = DecodingSettings(num_beams, self.max_length)
         self.focal = FocalFinder()
 
     @torch.no_grad()
@@ -152,7 +153,7 @@ class AssertionWriter:
         input_ids = torch.tensor([self.encoder.encode_source(focal_code, test_method)])  # (1, S)
         attention_mask = torch.ones_like(input_ids)
         model = self.student.model
-        ids = generate(model, input_ids, attention_mask, self.num_beams, self.max_length)  # (1, L)
+        ids = generate(model, input_ids, attention_mask, self.decoding)  # (1, L)
         text = self.student.tokenizer.decode(ids[0], skip_special_tokens=True)
         return text, (time.perf_counter() - started) * 1000
 

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import os
 import typing
 from dataclasses import dataclass
+
+import yaml
 
 from ..core.paths import DEMO
 from ..core.schema import BEST_MODEL_METRICS, DEFAULT_BEST_MODEL_METRIC
 from ..data.archive import DEFAULT_MAX_RECORD_BYTES
 from ..data.layout import SplitMembers
 from ..model.attention import CHOICES as ATTENTION_CHOICES
+from ..model.decoding import DecodingSettings
 from .divergences import CHOICES as DIVERGENCE_CHOICES
 from .divergences import DEFAULT_DIVERGENCE, DEFAULT_JSD_BETA, DEFAULT_SKEW_LAMBDA
 from .loss import TEMPERATURE_SCHEDULES
+from .scalars import REPORT_TO_CHOICES
 
 THESIS_STUDENT = "Salesforce/codet5-small"  # the thesis's default models (off the demo)
 THESIS_TEACHER = "Salesforce/codet5-base"
@@ -30,7 +36,10 @@ GROUPS = (DATA, MODELS, TRAINING, CHECKPOINTS, EVALUATION)
 
 
 class SettingError(ValueError):
-    """A setting's value outside its range or choices, or a demo default that names no setting."""
+    """A setting's value outside its range or choices, or a settings file's key that names no setting."""
+
+
+EVAL_STRATEGIES = ("epoch", "no")  # Hugging Face's names; the final evaluation always runs
 
 
 def setting(default, group: str, help: str, *, aliases: tuple[str, ...] = (), resume_must_match: bool = False,
@@ -149,6 +158,10 @@ class RunConfig:
         False, TRAINING, "torch.compile the student for training (slow first steps; pays off on long GPU runs)")
     seed: int = setting(42, TRAINING, "random seed", resume_must_match=True)
     log_steps: int = setting(50, TRAINING, "optimizer steps between progress-bar updates")
+    report_to: str = setting(
+        "none", TRAINING, "tensorboard: the losses, learning rate and temperature of every optimizer step and each "
+        "evaluation's metrics as TensorBoard scalars under --output_dir (tensorboard --logdir OUTPUT_DIR); "
+        "none: metrics.jsonl and the summary only", choices=REPORT_TO_CHOICES)
     max_train_samples: int | None = setting(
         None, DATA, "use only the first N training records (quick runs and tests)", resume_must_match=True)
     max_eval_samples: int | None = setting(
@@ -171,6 +184,9 @@ class RunConfig:
         DEFAULT_BEST_MODEL_METRIC, EVALUATION, "metric that picks the best model (lower is better for avg_loss); "
         "the *_script1 choices are the thesis's numbers, *_s_vs_t_corrected compare with the teacher's lines "
         "joined, strict_exact_match needs an exact item match", choices=BEST_MODEL_METRICS)
+    eval_strategy: str = setting(
+        "epoch", EVALUATION, "epoch: evaluate after every epoch; no: only the final evaluation, after the last "
+        "epoch (it always runs; the best model is then the final one)", choices=EVAL_STRATEGIES)
 
     def __post_init__(self):
         problems = [problem for spec in SETTINGS if (problem := spec.problem(getattr(self, spec.name)))]
@@ -185,6 +201,10 @@ class RunConfig:
     def as_flags(self) -> dict:
         """{flag name: value} in the flags' order, as vars() of the parsed arguments."""
         return dataclasses.asdict(self)
+
+    def decoding(self) -> DecodingSettings:
+        """How evaluation generates: --num_beams, and --student_max_tgt_length as the longest output."""
+        return DecodingSettings(self.num_beams, self.student_max_tgt_length)
 
     def data_members(self) -> dict[str, SplitMembers]:
         """The training and validation members as given (None where script.py was not told)."""
@@ -274,25 +294,93 @@ RESUME_MUST_MATCH = tuple(spec.name for spec in SETTINGS if spec.resume_must_mat
 DEFAULTS = {spec.name: spec.default for spec in SETTINGS}  # what a run made before a setting existed ran with
 
 
+CONFIG_HELP = ("read settings from a YAML or JSON file: keys are the settings' names (learning_rate: 0.002); a "
+               "flag given on the command line overrides the file; a key that names no setting is refused")
+
+
 def build_parser(description: str, epilog: str) -> argparse.ArgumentParser:
-    """script.py's parser: one option per setting, in groups, defaults shown in --help."""
+    """script.py's parser: --config FILE, then one option per setting, in groups, defaults shown in --help."""
     parser = argparse.ArgumentParser(description=description, epilog=epilog,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
     groups = {title: parser.add_argument_group(title) for title in GROUPS}
     for spec in SETTINGS:
         groups[spec.group].add_argument(*spec.flags, **spec.argparse_options())
     return parser
 
 
+def parse_settings(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The settings, each from the first that gives it: the command line, --config FILE, the demo's (when no
+    archive is given by either), the declared defaults. The namespace holds the settings only."""
+    args = parser.parse_args(argv)
+    from_file = read_settings_file(args.config) if args.config else {}
+    if from_file:
+        parser.set_defaults(**from_file)
+        args = parser.parse_args(argv)
+    if args.distillation_data_path is None:  # the embedded demo: its values for every setting not given
+        parser.set_defaults(**{**demo_defaults(), **from_file})
+        args = parser.parse_args(argv)
+    del args.config
+    return args
+
+
+def read_settings_file(path: str) -> dict:
+    """{setting name: value} of a YAML or JSON file (keys starting with _ are notes); unknown keys are refused."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as error:
+        raise SettingError(f"--config {path}: {error.strerror or error}") from error
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise SettingError(f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                           f"{' '.join(str(error).split())}") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise SettingError(f"--config {path}: expected setting names and their values, got a {type(values).__name__}")
+    by_name = {spec.name: spec for spec in SETTINGS}
+    unknown = [str(name) for name in values if name not in by_name and not str(name).startswith("_")]
+    if unknown:
+        raise SettingError(f"{path}: {'; '.join(_unknown_setting(name) for name in unknown)}")
+    return {name: _file_value(by_name[name], value, path) for name, value in values.items() if name in by_name}
+
+
+def _unknown_setting(name: str) -> str:
+    """'NAME is not a setting of script.py' and the likeliest setting meant."""
+    spellings = {flag.lstrip("-"): spec.name for spec in SETTINGS for flag in spec.flags}
+    close = difflib.get_close_matches(name.lstrip("-"), list(spellings), n=1)
+    return f"{name} is not a setting of script.py" + (f" (did you mean {spellings[close[0]]}?)" if close else "")
+
+
+def _file_value(spec: Setting, value, path: str):
+    """A settings file's value as the setting's kind (YAML reads 5e-5 as text); a wrong kind is refused by name."""
+    if value is None and spec.default is None:
+        return None
+    if spec.kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    fits = {bool: lambda: isinstance(value, bool), str: lambda: isinstance(value, str),
+            int: lambda: isinstance(value, int) and not isinstance(value, bool),
+            float: lambda: isinstance(value, (int, float)) and not isinstance(value, bool)}[spec.kind]()
+    if not fits:
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "text"}[spec.kind]
+        raise SettingError(f"{path}: {spec.name} must be {kind}, got {value!r}")
+    return float(value) if spec.kind is float else value
+
+
 def demo_defaults() -> dict:
     """The embedded demo's archive, members and models, and the small-model values of demo/run_defaults.json."""
-    with open(DEMO.run_defaults, encoding="utf-8") as stream:
-        run_defaults = {name: value for name, value in json.load(stream).items() if not name.startswith("_")}
-    unknown = sorted(set(run_defaults) - {spec.name for spec in SETTINGS})
-    if unknown:
-        raise SettingError(f"{DEMO.run_defaults}: {', '.join(unknown)} not a setting of script.py")
-    return {"distillation_data_path": DEMO.archive,
+    if not os.path.isfile(DEMO.run_defaults):
+        raise SettingError("give --distillation_data_path ARCHIVE: the embedded demo (demo/ of a checkout of the "
+                           "repository) is not here")
+    demo = {"distillation_data_path": DEMO.archive,
             "train_outer_zip_internal_path": DEMO.train_inner_zip, "train_inner_zip_jsonl_filename": DEMO.train_jsonl,
             "val_outer_zip_internal_path": DEMO.val_inner_zip, "val_inner_zip_jsonl_filename": DEMO.val_jsonl,
             "train_jsonl_is_gzipped": False, "val_jsonl_is_gzipped": False,
-            "teacher_model_name": DEMO.teacher, "student_model_name": DEMO.student, **run_defaults}
+            "teacher_model_name": DEMO.teacher, "student_model_name": DEMO.student}  # found from any directory
+    run_defaults = read_settings_file(DEMO.run_defaults)
+    return {**demo, **{name: value for name, value in run_defaults.items() if name not in demo}}

@@ -33,11 +33,12 @@ from ..core.schema import (
     metric_key,
     record_key,
 )
+from ..data.batch import Batch
 from ..data.datastats import DataStats
-from ..model.generation import encode, generate
+from ..model.generation import DecodingSettings, encode, generate
 from ..model.precision import autocast_context
 from ..scoring.metrics import average_record_metrics, record_metrics
-from .forward import batch_losses
+from .forward import BatchLosses, batch_losses
 from .loss import DistillationLoss
 from .report import telling_record
 from .training import move_batch
@@ -65,11 +66,19 @@ class Evaluation:
     records: list[dict]  # index, line_number, location, the four texts and every EVALUATION_RECORD_METRICS value
 
 
-@torch.no_grad()
+@dataclass
+class EvaluatedBatch:
+    """What evaluate_batch gives for one batch."""
 
-def evaluate_batch(model, batch: dict, loss_fn, num_beams: int, max_length: int, precision: str = "fp32",
-                   **generate_kwargs) -> tuple[tuple, torch.Tensor, float]:
-    """(forward.BatchLosses, generated ids (B, L), generation milliseconds per sample) of one eval batch.
+    losses: BatchLosses
+    generated_ids: torch.Tensor  # (B, L)
+    milliseconds: float  # generation time per sample, the encoder included
+
+
+@torch.no_grad()
+def evaluate_batch(model, batch: Batch, loss_fn, decoding: DecodingSettings, precision: str = "fp32",
+                   **generate_kwargs) -> EvaluatedBatch:
+    """The losses, generated ids and generation milliseconds per sample of one eval batch.
 
     The encoder runs once: the losses are forward.batch_losses's on the batch and the ids model.generate's.
     The generation time counts the encoder, as it did when generate ran it.
@@ -83,11 +92,11 @@ def evaluate_batch(model, batch: dict, loss_fn, num_beams: int, max_length: int,
     losses = batch_losses(model, dict(batch, encoder_outputs=encoder_outputs), loss_fn, precision)
     started = time.perf_counter()
     with autocast_context(device, precision):
-        generated_ids = generate(model, batch["input_ids"], batch["attention_mask"], num_beams, max_length,
+        generated_ids = generate(model, batch["input_ids"], batch["attention_mask"], decoding,
                                  encoder_outputs=encoder_outputs, **generate_kwargs)
     _synchronize(device)
     seconds = encoder_seconds + time.perf_counter() - started
-    return losses, generated_ids, seconds * 1000 / batch["input_ids"].size(0)
+    return EvaluatedBatch(losses, generated_ids, seconds * 1000 / batch["input_ids"].size(0))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -96,7 +105,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: DistillationLoss,
-             device: torch.device, num_beams: int, max_target_length: int, precision: str = "fp32",
+             device: torch.device, decoding: DecodingSettings, precision: str = "fp32",
              show_example: bool = True, gather=None) -> Evaluation:
     """Eval loss, generation and per-record metrics (student vs teacher and vs ground truth; teacher vs ground truth).
 
@@ -112,8 +121,7 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
         if isinstance(item, DataStats):
             data.merge(item)
             continue
-        result = score_batch(model, tokenizer, move_batch(item, device), loss_fn, num_beams, max_target_length,
-                             precision)
+        result = score_batch(model, tokenizer, move_batch(item, device), loss_fn, decoding, precision)
         batch_results.append(result)
         progress.update(len(result.rows))
     progress.close()
@@ -128,12 +136,12 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     return Evaluation(evaluation_metrics(batch_results, loss_fn.teacher_text_weight > 0), data, records)
 
 
-def score_batch(model, tokenizer, batch: dict, loss_fn: DistillationLoss, num_beams: int, max_target_length: int,
+def score_batch(model, tokenizer, batch: Batch, loss_fn: DistillationLoss, decoding: DecodingSettings,
                 precision: str) -> ScoredBatch:
     """One batch on the device: its losses, generation time and record rows."""
-    losses, generated_ids, milliseconds = evaluate_batch(model, batch, loss_fn, num_beams, max_target_length,
-                                                         precision)
-    generated_texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
+    evaluated = evaluate_batch(model, batch, loss_fn, decoding, precision)
+    losses, milliseconds = evaluated.losses, evaluated.milliseconds
+    generated_texts = tokenizer.batch_decode(evaluated.generated_ids, skip_special_tokens=True)
     rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
                                                batch["teacher_texts"], batch["teacher_texts_script1"],
                                                batch["locations"])]

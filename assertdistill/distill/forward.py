@@ -8,11 +8,12 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..core.constants import IGNORE_INDEX
+from ..data.batch import Batch
 from ..model.precision import autocast_context
 from .loss import DistillationLoss
 
 
-def student_logits_for(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+def student_logits_for(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Teacher-forced student logits (B, L, V) on the batch's targets, without the model's own loss."""
     plain_model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     decoder_input_ids = plain_model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])  # (B, L)
@@ -35,7 +36,7 @@ def _pad_columns(tensor: torch.Tensor, length: int, value) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, length - tensor.size(1)), value=value)
 
 
-def _with_teacher_text(batch: dict) -> dict:
+def _with_teacher_text(batch: Batch) -> Batch:
     """The batch twice over: first its targets, then the teacher's text as targets, both padded to one length."""
     labels, teacher_labels = batch["labels"], batch["teacher_labels"]  # (B, L), (B, Lt)
     length = max(labels.size(1), teacher_labels.size(1))
@@ -48,7 +49,7 @@ def _with_teacher_text(batch: dict) -> dict:
     return doubled
 
 
-def batch_losses(model: torch.nn.Module, batch: dict, loss_fn: DistillationLoss,
+def batch_losses(model: torch.nn.Module, batch: Batch, loss_fn: DistillationLoss,
                  precision: str = "fp32") -> BatchLosses:
     """One batch's losses; teacher codes are dequantized only at label positions, chunk by chunk.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from ..core.schema import (
     SUMMARY_FILENAME,
     T_VS_GT,
     T_VS_GT_SCRIPT1,
+    TENSORBOARD_DIRNAME,
     TRAIN_TEACHER_TEXT_LOSS,
     TRAIN_TEMPERATURE,
     TRAINING_ARGS_BEST_FILENAME,
@@ -73,6 +75,7 @@ from .evaluation import evaluate
 from .loss import DistillationLoss, TemperatureSchedule
 from .model_card import write_model_cards
 from .report import final_lines
+from .scalars import ScalarLog
 from .summary import (
     append_metrics_line,
     history_entry,
@@ -110,6 +113,7 @@ class RunState:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     trainer: Trainer | None = None  # holds the compiled and/or DDP-wrapped training model
+    scalars: ScalarLog = field(default_factory=ScalarLog)  # --report_to tensorboard's event files (else a no-op)
     # what the epochs produced (saved in checkpoints)
     history: list[dict] = field(default_factory=list)  # one metrics.jsonl entry per finished epoch
     best_value: float | None = None  # of --best_model_metric, over the epochs so far
@@ -151,6 +155,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool = False)
         raise OutputDirError(f"output dir {output_dir} is not writable")
     if overwrite and not resuming:
         shutil.rmtree(os.path.join(output_dir, CHECKPOINTS_DIRNAME), ignore_errors=True)
+        shutil.rmtree(os.path.join(output_dir, TENSORBOARD_DIRNAME), ignore_errors=True)
         for stale in (METRICS_FILENAME, PREDICTIONS_FILENAME):
             if os.path.exists(os.path.join(output_dir, stale)):
                 os.unlink(os.path.join(output_dir, stale))
@@ -222,9 +227,13 @@ def _run(config: RunConfig, context: DistributedContext) -> dict:
         set_up_training(state)
         if checkpoint is not None:
             resume(state, checkpoint)
+        state.scalars = ScalarLog.open(config.report_to, config.output_dir, context.is_main,
+                                       config.teacher_text_weight > 0, state.trainer.global_step)
+        state.scalars.start_from(state.trainer.counters)
         for epoch in range(state.start_epoch, config.epochs):
             entry = train_one_epoch(state, epoch)
-            if len(state.val_stream) > 0:
+            final_epoch = epoch == config.epochs - 1  # its evaluation always runs (--eval_strategy no skips the others)
+            if len(state.val_stream) > 0 and (config.eval_strategy == "epoch" or final_epoch):
                 entry[HISTORY_EVAL] = evaluate_one_epoch(state, epoch)
                 keep_best_model(state)
             log_epoch(state, entry)
@@ -232,6 +241,7 @@ def _run(config: RunConfig, context: DistributedContext) -> dict:
                 save_run(state, epoch, epoch_finished=True)
         return final_report(state)
     finally:  # the streams' spilled copies of inner ZIPs go, even when the validation data failed to open
+        state.scalars.close()
         for stream in (state.train_stream, state.val_stream):
             if stream is not None:
                 stream.close()
@@ -263,11 +273,23 @@ def prepare_run(state: RunState) -> dict | None:
     return checkpoint
 
 
+@contextlib.contextmanager
+def naming_the_flag(flag: str):
+    """A model that cannot be loaded: its error says which flag names it and what the flag takes."""
+    try:
+        yield
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{error}; pass {flag} with a local model directory or a Hugging Face id this "
+                             f"machine can load") from None
+
+
 def load_models(state: RunState) -> None:
     """The tokenizer and the student on the device; the student's and the teacher's sizes."""
     config = state.config
-    state.tokenizer = load_tokenizer(config.tokenizer_name or config.student_model_name)
-    state.student = load_student(config.student_model_name, config.student_from_scratch).to(state.device)
+    with naming_the_flag("--tokenizer_name" if config.tokenizer_name else "--student_model_name"):
+        state.tokenizer = load_tokenizer(config.tokenizer_name or config.student_model_name)
+    with naming_the_flag("--student_model_name"):
+        state.student = load_student(config.student_model_name, config.student_from_scratch).to(state.device)
     state.student_size = model_size_mb(state.student)
     state.teacher_size = teacher_size_mb(config.teacher_model_name)
     print(f"Student: {config.student_model_name} ({state.student_size:.2f} MB, "
@@ -372,6 +394,8 @@ def train_one_epoch(state: RunState, epoch: int) -> dict:
     state.train_stream.set_epoch(epoch)
     for step in trainer.train_epoch(state.train_loader, len(state.train_stream), f"Epoch {epoch + 1}/{config.epochs}",
                                     state.resume_mid_epoch, state.rng_after_skip):
+        state.scalars.training_step(step, trainer.counters, trainer.scheduler.get_last_lr()[0],
+                                    state.loss_fn.temperature)
         if config.save_steps and step % config.save_steps == 0:  # a mid-epoch checkpoint every --save_steps
             save_run(state, epoch, epoch_finished=False)
     state.resume_mid_epoch, state.rng_after_skip = False, None
@@ -401,10 +425,11 @@ def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
     config, context = state.config, state.context
     state.loss_fn.at_step(state.trainer.global_step)  # the soft loss at the temperature training has reached
     evaluation = evaluate(state.student, state.tokenizer, state.val_loader, len(state.val_stream), state.loss_fn,
-                          state.device, config.num_beams, config.student_max_tgt_length, config.precision,
+                          state.device, config.decoding(), config.precision,
                           show_example=context.is_main, gather=context.gather if context.enabled else None)
     state.final_results, state.eval_data, state.final_records = evaluation.metrics, evaluation.data, evaluation.records
     _print_eval(f"Epoch {epoch + 1} eval:", state.final_results)
+    state.scalars.evaluation(state.trainer.global_step, state.final_results)
     print(f"  validation data: {state.eval_data.describe()}")
     return state.final_results
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..data.batch import TENSOR_KEYS, Batch
 from ..data.dataset import DistillationStream
 from ..data.datastats import DataStats
 from ..runtime.distributed import DistributedContext
 from ..runtime.rng import set_rng_state
-from .forward import batch_losses
+from .forward import BatchLosses, batch_losses
 from .loss import DistillationLoss
 
-TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "teacher_values", "teacher_scale",
-               "teacher_zero_point", "teacher_position_mask", "teacher_labels")
 MAX_CONSECUTIVE_NONFINITE = 20  # stop the run when this many steps in a row give a non-finite loss
 
 
@@ -33,7 +32,7 @@ def make_loader(stream: DistillationStream, num_workers: int, pin_memory: bool) 
                       persistent_workers=False)
 
 
-def move_batch(batch: dict, device: torch.device) -> dict:
+def move_batch(batch: Batch, device: torch.device) -> Batch:
     """Tensors of a batch on the device (non-blocking from pinned memory)."""
     non_blocking = device.type == "cuda"
     return {key: (value.to(device, non_blocking=non_blocking) if key in TENSOR_KEYS and value is not None
@@ -55,17 +54,49 @@ class EpochResult:
 
 
 @dataclass
+class LossSums:
+    """Sums of batches' losses (forward.BatchLosses's fields), or their means."""
+
+    total: float = 0.0
+    hard: float = 0.0
+    soft: float = 0.0
+    teacher_text: float = 0.0
+
+    def add(self, losses: BatchLosses) -> None:
+        """Add one batch's losses."""
+        for name, value in losses._asdict().items():
+            setattr(self, name, getattr(self, name) + value.item())
+
+    def minus(self, other: LossSums) -> LossSums:
+        """The sums since `other` was taken."""
+        return LossSums(*(mine - theirs for mine, theirs in zip(astuple(self), astuple(other))))
+
+    def mean(self, batches: int) -> LossSums:
+        """The means over `batches` batches (zeros for none)."""
+        return LossSums(*(value / max(batches, 1) for value in astuple(self)))
+
+    def as_list(self) -> list[float]:
+        """[total, hard, soft, teacher_text], as checkpoints store them (weights_only loads no classes)."""
+        return list(astuple(self))
+
+
+@dataclass
 class EpochCounters:
     """Running totals of the epoch in progress (saved in checkpoints so a resumed epoch adds up the same)."""
 
-    loss_sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # total, hard, soft, teacher text
+    loss_sums: LossSums = field(default_factory=LossSums)
     batches_trained: int = 0
     batches_seen: int = 0  # batches taken from the loader, including skipped non-finite ones
     optimizer_steps: int = 0
     skipped_nonfinite: int = 0
 
     def __post_init__(self):
-        self.loss_sums = list(self.loss_sums) + [0.0] * (4 - len(self.loss_sums))  # older checkpoints hold 3
+        if not isinstance(self.loss_sums, LossSums):  # a checkpoint's list (older checkpoints hold 3 sums)
+            self.loss_sums = LossSums(*self.loss_sums)
+
+    def saved(self) -> dict:
+        """The counters as a checkpoint stores them (plain values)."""
+        return {**vars(self), "loss_sums": self.loss_sums.as_list()}
 
 
 class Trainer:
@@ -98,7 +129,7 @@ class Trainer:
         """Optimizer, scheduler, scaler, step and every process's epoch counters (a collective under torchrun)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "global_step": self.global_step,
-                "counters": self.context.gather(vars(self.counters).copy())}
+                "counters": self.context.gather(self.counters.saved())}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what state_dict() gave; this process takes its own rank's counters."""
@@ -191,12 +222,11 @@ class Trainer:
             return False
         if batch is not None:
             self.scaler.scale(total / self.gradient_accumulation_steps).backward()
-            for index, value in enumerate(losses):
-                counters.loss_sums[index] += value.item()
+            counters.loss_sums.add(losses)
             counters.batches_trained += 1
         return True
 
-    def _report_nonfinite(self, batch: dict | None, progress) -> None:
+    def _report_nonfinite(self, batch: Batch | None, progress) -> None:
         """Name the training records whose loss is non-finite (every process's), on the main process's log."""
         lines = nonfinite_records(self.model, batch, self.loss_fn, self.precision) if batch is not None else []
         everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
@@ -209,28 +239,28 @@ class Trainer:
         counters = self.counters
         merged = self.context.gather(EpochTotals(counters.loss_sums, counters.batches_trained, data))
         batches = sum(entry.batches_trained for entry in merged)
-        loss, hard_loss, soft_loss, text_loss = np.sum([entry.loss_sums for entry in merged], axis=0) / max(batches, 1)
+        means = LossSums(*np.sum([entry.loss_sums.as_list() for entry in merged], axis=0)).mean(batches)
         all_data = DataStats()
         for entry in merged:
             all_data.merge(entry.data)
-        return EpochResult(float(loss), float(hard_loss), float(soft_loss), self.scheduler.get_last_lr()[0],
-                           counters.optimizer_steps, counters.skipped_nonfinite, all_data, float(text_loss))
+        return EpochResult(float(means.total), float(means.hard), float(means.soft), self.scheduler.get_last_lr()[0],
+                           counters.optimizer_steps, counters.skipped_nonfinite, all_data, float(means.teacher_text))
 
     def _show_losses(self, progress) -> None:
         """The running losses and learning rate on the progress bar, every log_steps optimizer steps and the first."""
         counters = self.counters
         if counters.batches_trained and (self.global_step % max(1, self.log_steps) == 0
                                          or counters.optimizer_steps == 1):
-            loss, hard_loss, soft_loss = np.asarray(counters.loss_sums[:3]) / counters.batches_trained
-            progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{loss:.3f}",
-                                 hL=f"{hard_loss:.3f}", sL=f"{soft_loss:.3f}")
+            means = counters.loss_sums.mean(counters.batches_trained)
+            progress.set_postfix(LR=f"{self.scheduler.get_last_lr()[0]:.2e}", L=f"{means.total:.3f}",
+                                 hL=f"{means.hard:.3f}", sL=f"{means.soft:.3f}")
 
 
 @dataclass
 class EpochTotals:
     """One process's sums of an epoch, gathered to average over every process."""
 
-    loss_sums: list
+    loss_sums: LossSums
     batches_trained: int
     data: DataStats
 
@@ -244,7 +274,7 @@ def _batches_of(loader, data: DataStats) -> Iterator[dict]:
             yield item
 
 
-def record_batch(batch: dict, index: int) -> dict:
+def record_batch(batch: Batch, index: int) -> Batch:
     """Record `index` of a batch as a batch of one (teacher rows are those of its label positions)."""
     mask = batch.get("teacher_position_mask")
     rows = None
@@ -264,7 +294,7 @@ def record_batch(batch: dict, index: int) -> dict:
 
 
 @torch.no_grad()
-def nonfinite_records(model, batch: dict, loss_fn: DistillationLoss, precision: str) -> list[int]:
+def nonfinite_records(model, batch: Batch, loss_fn: DistillationLoss, precision: str) -> list[int]:
     """Line numbers of the batch's records whose own loss is non-finite (all of them if none alone is)."""
     was_training = model.training
     model.eval()  # no dropout: the diagnosis draws no random numbers

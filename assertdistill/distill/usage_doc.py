@@ -24,6 +24,13 @@ embedded demo runs with the values in the last table for the flags not given. `p
 --help` prints the same. A flag marked "resume must match" refuses a `--resume_from_checkpoint` made
 with another value.
 
+`--config FILE` reads settings from a YAML or JSON file whose keys are the names below without the dashes
+(`learning_rate: 0.002`; keys starting with `_` are notes); a flag given on the command line overrides
+the file, and a key that names no setting is refused by name. Paths in it are read as on the command
+line (relative to the current directory); a switch it turns on cannot be turned off by a flag.
+`demo/run_defaults.json` is such a file: `python script.py --config demo/run_defaults.json
+--distillation_data_path ARCHIVE` runs the demo's models and settings on another archive.
+
 This page is written by `python -m assertdistill.distill.usage_doc --write` from the declaration of the
 settings (`RunConfig` in `assertdistill/distill/config.py`); edit that, not this page. A new flag is one
 field there (`setting(default, group, help, ...)`) plus the code that uses it.

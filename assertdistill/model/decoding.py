@@ -19,6 +19,7 @@ supported() says when it applies; generation.generate falls back to model.genera
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig
@@ -218,9 +219,24 @@ def beam_search(step: T5StepDecoder, batch: int, num_beams: int, start_id: int, 
     return finished[:, 0, :1 + int(finished_lengths[:, 0].max())]
 
 
-def decode(model, encoder_states: torch.Tensor, attention_mask: torch.Tensor, num_beams: int, max_length: int,
+@dataclass(frozen=True)
+class DecodingSettings:
+    """How a student decodes, as model.generate's arguments: beam width (1 = greedy) and the longest output in
+    tokens (the start token included); early stopping is on with beams, as the thesis's evaluation calls generate."""
+
+    num_beams: int = 4
+    max_length: int = 512
+
+    @property
+    def early_stopping(self) -> bool:
+        """model.generate's early_stopping: on for beam search."""
+        return self.num_beams > 1
+
+
+def decode(model, encoder_states: torch.Tensor, attention_mask: torch.Tensor, settings: DecodingSettings,
            fold_beams: bool, logits_processor=None) -> torch.Tensor:
     """model.generate(max_length, num_beams, early_stopping=num_beams > 1)'s ids for encoded records (B, L)."""
+    num_beams, max_length = settings.num_beams, settings.max_length
     config = model.generation_config
     eos_id = config.eos_token_id if config.eos_token_id is not None else model.config.eos_token_id
     pad_id = config.pad_token_id if config.pad_token_id is not None else eos_id

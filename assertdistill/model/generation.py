@@ -29,6 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from . import decoding
 from .attention import ATTENTION_NAME
+from .decoding import DecodingSettings
 
 
 class BeamInvariantCrossCache(EncoderDecoderCache):
@@ -92,7 +93,7 @@ def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Base
     return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
 
 
-def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int, max_length: int,
+def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: DecodingSettings,
              encoder_outputs: BaseModelOutput | None = None, **generate_kwargs) -> torch.Tensor:
     """model.generate(input_ids, attention_mask, max_length, num_beams, early_stopping=num_beams > 1)'s ids, faster.
 
@@ -106,12 +107,13 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_b
         encoder_outputs = encode(model, input_ids, attention_mask)
     states = encoder_outputs.last_hidden_state  # (B, S, d_model)
     if decoding.supported(model, generate_kwargs):
-        return decoding.decode(model, states, attention_mask, num_beams, max_length, folds_beams(model),
+        return decoding.decode(model, states, attention_mask, settings, folds_beams(model),
                                generate_kwargs.get("logits_processor"))
-    settings = dict(max_length=max_length, num_beams=num_beams, early_stopping=num_beams > 1, **generate_kwargs)
-    cache = prefilled_cache(model, states, num_beams)
+    options = dict(max_length=settings.max_length, num_beams=settings.num_beams,
+                   early_stopping=settings.early_stopping, **generate_kwargs)
+    cache = prefilled_cache(model, states, settings.num_beams)
     if cache is not None:
-        settings["cache"] = cache
+        options["cache"] = cache
     # A new wrapper: generate repeats the states for the beams by replacing them in the object it is given.
     return model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=attention_mask,
-                          **settings)
+                          **options)
