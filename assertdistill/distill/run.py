@@ -34,6 +34,7 @@ from ..core.schema import (
     METRICS_FILENAME,
     NUM_EVAL_SAMPLES,
     PREDICTIONS_FILENAME,
+    RETRIEVAL_INDEX_DIRNAME,
     S_VS_GT,
     S_VS_GT_SCRIPT1,
     S_VS_T,
@@ -63,6 +64,8 @@ from ..model.models import (
     pick_device,
     teacher_size_mb,
 )
+from ..retrieval.baseline import attach_retrievers
+from ..retrieval.index import RetrievalIndex
 from ..runtime.allocator import keep_freed_memory
 from ..runtime.distributed import DistributedContext, init_distributed, shutdown_distributed
 from ..runtime.locking import output_dir_lock
@@ -103,6 +106,7 @@ class RunState:
     # data (run.open_data)
     train_stream: DistillationStream | None = None
     val_stream: DistillationStream | None = None
+    retrieval_index: RetrievalIndex | None = None  # the training split's: the baseline and --retrieval_augment
     # training (run.set_up_training)
     train_loader: DataLoader | None = None
     val_loader: DataLoader | None = None
@@ -279,7 +283,8 @@ def load_models(state: RunState) -> None:
 def open_data(state: RunState) -> None:
     """The training and validation streams (this process's share of the records, in batches)."""
     config, context = state.config, state.context
-    encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length)
+    encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length,
+                           config.retrieval_augment)
     stream_options = dict(encoder=encoder, need_logits=config.alpha_kl_loss_weight > 0,
                           focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
                           rank=context.rank, require_teacher=not config.allow_records_without_teacher,
@@ -293,6 +298,8 @@ def open_data(state: RunState) -> None:
         ArchiveSpec(config.distillation_data_path, config.val_outer_zip_internal_path,
                     config.val_inner_zip_jsonl_filename, config.val_jsonl_is_gzipped, config.max_record_bytes),
         batch_size=config.eval_batch_size, max_records=config.max_eval_samples, **stream_options)
+    state.retrieval_index = attach_retrievers(state.train_stream, state.val_stream, config.retrieval_augment,
+                                              require_teacher=not config.allow_records_without_teacher)
 
 
 def set_up_training(state: RunState) -> None:
@@ -466,6 +473,8 @@ def final_report(state: RunState) -> dict:
         return {}
     save_model_atomic(state.student, state.tokenizer, os.path.join(config.output_dir, FINAL_MODEL_DIRNAME),
                       {TRAINING_ARGS_FINAL_FILENAME: config.as_flags()})
+    if state.retrieval_index is not None:  # beside the student: generate_assertions.py --retrieval_index
+        state.retrieval_index.save(os.path.join(config.output_dir, RETRIEVAL_INDEX_DIRNAME))
     summary = run_summary(state, training_seconds)
     summary_path = os.path.join(config.output_dir, SUMMARY_FILENAME)
     if final_results and len(state.final_records) == final_results[NUM_EVAL_SAMPLES]:
