@@ -52,15 +52,31 @@ def index_training_split(train_stream, require_teacher: bool,
 def project_entries(roots: list[Path], exclude: Iterable[str] = ()) -> tuple[list[Entry], MiningStats]:
     """Entries of a user's Java project(s): their existing tests, mined as make_dataset.py mines them."""
     stats = MiningStats()
-    entries = []
-    for number, record in enumerate(mine_repos([(root.name, root) for root in roots], stats, exclude), 1):
+    entries, roots_by_name = [], [(root.name, root) for root in roots]
+    for number, record in enumerate(mine_repos(roots_by_name, stats, exclude), 1):
         try:
             assertion = ground_truth_of(record)
         except RecordError:
             continue
-        location = {key: record.get(key) for key in ("repo", "test_path")}
-        entries.append(Entry(record["test_method_masked"], assertion, test_file_of(location), number))
+        root = dict(roots_by_name)[record["repo"]]  # the test file's absolute path: what generate_assertions.py passes
+        entries.append(Entry(record["test_method_masked"], assertion, str((root / record["test_path"]).resolve()),
+                             number))
     return entries, stats
+
+
+def dataset_retrievers(train_records: list[dict], examples: int) -> dict[str, object]:
+    """make_teacher_logits.py's retrievers: {split: retriever(position, record dict)} over the training records it
+    writes (as the student's run will index them), under the same leakage rules; a record's position is its entry."""
+    entries = (Entry(record["test_method_masked"], ground_truth_of(record), test_file_of(record), position)
+               for position, record in enumerate(train_records))
+    index = RetrievalIndex.build(entries)
+
+    def of(split: str):
+        retriever = Retriever(index, split, examples)
+        return lambda position, record: retriever.retrieve(
+            record["test_method_masked"], test_file_of(record), line_number=position if split == TRAINING else None)
+
+    return {TRAINING: of(TRAINING), VALIDATION: of(VALIDATION)}
 
 
 class Retriever:
@@ -71,22 +87,27 @@ class Retriever:
             raise ValueError(f"split must be {TRAINING} or {VALIDATION}, got {split!r}")
         self.index, self.split, self.depth = index, split, depth
 
-    def excluded(self, line_number: int, location: dict) -> np.ndarray | None:
-        """The entry numbers this record may not retrieve: its own test file's, and itself when training."""
+    def excluded(self, line_number: int | None, test_file: str) -> np.ndarray | None:
+        """The entry numbers a record may not retrieve: its own test file's, and itself when training."""
         parts = []
-        same = self.index.same_file(test_file_of(location))
+        same = self.index.same_file(test_file)
         if same is not None:
             parts.append(same)
-        if self.split == TRAINING:
+        if self.split == TRAINING and line_number is not None:
             own = self.index.entry_at_line(line_number)
             if own is not None:
                 parts.append(np.asarray([own]))
         return np.concatenate(parts) if parts else None
 
-    def __call__(self, line_number: int, record) -> list[tuple[str, str]]:
-        focal = record.focal_code if self.index.settings.focal_identifiers else ""
-        hits = self.index.search(record.test_method, self.depth, self.excluded(line_number, record.location), focal)
+    def retrieve(self, test_method: str, test_file: str, focal_code: str = "",
+                 line_number: int | None = None) -> list[tuple[str, str]]:
+        """(test method, assertion) of the best entries for one test, never one of `test_file` (nor itself)."""
+        focal = focal_code if self.index.settings.focal_identifiers else ""
+        hits = self.index.search(test_method, self.depth, self.excluded(line_number, test_file), focal)
         return [(self.index.entries[hit].test_method, self.index.entries[hit].assertion) for hit in hits]
+
+    def __call__(self, line_number: int, record) -> list[tuple[str, str]]:
+        return self.retrieve(record.test_method, test_file_of(record.location), record.focal_code, line_number)
 
 
 def describe_counts(index: RetrievalIndex, counts: Counter) -> str:

@@ -1,0 +1,162 @@
+"""The retrieval baseline: BM25 scores, determinism, the leakage rules, saving, and the augmented input's layout."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from assertdistill.core.paths import DEMO
+from assertdistill.data.encoding import EXAMPLE_PREFIX, EXAMPLES_SHARE, InputEncoder
+from assertdistill.retrieval.baseline import TRAINING, VALIDATION, Retriever
+from assertdistill.retrieval.code_tokens import code_tokens, subwords
+from assertdistill.retrieval.index import Entry, IndexSettings, RetrievalIndex, RetrievalIndexError
+
+
+def record(test_method, repo="r", test_path="src/test/ATest.java", focal=""):
+    """A stand-in for data.records.Record: what a retriever reads."""
+    location = {"repo": repo, "test_path": test_path} if test_path else {}
+    return SimpleNamespace(test_method=test_method, location=location, focal_code=focal)
+
+
+def test_bm25_scores_are_the_hand_computed_lucene_scores():
+    # N = 3 documents, lengths 2, 1, 2 (average 5/3), k1 = 1.5, b = 0.75; query "foo bar".
+    # idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)): foo (df 2) ln 1.6, bar (df 1) ln(8/3)
+    # tf part = tf / (tf + k1 (1 - b + b |d| / avg)) = tf / (tf + 1.725) for a document of length 2
+    index = RetrievalIndex.build([Entry("foo bar", "a;", "", 1), Entry("baz", "b;", "", 2),
+                                  Entry("foo foo", "c;", "", 3)])
+    expected = [(np.log(1.6) + np.log(8 / 3)) / (1 + 1.725), 0.0, np.log(1.6) * 2 / (2 + 1.725)]
+    assert expected == pytest.approx([0.5324157, 0.0, 0.2523509], abs=1e-6)
+    assert index.scores("foo bar") == pytest.approx(expected, abs=1e-5)
+    assert index.search("foo bar", 3) == [0, 2]  # only entries sharing a token; best first
+
+
+def test_ties_break_by_entry_number_and_searches_repeat_exactly():
+    entries = [Entry(f"void t{i}() {{ shared(); }}", f"assert{i};", "", i) for i in range(6)]
+    index = RetrievalIndex.build(entries)
+    assert index.search("shared", 4) == [0, 1, 2, 3]
+    assert index.search("shared", 4, excluded=np.array([1, 2])) == [0, 3, 4, 5]
+    rebuilt = RetrievalIndex.build(entries)
+    assert [index.search(f"t{i} shared", 3) for i in range(6)] == [rebuilt.search(f"t{i} shared", 3) for i in range(6)]
+
+
+def test_code_tokens_split_identifiers_on_camel_and_snake_case():
+    assert subwords("parseHTMLString_v2") == ["parse", "html", "string", "v", "2"]
+    assert code_tokens("assertEquals(x_val, 42);", "words") == ["assertequals", "x_val", "42"]
+    assert code_tokens("assertEquals(x_val, 42);", "subwords") == ["assert", "equals", "x", "val", "42"]
+    assert code_tokens("getX(y)", "both") == ["getx", "get", "x", "y"]  # "y" is its own only part: once
+    with pytest.raises(ValueError, match="tokenization"):
+        code_tokens("x", "letters")
+
+
+TRAIN = [Entry("void adds() { calc.add(1, 2); }", "assertEquals(3, sum);", "calc/src/test/CalcTest.java", 10),
+         Entry("void adds() { calc.add(1, 2); }", "assertEquals(3, total);", "calc/src/test/OtherTest.java", 11),
+         Entry("void parses() { parser.parse(text); }", "assertNotNull(tree);", "calc/src/test/ParserTest.java", 12),
+         Entry("void adds() { calc.add(1, 2); }", "assertTrue(ok);", "", 13)]
+
+
+def texts(hits):
+    return [assertion for _, assertion in hits]
+
+
+def test_a_validation_record_never_retrieves_from_its_own_test_file():
+    retriever = Retriever(RetrievalIndex.build(TRAIN), VALIDATION, depth=4)
+    hits = retriever(99, record("void adds() { calc.add(1, 2); }", "calc", "src/test/CalcTest.java"))
+    assert "assertEquals(3, sum);" not in texts(hits)
+    assert texts(hits)[:2] == ["assertEquals(3, total);", "assertTrue(ok);"]
+
+
+def test_a_validation_duplicate_of_a_training_test_of_another_file_gets_its_assertion():
+    retriever = Retriever(RetrievalIndex.build(TRAIN), VALIDATION, depth=1)
+    hits = retriever(1, record("void parses() { parser.parse(text); }", "calc", "src/test/NewTest.java"))
+    assert hits == [("void parses() { parser.parse(text); }", "assertNotNull(tree);")]
+
+
+def test_a_training_record_never_retrieves_itself_or_its_own_test_file():
+    retriever = Retriever(RetrievalIndex.build(TRAIN), TRAINING, depth=4)
+    hits = retriever(10, record("void adds() { calc.add(1, 2); }", "calc", "src/test/CalcTest.java"))
+    assert texts(hits)[:2] == ["assertEquals(3, total);", "assertTrue(ok);"]
+    # a record naming no file is excluded from nothing by file, but never retrieves itself (its line)
+    hits = retriever(13, record("void adds() { calc.add(1, 2); }", test_path=None))
+    assert "assertTrue(ok);" not in texts(hits) and "assertEquals(3, sum);" in texts(hits)
+    # a validation record naming no file sees every training record, its exact duplicate too
+    hits = Retriever(RetrievalIndex.build(TRAIN), VALIDATION, depth=1)(13, record("void adds() { calc.add(1, 2); }",
+                                                                                  test_path=None))
+    assert texts(hits) == ["assertEquals(3, sum);"]
+
+
+def test_nothing_left_to_retrieve_gives_no_hit():
+    index = RetrievalIndex.build(TRAIN[:1])
+    assert Retriever(index, VALIDATION, 1)(1, record("void adds() {}", "calc", "src/test/CalcTest.java")) == []
+    with pytest.raises(RetrievalIndexError, match="no training record"):
+        RetrievalIndex.build([])
+
+
+def test_a_saved_index_loads_with_the_same_scores_and_entries(tmp_path):
+    index = RetrievalIndex.build(TRAIN, IndexSettings(tokenization="subwords"))
+    index.save(str(tmp_path / "retrieval_index"))
+    loaded = RetrievalIndex.load(str(tmp_path / "retrieval_index"))
+    assert loaded.entries == index.entries and loaded.settings == index.settings
+    assert loaded.scores("calc add parse") == pytest.approx(index.scores("calc add parse"))
+    with pytest.raises(RetrievalIndexError, match="not a readable retrieval index"):
+        RetrievalIndex.load(str(tmp_path / "missing"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(str(DEMO / "student"))
+
+
+def test_augmented_input_is_the_thesis_input_then_the_examples_within_the_budget(tokenizer):
+    plain = InputEncoder(tokenizer, 128, 16)
+    augmented = InputEncoder(tokenizer, 128, 16, examples=2)
+    focal, test = "class Calc { int add(int a, int b) { return a + b; } }" * 20, "void t() { calc.add(1, 2); }"
+    examples = [("void u() { x(); }", "assertEquals(3, sum);"), ("void v() { y(); }", "assertTrue(ok);"),
+                ("void w() {}", "assertNull(z);")]
+    assert augmented.encode_source(focal, test, ()) == plain.encode_source(focal, test)  # nothing retrieved
+    assert InputEncoder(tokenizer, 128, 16).encode_source(focal, test, examples) == plain.encode_source(focal, test)
+    ids = augmented.encode_source(focal, test, examples)
+    assert len(ids) == 128 and ids[-1] == tokenizer.eos_token_id
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.index("TEST METHOD:") < text.index("SIMILAR ASSERTION:")  # the thesis's input comes first
+    assert text.count(EXAMPLE_PREFIX.strip()) == 2 and "assertNull" not in text  # K = 2 of the three
+    assert "assertEquals(3, sum);" in text and "assertTrue(ok);" in text
+    each = int(128 * EXAMPLES_SHARE) // 2
+    assert len(augmented.example_ids(examples[:2])) <= 2 * each  # every example within its share
+
+
+def test_a_long_example_is_cut_to_its_share_keeping_its_assertion(tokenizer):
+    encoder = InputEncoder(tokenizer, 64, 16, examples=1)
+    long_test = "void t() {" + " call();" * 200 + " }"
+    ids = encoder.example_ids([(long_test, "assertTrue(ok);")])
+    assert len(ids) == int(64 * EXAMPLES_SHARE)
+    assert "assertTrue(ok);" in tokenizer.decode(ids)
+    source = encoder.encode_source("", "void own() { x(); }", [(long_test, "assertTrue(ok);")])
+    assert len(source) <= 64 and "void own()" in tokenizer.decode(source)
+
+
+def test_a_resume_with_another_k_is_refused_by_name(tmp_path):
+    import script
+    from assertdistill.distill.checkpoint import CheckpointError, checkpoint_to_resume, save_checkpoint
+    from assertdistill.distill.config import RunConfig
+
+    flags = RunConfig.from_namespace(script.parse_args(["--retrieval_augment", "2"])).as_flags()
+    save_checkpoint(str(tmp_path), 3, {}, {"args": flags}, save_total_limit=None)
+    with pytest.raises(CheckpointError, match="--retrieval_augment"):
+        checkpoint_to_resume("latest", str(tmp_path), {**flags, "retrieval_augment": 0})
+
+
+def test_an_index_built_from_a_java_project_never_returns_the_file_being_filled(tmp_path):
+    from pathlib import Path
+
+    from assertdistill.retrieval import project_index
+
+    project = Path(__file__).parent / "data" / "java_projects" / "calc"
+    assert project_index.main(["--java_root", str(project), "--output_dir", str(tmp_path / "index")]) == 0
+    index = RetrievalIndex.load(str(tmp_path / "index"))
+    assert len(index) >= 2 and all(entry.test_file.endswith(".java") for entry in index.entries)
+    own_file = index.entries[0].test_file
+    retriever = Retriever(index, VALIDATION, depth=len(index))
+    assert retriever.retrieve(index.entries[0].test_method, "")[0][1] == index.entries[0].assertion
+    assert all(index.entries[hit].test_file != own_file
+               for hit in index.search(index.entries[0].test_method, len(index), index.same_file(own_file)))
