@@ -104,7 +104,7 @@ def test_a_saved_index_loads_with_the_same_scores_and_entries(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return AutoTokenizer.from_pretrained(str(DEMO / "student"))
+    return AutoTokenizer.from_pretrained(DEMO.student)
 
 
 def test_augmented_input_is_the_thesis_input_then_the_examples_within_the_budget(tokenizer):
