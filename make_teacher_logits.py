@@ -19,8 +19,8 @@ from assertdistill.core.errors import ModelLoadError
 from assertdistill.core.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1, metric_key
 from assertdistill.data.archive import DataError
 from assertdistill.data.encoding import InputEncoder
-from assertdistill.retrieval.baseline import dataset_retrievers
 from assertdistill.model.models import from_pretrained_local_first, load_tokenizer, pick_device
+from assertdistill.retrieval.baseline import dataset_retrievers
 from assertdistill.teacher.teacher_logits import (
     SPLITS,
     SplitReport,

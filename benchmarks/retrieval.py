@@ -33,7 +33,6 @@ from assertdistill.retrieval.code_tokens import code_tokens
 from assertdistill.retrieval.index import Entry, RetrievalIndex
 
 
-
 def generated_entries(count: int, seed: int = 0):
     """`count` synthetic test methods with a placeholder, an assertion and a test file (50 methods per file)."""
     rng = random.Random(seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.schema import RETRIEVAL_INDEX_DIRNAME
 from ..data.encoding import InputEncoder
 from ..java.mining import PLACEHOLDER, is_test_path
 from ..java.placeholders import (
@@ -26,7 +27,6 @@ from ..java.placeholders import (
     split_assertions,
 )
 from ..model.generation import generate
-from ..core.schema import RETRIEVAL_INDEX_DIRNAME
 from ..retrieval.baseline import VALIDATION, Retriever
 from ..retrieval.index import RetrievalIndex, RetrievalIndexError
 from .saved_student import SavedStudent, SavedStudentError

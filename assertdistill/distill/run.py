@@ -34,6 +34,7 @@ from ..core.schema import (
     METRICS_FILENAME,
     NUM_EVAL_SAMPLES,
     PREDICTIONS_FILENAME,
+    R_VS_GT,
     RETRIEVAL_INDEX_DIRNAME,
     S_VS_GT,
     S_VS_GT_SCRIPT1,
@@ -50,6 +51,7 @@ from ..core.schema import (
     TRAINING_ARGS_FINAL_FILENAME,
     avg,
     metric_key,
+    script1,
     strict_key,
 )
 from ..data.archive import DataError
@@ -186,6 +188,7 @@ EVAL_LINES = (  # (label, key suffix of the script1-style metrics, suffix of the
     ("student vs teacher, corrected", S_VS_T_CORRECTED, S_VS_T),
     ("student vs truth             ", S_VS_GT_SCRIPT1, S_VS_GT),
     ("teacher vs truth             ", T_VS_GT_SCRIPT1, T_VS_GT),
+    ("retrieval vs truth           ", script1(R_VS_GT), R_VS_GT),  # printed when the run has the baseline
 )
 
 
@@ -195,6 +198,8 @@ def _print_eval(prefix: str, results: dict) -> None:
     if not results[NUM_EVAL_SAMPLES]:
         return
     for label, suffix, strict in EVAL_LINES:
+        if metric_key(ACCURACY, suffix) not in results:
+            continue
         print(f"  {label}: accuracy {results[metric_key(ACCURACY, suffix)]:.4f}  "
               f"F1 {results[metric_key(F1, suffix)]:.4f}  similarity {results[metric_key(SIMILARITY_AVG, suffix)]:.4f}"
               + (f"  strict match {results[avg(strict_key(strict))]:.4f}" if strict else ""))
