@@ -108,20 +108,20 @@ def tokenizer():
 
 
 def test_augmented_input_is_the_thesis_input_then_the_examples_within_the_budget(tokenizer):
-    plain = InputEncoder(tokenizer, 128, 16)
-    augmented = InputEncoder(tokenizer, 128, 16, examples=2)
+    plain = InputEncoder(tokenizer, 256, 16)
+    augmented = InputEncoder(tokenizer, 256, 16, examples=2)
     focal, test = "class Calc { int add(int a, int b) { return a + b; } }" * 20, "void t() { calc.add(1, 2); }"
     examples = [("void u() { x(); }", "assertEquals(3, sum);"), ("void v() { y(); }", "assertTrue(ok);"),
                 ("void w() {}", "assertNull(z);")]
     assert augmented.encode_source(focal, test, ()) == plain.encode_source(focal, test)  # nothing retrieved
-    assert InputEncoder(tokenizer, 128, 16).encode_source(focal, test, examples) == plain.encode_source(focal, test)
+    assert InputEncoder(tokenizer, 256, 16).encode_source(focal, test, examples) == plain.encode_source(focal, test)
     ids = augmented.encode_source(focal, test, examples)
-    assert len(ids) == 128 and ids[-1] == tokenizer.eos_token_id
+    assert len(ids) <= 256 and ids[-1] == tokenizer.eos_token_id
     text = tokenizer.decode(ids, skip_special_tokens=True)
     assert text.index("TEST METHOD:") < text.index("SIMILAR ASSERTION:")  # the thesis's input comes first
     assert text.count(EXAMPLE_PREFIX.strip()) == 2 and "assertNull" not in text  # K = 2 of the three
     assert "assertEquals(3, sum);" in text and "assertTrue(ok);" in text
-    each = int(128 * EXAMPLES_SHARE) // 2
+    each = int(256 * EXAMPLES_SHARE) // 2
     assert len(augmented.example_ids(examples[:2])) <= 2 * each  # every example within its share
 
 
@@ -160,3 +160,24 @@ def test_an_index_built_from_a_java_project_never_returns_the_file_being_filled(
     assert retriever.retrieve(index.entries[0].test_method, "")[0][1] == index.entries[0].assertion
     assert all(index.entries[hit].test_file != own_file
                for hit in index.search(index.entries[0].test_method, len(index), index.same_file(own_file)))
+
+
+ADAPT_CASES = [
+    # (retrieved assertion, retrieved test, current test, adapted)
+    ("assertEquals(3, sum);", "void a() { int sum = calc.add(1, 2); }", "void b() { int total = calc.add(4, 5); }",
+     "assertEquals(3, total);"),  # sum named the retrieved test's variable; 3 is in neither test: kept
+    ("assertEquals(\"abc\", name.trim());", "void a() { String name = f(\"abc\"); }",
+     "void b() { String label = f(\"xyz\"); }", "assertEquals(\"xyz\", label.trim());"),  # a literal for a literal
+    ("assertTrue(list.isEmpty());", "void a() { list.clear(); }", "void b() { list.clear(); }",
+     "assertTrue(list.isEmpty());"),  # every name is the current test's already
+    ("assertEquals(\"abc\", s);", "void a() { s = \"abc\"; }", "void b() { s = g(); }",
+     "assertEquals(\"abc\", s);"),  # no string in the current test: the literal is kept
+]
+
+
+@pytest.mark.parametrize("assertion, retrieved_test, test_method, adapted", ADAPT_CASES)
+def test_adaptation_swaps_the_retrieved_tests_names_for_the_current_tests(assertion, retrieved_test, test_method,
+                                                                          adapted):
+    from assertdistill.retrieval.adapt import adapt_assertion
+
+    assert adapt_assertion(assertion, retrieved_test, test_method) == adapted
