@@ -34,6 +34,8 @@ from assertdistill.core.schema import (
     HISTORY_EPOCH,
     NUM_EVAL_SAMPLES,
     NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION,
+    PRECISION,
+    RECALL,
     S_VS_GT_SCRIPT1,
     S_VS_T_SCRIPT1,
     SIMILARITY_AVG,
@@ -93,8 +95,20 @@ def record_metric(metric: registry.RecordMetric) -> Metric:
 
 # Every per-record metric of the registry: the trained model's are plotted and compared (the thesis's pairs
 # first), the teacher's and the baselines' are references drawn beside them, with their intervals.
-_TRAINED = [record_metric(m) for m in registry.RECORD_METRICS if m.prediction.trained]
-_FIRST = sorted((m for m in _TRAINED if m.required), key=lambda m: m.vs_teacher)  # vs ground truth first
+_DISPLAY = (ACCURACY, F1, PRECISION, RECALL, SIMILARITY_AVG)  # the order of a pair's scores in tables and figures
+
+
+def _display_order(metric: registry.RecordMetric) -> tuple:
+    """Thesis pairs (vs ground truth first), then strict matches, the other script1 pairs, the parse checks."""
+    reference = bool(metric.pair.reference)
+    kind = 0 if metric.required else 1 if metric.score.binary and reference else 2 if reference else 3
+    score = _DISPLAY.index(metric.score.name) if metric.score.name in _DISPLAY else 0
+    return kind, metric.vs_teacher, score
+
+
+_TRAINED = [record_metric(m) for m in sorted((m for m in registry.RECORD_METRICS if m.prediction.trained),
+                                             key=_display_order)]
+_FIRST = [m for m in _TRAINED if m.required]
 METRICS: tuple[Metric, ...] = (
     *_FIRST,
     Metric(AVG_LOSS, "Eval loss (total)", lower_is_better=True),
@@ -410,9 +424,9 @@ def axis_columns(cells: list[Cell]) -> list[str]:
 
 
 def metric_keys(runs: list[Run]) -> list[str]:
-    """Every metric key present in any run: known ones in METRICS, then REFERENCE_METRICS order; the rest sorted."""
+    """Every metric key present in any run: known metrics in METRICS order, then the rest (references too) sorted."""
     present = set().union(*(r.metrics for r in runs))
-    known = [m.key for m in METRICS + REFERENCE_METRICS if m.key in present]
+    known = [m.key for m in METRICS if m.key in present]
     return known + sorted(present - set(known))
 
 
