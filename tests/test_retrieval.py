@@ -181,3 +181,47 @@ def test_adaptation_swaps_the_retrieved_tests_names_for_the_current_tests(assert
     from assertdistill.retrieval.adapt import adapt_assertion
 
     assert adapt_assertion(assertion, retrieved_test, test_method) == adapted
+
+
+def test_a_run_writes_the_baseline_its_index_and_a_k_student_generates_with_it(tmp_path):
+    """End to end: training records of distinct test methods; a validation record duplicating training record 2's
+    method from another test file gets record 2's assertion as retrieval_prediction; --retrieval_augment 1 is
+    recorded; retrieval_index/ lands beside final_student_model/ and generate_assertions.py reads it."""
+    import json
+
+    from util import make_record, records_as_lines, save_tiny_model, tiny_run_flags, tiny_tokenizer, write_archive
+
+    import generate_assertions
+    import script
+
+    vocab = len(tiny_tokenizer())
+    methods = ["void adds() { calc.add(1, 2); }", "void parses() { parser.parse(text); }",
+               "void sorts() { list.sort(order); }", "void opens() { file.open(path); }"]
+    train = [dict(make_record(i, vocab), test_method_masked=f"@Test\n{method}\n// <ASSERTION_PLACEHOLDER>",
+                  repo="lib", test_path=f"src/test/T{i}.java") for i, method in enumerate(methods)]
+    val = [dict(make_record(50, vocab), test_method_masked=train[2]["test_method_masked"], repo="lib",
+                test_path="src/test/Other.java"),
+           dict(make_record(51, vocab), test_method_masked=train[1]["test_method_masked"], repo="lib",
+                test_path="src/test/T1.java")]  # its own file's twin is excluded
+    flags = write_archive(str(tmp_path / "d.zip"), records_as_lines(train), records_as_lines(val))
+    model_dir = save_tiny_model(str(tmp_path / "model"))
+    assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--num_beams": 1,
+                                                                       "--retrieval_augment": 1})) == 0
+    out = tmp_path / "out"
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert rows[0]["retrieval_prediction"] == train[2]["original_target"]
+    assert rows[1]["retrieval_prediction"] != train[1]["original_target"]
+    summary = json.loads((out / "distillation_summary.json").read_text())
+    assert summary["args"]["retrieval_augment"] == 1
+    assert "avg_accuracy_r_vs_gt_script1" in summary["final_evaluation_metrics"]
+    assert "avg_strict_exact_match_r_vs_gt" in summary["confidence_intervals"]
+    index = RetrievalIndex.load(str(out / "retrieval_index"))
+    assert [entry.assertion for entry in index.entries] == [record["original_target"] for record in train]
+    java = tmp_path / "src" / "test" / "java" / "p"
+    java.mkdir(parents=True)
+    (java / "FooTest.java").write_text("class FooTest {\n  @Test\n  void adds() {\n    calc.add(1, 2);\n"
+                                       "    // <ASSERTION_PLACEHOLDER>\n  }\n}\n")
+    final = str(out / "final_student_model")
+    assert generate_assertions.main(["--model_dir", final, "--json", str(java / "FooTest.java")]) == 0
+    assert generate_assertions.main(["--model_dir", final, "--retrieval_index", str(tmp_path / "none"),
+                                     str(java / "FooTest.java")]) == 2  # a K = 1 student needs an index
