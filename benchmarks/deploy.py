@@ -23,23 +23,11 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from assertdistill.core.schema import (
-    ACCURACY,
-    S_VS_GT,
-    S_VS_GT_SCRIPT1,
-    SIMILARITY_AVG,
-    record_key,
-    strict_key,
-)
+from assertdistill.core.schema import ACCURACY, S_VS_GT, S_VS_GT_SCRIPT1, SIMILARITY_AVG, record_key, strict_key
 from assertdistill.data.dataset import ArchiveSpec, DistillationStream
 from assertdistill.data.datastats import DataStats
 from assertdistill.data.encoding import InputEncoder
-from assertdistill.deploy.saved_student import (
-    INT8_WEIGHTS,
-    export_int8,
-    load_saved_student,
-    quantize_int8,
-)
+from assertdistill.deploy.saved_student import INT8_WEIGHTS, export_int8, load_saved_student, quantize_int8
 from assertdistill.model import generation
 from assertdistill.model.models import configure_training_kernels
 from assertdistill.scoring.registry import record_metrics
