@@ -30,7 +30,7 @@ from assertdistill.data.encoding import InputEncoder
 from assertdistill.deploy.saved_student import INT8_WEIGHTS, export_int8, load_saved_student, quantize_int8
 from assertdistill.model import generation
 from assertdistill.model.models import configure_training_kernels
-from assertdistill.scoring.metrics import record_metrics
+from assertdistill.scoring.registry import record_metrics
 from assertdistill.scoring.statistics import paired_test
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import StopAtTargetLength, target_lengths

@@ -325,3 +325,20 @@ def test_a_significant_p_whose_conservative_interval_holds_zero_is_marked():
     assert clear.significance_text == "yes"
     odd = comparisons.Comparison(None, MAIN, None, statistics.PairedResult(-0.1, -0.2, -0.05, "m", 0.2, "t", 300))
     assert odd.significance_text == "no (interval excludes 0)"
+
+
+def test_each_cell_is_paired_with_the_retrieval_baseline_on_its_own_records(tmp_path):
+    retrieval = (np.random.default_rng(5).random(N_RECORDS) < 0.2).astype(float)
+    good, worse = per_record_scores(0.6, seed=1), per_record_scores(0.15, seed=2)
+    for alpha, scores in ((0.0, good), (0.5, worse)):
+        write_run(tmp_path, alpha, 1, {**scores, "avg_accuracy_r_vs_gt_script1": retrieval}, truths())
+    cells, predictions, _ = load(tmp_path)
+    assert "avg_accuracy_r_vs_gt_script1" in cells[0].intervals  # the baseline's interval, for its band
+    result = comparisons.compare_cells(cells, predictions, MAIN)
+    baseline = {row.cell.alpha: row for row in result.rows if row.baseline}
+    assert set(baseline) == {0.0, 0.5} and {row.baseline for row in baseline.values()} == {"retrieval"}
+    expected = statistics.paired_tests(good[MAIN.key][:, None], retrieval[:, None], [MAIN.binary],
+                                       results.CONFIDENCE)[0]
+    assert baseline[0.0].result == expected and baseline[0.0].significant and expected.difference > 0
+    assert not any(row.baseline for row in result.rows if row.metric.key == MAIN.key and not row.baseline)
+    assert "the teacher and the baselines" in comparisons.markdown_section(result)

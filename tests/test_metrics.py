@@ -4,16 +4,14 @@ from difflib import SequenceMatcher
 
 import pytest
 
-from assertdistill.core.schema import EVALUATION_RECORD_METRICS
 from assertdistill.scoring.metrics import (
     MetricAccumulator,
-    average_record_metrics,
     normalize_assertion,
     parses_as_java,
-    record_metrics,
     split_assertions,
     strict_exact_match,
 )
+from assertdistill.scoring.registry import RECORD_METRICS, average_record_metrics, record_metrics
 from script import evaluate_assertions_script1_style
 
 # (generated block, reference block, exact matches, precision, recall, f1, accuracy)
@@ -96,6 +94,9 @@ def test_blocks_split_on_newlines_and_similarity_compares_normalized_items():
     assert SequenceMatcher(None, "assertEquals(1,   x);", "assertEquals(2, x);").ratio() < 1.0
 
 
+STUDENT_AND_TEACHER = [m.key for m in RECORD_METRICS if m.pair.prediction != "retrieval"]
+
+
 def test_list_valued_teacher_prediction_scores_as_the_thesis_read_it():
     student = "assertEquals(expected, actual);"
     values = record_metrics(student, "assertTrue(ok);", teacher="assertEquals(expected, actual);",
@@ -105,14 +106,14 @@ def test_list_valued_teacher_prediction_scores_as_the_thesis_read_it():
     assert values["accuracy_s_vs_t_corrected"] == values["similarity_avg_s_vs_t_corrected"] == 1.0
     assert values["strict_exact_match_s_vs_t"] == 1.0
     assert values["accuracy_s_vs_gt_script1"] == values["accuracy_t_vs_gt_script1"] == 0.0
-    assert list(values) == EVALUATION_RECORD_METRICS
+    assert list(values) == STUDENT_AND_TEACHER  # no retrieval text given: no retrieval metric
 
 
 def test_record_metric_averages_are_means_in_order():
     rows = [record_metrics(student, "assertTrue(a);", "assertTrue(a);", "['assertTrue(a);']")
             for student in ("assertTrue(a);", "assertTrue(b);", "assertTrue(a);")]
     averages = average_record_metrics(rows)
-    assert set(averages) == {f"avg_{name}" for name in EVALUATION_RECORD_METRICS}
+    assert set(averages) == {f"avg_{name}" for name in STUDENT_AND_TEACHER}
     assert averages["avg_accuracy_s_vs_gt_script1"] == averages["avg_accuracy_s_vs_t_corrected"] == 2 / 3
     assert averages["avg_accuracy_s_vs_t_script1"] == 0.0 and averages["avg_accuracy_t_vs_gt_script1"] == 1.0
     assert all(value is None for value in average_record_metrics([]).values())

@@ -13,7 +13,7 @@ from util import (
 )
 
 import script
-from assertdistill.core.schema import EVALUATION_RECORD_METRICS
+from assertdistill.scoring.registry import RECORD_METRICS
 from assertdistill.distill.summary import confidence_intervals
 from assertdistill.scoring.statistics import wilson_ci
 
@@ -43,7 +43,8 @@ def test_predictions_are_in_file_order_and_average_to_the_summary(model_dir, tmp
     assert [rows[0][key] for key in ("repo", "test_path", "test_method")] == ["calc", "src/test/java/CalcTest.java",
                                                                               "adds"]
     assert set(rows[1]) == {"index", "line_number", "test_method", "ground_truth", "teacher_prediction",
-                            "teacher_prediction_script1", "student_prediction", *EVALUATION_RECORD_METRICS}
+                            "teacher_prediction_script1", "student_prediction", "retrieval_prediction",
+                            *(m.key for m in RECORD_METRICS)}
     assert rows[1]["test_method"] == "subtracts" and "repo" not in rows[2]
     assert [row["parses_as_java_teacher"] for row in rows] == [1.0] * len(rows)  # make_record's teacher line parses
 

@@ -38,15 +38,40 @@ def test_final_lines_give_both_accuracies_with_intervals_and_the_mcnemar_verdict
 
 def test_a_clear_difference_is_distinguishable():
     lines = final_lines(records(set(), set(range(40)), 100))
-    assert lines[-1].endswith("(McNemar exact): p = 1.82e-12, distinguishable at 0.05")
-    assert "student reaches 0.0% of the teacher" in lines[-1]
+    assert lines[3].endswith("(McNemar exact): p = 1.82e-12, distinguishable at 0.05")
+    assert "student reaches 0.0% of the teacher" in lines[3]
+    assert lines[4:] == ["  no retrieval baseline: the run has no training record to retrieve from"]
+
+
+RETRIEVAL = "accuracy_r_vs_gt_script1"
+
+
+def with_retrieval(rows: list[dict], retrieval_right: set) -> list[dict]:
+    return [{**row, RETRIEVAL: float(row["index"] in retrieval_right)} for row in rows]
+
+
+def test_the_last_lines_say_whether_the_student_beats_retrieval():
+    # The demo's shape: retrieval right on 33 of 300, the student on 16 (2 of them where retrieval is wrong).
+    rows = with_retrieval(records(set(range(31, 47)), set(range(40, 60)), 300), set(range(33)))
+    lines = final_lines(rows)
+    low, high = score_mean_ci([float(i < 33) for i in range(300)])
+    assert lines[4].startswith(f"  retrieval accuracy vs truth 0.1100 [{low:.4f}, {high:.4f}] (BM25")
+    p_value = mcnemar_exact([31 <= i < 47 for i in range(300)], [i < 33 for i in range(300)])
+    assert lines[5] == (f"  student vs retrieval, paired over the same records (McNemar exact): p = {p_value:.3g}, "
+                        "distinguishable at 0.05")
+    assert lines[6].startswith("  teacher vs retrieval, paired over the same records (McNemar exact): p = ")
+    assert lines[7] == "  the student does NOT beat copying the nearest training assertion (retrieval) at p < 0.05"
+    better = with_retrieval(records(set(range(40)), set(), 100), set(range(5)))
+    assert final_lines(better)[-1] == "  the student BEATS copying the nearest training assertion (retrieval) at p < 0.05"
+    tied = with_retrieval(records(set(range(6)), set(), 100), set(range(5)))  # higher, but not significantly
+    assert "does NOT beat" in final_lines(tied)[-1]
 
 
 def test_fractional_scores_use_the_sign_flip_test_and_a_teacher_at_zero_gives_no_share():
     rows = records(set(), set(), 20)
     rows[0][STUDENT] = 0.5
-    assert "(sign-flip permutation (exact)): p = 1, not distinguishable" in final_lines(rows)[-1]
-    assert "reaches" not in final_lines(rows)[-1]
+    assert "(sign-flip permutation (exact)): p = 1, not distinguishable" in final_lines(rows)[3]
+    assert "reaches" not in final_lines(rows)[3]
     assert final_lines([]) == []
 
 
@@ -58,11 +83,14 @@ def test_a_run_ends_with_the_sample_both_accuracies_and_the_verdict(tmp_path, ca
     model_dir, flags = tiny_model_and_archive(tmp_path, num_train=4, num_val=3)
     assert script.main(tiny_run_flags(tmp_path, model_dir, flags, **{"--num_beams": 1})) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-4] == "Final, on 3 validation records (95% intervals, Wilson-floored):"
-    assert out[-3].startswith("  student accuracy vs truth ") and out[-2].startswith("  teacher accuracy vs truth ")
+    assert out[-8] == "Final, on 3 validation records (95% intervals, Wilson-floored):"
+    assert out[-7].startswith("  student accuracy vs truth ") and out[-6].startswith("  teacher accuracy vs truth ")
     # The teacher's text holds one of each record's two assertions: per-record accuracy 0.5, a sign-flip test.
-    assert "student vs teacher, paired over the same records (sign-flip permutation (exact)): p = " in out[-1]
-    assert out[-1].endswith("distinguishable at 0.05")
+    assert "student vs teacher, paired over the same records (sign-flip permutation (exact)): p = " in out[-5]
+    assert out[-5].endswith("distinguishable at 0.05")
+    # the archive has training records: the retrieval baseline and the verdict on it come last
+    assert out[-4].startswith("  retrieval accuracy vs truth ") and "student vs retrieval" in out[-3]
+    assert "teacher vs retrieval" in out[-2] and "copying the nearest training assertion" in out[-1]
     assert any(line.startswith("Sample (record ") for line in out)
 
 

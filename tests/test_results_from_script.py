@@ -10,7 +10,7 @@ from util import tiny_model_and_archive, tiny_run_flags
 import script
 from assertdistill.analysis import intervals, results
 from assertdistill.core import schema
-from assertdistill.scoring import statistics
+from assertdistill.scoring import registry, statistics
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +91,6 @@ def test_logs_hold_every_schema_key(script_run):
                                                  schema.TRAIN_LEARNING_RATE, schema.TRAIN_OPTIMIZER_STEPS,
                                                  schema.TRAIN_SKIPPED_NONFINITE_STEPS]
     rows = [json.loads(line) for line in (out_dir / schema.PREDICTIONS_FILENAME).read_text().splitlines()]
-    assert [list(row) for row in rows] == [[*schema.ROW_KEYS, *schema.EVALUATION_RECORD_METRICS]] * 4
+    # the thesis's keys, then the retrieval baseline's text (the run has training records), then every metric
+    keys = [*schema.ROW_KEYS, schema.ROW_RETRIEVAL_PREDICTION, *(m.key for m in registry.RECORD_METRICS)]
+    assert [list(row) for row in rows] == [keys] * 4

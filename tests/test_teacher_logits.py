@@ -172,3 +172,29 @@ def test_the_teacher_reads_the_focal_field_given(generated, tmp_path):
         with torch.no_grad():
             expected = student_logits_for(model, batch)
         assert torch.allclose(stored, expected, atol=1e-4) == matches
+
+
+def test_retrieval_augmented_teacher_inputs_are_the_students(generated, tmp_path):
+    """--retrieval_augment 1: a training record's logits are the teacher's on its input with the example the
+    training rule retrieves (never itself nor its file; ties: the first record), as script.py builds it."""
+    root, teacher, _ = generated
+    train = write_assertion_dataset(tmp_path / "train.jsonl", 4)
+    archive = str(tmp_path / "k.zip")
+    argv = ["--train_file", train, "--val_file", train, "--output", archive, "--teacher_model_name", teacher,
+            "--max_src_length", "256", "--max_tgt_length", "24", "--num_beams", "1", "--bits", "32",
+            "--retrieval_augment", "1"]
+    assert make_teacher_logits.main(argv) == 0
+    lines = read_jsonl(archive, "codet5/distillation_data_training.jsonl.zip", "distillation_data_training.jsonl")
+    assert lines[0]["header"]["args"]["retrieval_augment"] == 1
+    record = lines[1]  # every test method is the same: record 0 retrieves record 1 (itself excluded)
+    example = (JAVA_SNIPPETS[2], "\n".join(ASSERTION_LINES[1]))
+    model = AutoModelForSeq2SeqLM.from_pretrained(teacher).eval()
+    stored = decompress_logits(record["compressed_logits"])
+    target = InputEncoder(tiny_tokenizer(), 256, 24).encode_target(record["original_target"])
+    for encoder, retrieved, matches in ((InputEncoder(tiny_tokenizer(), 256, 24, examples=1), [example], True),
+                                        (InputEncoder(tiny_tokenizer(), 256, 24), [], False)):
+        source = torch.tensor([encoder.encode_source(record["focal_file"], JAVA_SNIPPETS[2], retrieved)])
+        batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": torch.tensor([target])}
+        with torch.no_grad():
+            expected = student_logits_for(model, batch)
+        assert torch.allclose(stored, expected, atol=1e-4) == matches

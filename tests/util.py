@@ -16,7 +16,7 @@ from transformers import T5ForConditionalGeneration
 
 from assertdistill.codec.codec import compress_logits
 from assertdistill.core import schema
-from assertdistill.core.schema import EVALUATION_RECORD_METRICS
+from assertdistill.scoring.registry import record_metric_keys
 from assertdistill.model.tokenizer import t5_config_for, train_bpe_tokenizer
 from assertdistill.scoring.statistics import BOOTSTRAP_METHOD
 
@@ -155,12 +155,13 @@ def check_predictions_match_summary(output_dir, expected_truths):
     assert [row["index"] for row in rows] == list(range(len(rows))) == list(range(metrics["num_eval_samples"]))
     lines = [row["line_number"] for row in rows]
     assert all(earlier < later for earlier, later in zip(lines, lines[1:]))  # file order, no record twice
-    for name in EVALUATION_RECORD_METRICS:
+    names = record_metric_keys(rows)
+    for name in names:
         assert float(np.mean([row[name] for row in rows])) == metrics[f"avg_{name}"], name
     intervals = summary[schema.CONFIDENCE_INTERVALS]
     assert intervals["method"] == BOOTSTRAP_METHOD and intervals["resamples"] >= 1000
     assert intervals["confidence"] == 0.95
-    for name in EVALUATION_RECORD_METRICS:
+    for name in names:
         low, high = intervals[f"avg_{name}"]
         assert low <= metrics[f"avg_{name}"] <= high, name
     return rows

@@ -17,7 +17,7 @@ import numpy as np
 
 from assertdistill.analysis import axes
 from assertdistill.analysis.intervals import BOUNDED, RecordScores, cell_records
-from assertdistill.analysis.results import CONFIDENCE, Cell, Metric, axis_columns
+from assertdistill.analysis.results import CONFIDENCE, METRICS_BY_KEY, Cell, Metric, axis_columns
 from assertdistill.core.schema import COMPARISONS_FILENAME, PREDICTIONS_FILENAME, ROW_LINE_NUMBER
 from assertdistill.scoring import statistics
 
@@ -36,6 +36,7 @@ class Comparison:
     metric: Metric
     reference: Cell
     result: statistics.PairedResult
+    baseline: str = ""  # against a reference prediction on the cell's own records (teacher, retrieval), not a cell
 
     @property
     def significant(self) -> bool:
@@ -161,6 +162,21 @@ def compare_pair(cell: Cell, records, reference: Cell, reference_records) -> lis
             if result is not None]
 
 
+def compare_with_baselines(cell: Cell, records: list[RecordScores]) -> list[Comparison]:
+    """The cell's bounded metrics against the same score of the teacher and the baselines on the same records
+    (e.g. accuracy s_vs_gt - accuracy r_vs_gt): does the student beat them?"""
+    rows = []
+    for metric in BOUNDED.values():
+        for key in metric.reference_keys:
+            if not all(metric.key in r.scores and key in r.scores for r in records):
+                continue
+            result = statistics.paired_tests(_per_record(records, [metric.key]), _per_record(records, [key]),
+                                             [metric.binary], CONFIDENCE)[0]
+            if result is not None:
+                rows.append(Comparison(cell, metric, cell, result, METRICS_BY_KEY[key].reference_label))
+    return rows
+
+
 def compare_cells(cells: list[Cell], predictions: dict, main: Metric, spec: str | None = None) -> PairedComparisons:
     """Every (cell, bounded metric) against the reference cell; raises ReferenceSpecError for a bad --reference."""
     found = {id(c): cell_records(c, predictions) for c in cells}
@@ -190,6 +206,8 @@ def compare_cells(cells: list[Cell], predictions: dict, main: Metric, spec: str 
             refused.append(f"{cell_name(cell)}: not compared, {why}")
             continue
         rows += compare_pair(cell, found[id(cell)], reference, reference_records)
+    for cell in candidates:
+        rows += compare_with_baselines(cell, found[id(cell)])
     result = PairedComparisons(reference, main, rows, refused, "", len(reference_records[0]))
     result.verdict = verdict(result, chosen=spec is not None)
     return result
@@ -200,7 +218,7 @@ def verdict(result: PairedComparisons, chosen: bool) -> str:
     main, reference = result.main, result.reference
     if main.key not in BOUNDED:
         return f"No verdict: {main.label} has no per-record scores ({COMPARISONS_FILENAME} holds the scores in [0, 1])."
-    rows = [row for row in result.rows if row.metric.key == main.key]
+    rows = [row for row in result.rows if row.metric.key == main.key and not row.baseline]
     what = "the reference" if chosen else "the best"
     if not rows:
         return f"No cell could be compared with {what}, {cell_name(reference)}, in {main.label}."
@@ -220,8 +238,9 @@ def write_csv(result: PairedComparisons, path: Path) -> None:
         writer.writerow(csv_columns(names))
         for row in result.rows:
             paired = row.result
-            writer.writerow([axes.format_value(row.cell.value(name)) for name in names] + [row.metric.key]
-                            + [axes.format_value(row.reference.value(name)) for name in names]
+            reference = ([row.baseline] * len(names) if row.baseline
+                         else [axes.format_value(row.reference.value(name)) for name in names])
+            writer.writerow([axes.format_value(row.cell.value(name)) for name in names] + [row.metric.key] + reference
                             + [f"{paired.difference:.10g}", f"{paired.ci_low:.10g}", f"{paired.ci_high:.10g}",
                                f"{paired.p_value:.6g}", str(row.significant).lower(), paired.test, paired.ci_method,
                                paired.records])
@@ -233,7 +252,7 @@ def markdown_section(result: PairedComparisons) -> str:
     if result.reference is not None and result.rows:
         lines[0] += f" with {cell_name(result.reference)}"
     lines += [result.verdict, ""]
-    main_rows = [row for row in result.rows if row.metric.key == result.main.key]
+    main_rows = [row for row in result.rows if row.metric.key == result.main.key and not row.baseline]
     if main_rows:
         fmt = result.main.fmt
         names = list(result.reference.axes)
@@ -257,4 +276,23 @@ def markdown_section(result: PairedComparisons) -> str:
                   "records differ, disagrees (few records differ). No correction for multiple "
                   f"comparisons. Every metric: {COMPARISONS_FILENAME}; methods: docs/STATISTICS.md."]
     lines += [f"- {line}" for line in result.refused]
+    lines += baseline_section(result)
     return "\n".join(lines) + "\n"
+
+
+def baseline_section(result: PairedComparisons) -> list[str]:
+    """Each cell's main metric against the teacher's and the baselines' on the same records (when it has them)."""
+    rows = [row for row in result.rows if row.metric.key == result.main.key and row.baseline]
+    if not rows:
+        return []
+    fmt = result.main.fmt
+    lines = ["", f"## {result.main.label}: each cell against the teacher and the baselines on its own records", "",
+             f"| cell | against | difference | {CONFIDENCE:.0%} CI | p | significant | test |", "|" + "---|" * 7]
+    for row in rows:
+        paired = row.result
+        lines.append(f"| {cell_name(row.cell)} | {row.baseline} | {paired.difference:+{fmt}} | "
+                     f"[{paired.ci_low:+{fmt}}, {paired.ci_high:+{fmt}}] | {paired.p_value:.3g} | "
+                     f"{row.significance_text} | {paired.test} |")
+    lines += ["", f"Difference = the cell's student - the reference prediction, per record; {COMPARISONS_FILENAME} "
+              "holds these rows with the prediction's name (teacher, retrieval) in the reference columns."]
+    return lines

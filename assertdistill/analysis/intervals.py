@@ -16,7 +16,16 @@ from statistics import NormalDist
 
 import numpy as np
 
-from assertdistill.analysis.results import CONFIDENCE, METRICS, Cell, Interval, Metric, Run, json_lines
+from assertdistill.analysis.results import (
+    CONFIDENCE,
+    METRICS,
+    REFERENCE_METRICS,
+    Cell,
+    Interval,
+    Metric,
+    Run,
+    json_lines,
+)
 from assertdistill.core.schema import (
     NUM_EVAL_SAMPLES,
     PREDICTIONS_FILENAME,
@@ -29,7 +38,9 @@ from assertdistill.core.schema import (
 from assertdistill.scoring import statistics
 
 MEAN_TOLERANCE = 1e-6  # |mean of the per-record column - the summary's avg_| allowed (JSON float rounding)
-BOUNDED = {m.key: m for m in METRICS if m.bounded}  # the metrics that get intervals and comparisons
+BOUNDED = {m.key: m for m in METRICS if m.bounded}  # the trained model's per-record metrics: intervals, comparisons
+# ... and with the teacher's and the baselines' (REFERENCE_METRICS): every per-record metric gets its interval
+WITH_INTERVALS = {**BOUNDED, **{m.key: m for m in REFERENCE_METRICS}}
 
 
 class PredictionsError(ValueError):
@@ -60,7 +71,7 @@ def load_predictions(run: Run) -> RecordScores | None:
         return None  # a flat summary (the thesis's layout) has no per-run directory
     if not path.is_file() or not stat.S_ISREG(path.stat().st_mode):
         raise PredictionsError("not a regular file (a FIFO, device or folder)")
-    truths, lines, columns = [], [], {key: [] for key in BOUNDED}
+    truths, lines, columns = [], [], {key: [] for key in WITH_INTERVALS}
     try:
         with open(path, encoding="utf-8") as f:
             for lineno, record, error in json_lines(f):
@@ -72,7 +83,7 @@ def load_predictions(run: Run) -> RecordScores | None:
                 line = record.get(ROW_LINE_NUMBER)
                 lines.append(line if isinstance(line, int) and not isinstance(line, bool) else None)
                 for key, values in columns.items():
-                    values.append(_score(record.get(BOUNDED[key].record_key), lineno, key))
+                    values.append(_score(record.get(WITH_INTERVALS[key].record_key), lineno, key))
     except (OSError, UnicodeDecodeError) as e:
         raise PredictionsError(f"cannot be read ({e})") from e
     if not truths:
@@ -127,12 +138,12 @@ def attach_intervals(cells: list[Cell], predictions: dict[Path, RecordScores]) -
     """Fill cell.intervals for every bounded metric the cell has: bootstrap where it can, else conservative."""
     for cell in cells:
         records = cell_records(cell, predictions)
-        keys = [key for key in BOUNDED if key in cell.stats]
+        keys = [key for key in WITH_INTERVALS if key in cell.stats]
         if records is not None:
             cell.intervals.update(_bootstrap_intervals(records, keys))
         for key in keys:
             if key not in cell.intervals:
-                interval = conservative_interval(cell, BOUNDED[key])
+                interval = conservative_interval(cell, WITH_INTERVALS[key])
                 if interval is not None:
                     cell.intervals[key] = interval
 

@@ -130,6 +130,22 @@ def bar_caption(cells: list[Cell], metric: Metric) -> str:
     return "no interval: unbounded metric"
 
 
+REFERENCE_STYLES = (dict(color="0.4", linestyle="--"), dict(color="tab:red", linestyle=":"),
+                    dict(color="tab:purple", linestyle="-."))  # the teacher's line, then the baselines'
+
+
+def plot_reference(ax, cells: list[Cell], runs, reference: Metric, style: dict) -> None:
+    """A reference prediction's mean over the runs as a horizontal line, its interval (the first cell's) as a band."""
+    values = [r.metrics[reference.key] for r in runs if reference.key in r.metrics]
+    if not values:
+        return
+    mean = float(np.mean(values))
+    ax.axhline(mean, label=f"{reference.reference_label} (n={len(values)})", **style)
+    interval = next((c.intervals[reference.key] for c in cells if reference.key in c.intervals), None)
+    if interval is not None:
+        ax.axhspan(interval.low, interval.high, color=style["color"], alpha=0.12, linewidth=0)
+
+
 def plot_metric(ax, cells: list[Cell], metric: Metric, swept: Axis, runs) -> None:
     """Mean and error bars (bar_caption) of one metric vs the swept value, one line per other axes' values."""
     positions = x_positions(cells, swept)
@@ -138,10 +154,8 @@ def plot_metric(ax, cells: list[Cell], metric: Metric, swept: Axis, runs) -> Non
         means, _, counts = zip(*(c.stats[metric.key] for c in line))
         ax.errorbar(xs, means, yerr=error_bars(line, metric.key), marker="o", capsize=3,
                     label=f"{label} ({_n_label(counts)})" if label else _n_label(counts))
-    reference = [r.metrics[metric.reference_key] for r in runs if metric.reference_key in r.metrics]
-    if reference:
-        ax.axhline(float(np.mean(reference)), color="0.4", linestyle="--",
-                   label=f"teacher (n={len(reference)})")
+    for key, style in zip(metric.reference_keys, REFERENCE_STYLES):
+        plot_reference(ax, cells, runs, results.METRICS_BY_KEY[key], style)
     _set_x_axis(ax, swept, cells)
     ax.set_title(metric.label)
     ax.set_ylabel(metric.unit or "value")
@@ -183,7 +197,8 @@ def save_overview(cells, runs, swept: Axis, path: Path) -> None:
     for ax, metric in zip(axes, metrics):
         plot_metric(ax, cells, metric, swept, runs)
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label.split(" (n=")[0] if label.startswith("teacher") else label, handle)
+            reference = any(label.startswith(m.reference_label + " (n=") for m in results.REFERENCE_METRICS)
+            legend.setdefault(label.split(" (n=")[0] if reference else label, handle)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6),

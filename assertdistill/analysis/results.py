@@ -36,22 +36,17 @@ from assertdistill.core.schema import (
     NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION,
     PRECISION,
     RECALL,
-    S_VS_GT,
     S_VS_GT_SCRIPT1,
-    S_VS_T,
-    S_VS_T_CORRECTED,
     S_VS_T_SCRIPT1,
     SIMILARITY_AVG,
     STUDENT_SHARE_OF_TEACHER_ACCURACY,
     SUMMARY_FILENAME,
-    T_VS_GT,
     T_VS_GT_SCRIPT1,
     TRAINING_DURATION_SECONDS,
-    avg,
     metric_key,
-    strict_key,
     unaveraged,
 )
+from assertdistill.scoring import registry
 
 LAYOUTS = f"*.json or */{SUMMARY_FILENAME}"  # the two layouts load_runs reads, for messages
 ARG_KEYS = {"alpha": ARG_ALPHA, "temperature": ARG_TEMPERATURE, "seed": ARG_SEED}  # required args, as numbers
@@ -59,18 +54,24 @@ ARG_KEYS = {"alpha": ARG_ALPHA, "temperature": ARG_TEMPERATURE, "seed": ARG_SEED
 
 @dataclass(frozen=True)
 class Metric:
-    """One plotted/aggregated quantity; `reference_key` names the teacher's value, if any."""
+    """One plotted/aggregated quantity; `reference_keys` name the same score of the teacher and the baselines."""
 
     key: str
     label: str
     unit: str = ""
     fmt: str = ".4f"  # how summary.md prints mean and std
-    reference_key: str | None = None
+    reference_keys: tuple[str, ...] = ()  # drawn as reference lines beside it (the teacher's first)
     required: bool = True  # thesis summaries always have it; a run without it is incomplete
     bounded: bool = False  # a mean of per-record scores in [0, 1]: it gets a confidence interval
     vs_teacher: bool = False  # averaged only over records with a teacher prediction
     lower_is_better: bool = False
     binary: bool = False  # 0 or 1 per record: paired comparisons use McNemar's exact test
+    reference_label: str = ""  # a reference metric's: whose score it is ("teacher"); "" for a plotted metric
+
+    @property
+    def reference_key(self) -> str | None:
+        """The teacher's value of the same score, if any."""
+        return self.reference_keys[0] if self.reference_keys else None
 
     @property
     def record_key(self) -> str:
@@ -84,23 +85,32 @@ class Metric:
         return metrics.get(NUM_EVAL_SAMPLES)
 
 
-_SCORES = ((ACCURACY, "Accuracy"), (F1, "F1"), (PRECISION, "Precision"), (RECALL, "Recall"),
-           (SIMILARITY_AVG, "Similarity"))
+def record_metric(metric: registry.RecordMetric) -> Metric:
+    """The Metric of one per-record metric of the registry: bounded, with its counterparts as references."""
+    references = tuple(other.summary_key for other in registry.counterparts(metric))
+    return Metric(metric.summary_key, metric.label, required=metric.required, bounded=True,
+                  vs_teacher=metric.vs_teacher, binary=metric.score.binary, reference_keys=references,
+                  reference_label="" if metric.prediction.trained else metric.prediction.name)
 
 
-def _pair(name, label):
-    """The vs-ground-truth and vs-teacher variants of one text-match metric."""
-    return (
-        Metric(metric_key(name, S_VS_GT_SCRIPT1), f"{label} vs ground truth",
-               reference_key=metric_key(name, T_VS_GT_SCRIPT1), bounded=True),
-        Metric(metric_key(name, S_VS_T_SCRIPT1), f"{label} vs teacher", bounded=True, vs_teacher=True),
-    )
+# Every per-record metric of the registry: the trained model's are plotted and compared (the thesis's pairs
+# first), the teacher's and the baselines' are references drawn beside them, with their intervals.
+_DISPLAY = (ACCURACY, F1, PRECISION, RECALL, SIMILARITY_AVG)  # the order of a pair's scores in tables and figures
 
 
-_MATCH = [_pair(name, label) for name, label in _SCORES]
+def _display_order(metric: registry.RecordMetric) -> tuple:
+    """Thesis pairs (vs ground truth first), then strict matches, the other script1 pairs, the parse checks."""
+    reference = bool(metric.pair.reference)
+    kind = 0 if metric.required else 1 if metric.score.binary and reference else 2 if reference else 3
+    score = _DISPLAY.index(metric.score.name) if metric.score.name in _DISPLAY else 0
+    return kind, metric.vs_teacher, score
+
+
+_TRAINED = [record_metric(m) for m in sorted((m for m in registry.RECORD_METRICS if m.prediction.trained),
+                                             key=_display_order)]
+_FIRST = [m for m in _TRAINED if m.required]
 METRICS: tuple[Metric, ...] = (
-    *(m[0] for m in _MATCH),
-    *(m[1] for m in _MATCH),
+    *_FIRST,
     Metric(AVG_LOSS, "Eval loss (total)", lower_is_better=True),
     Metric(AVG_HARD_LOSS, "Eval hard loss (vs ground truth)", lower_is_better=True),
     Metric(AVG_SOFT_LOSS, "Eval soft loss (divergence from teacher)", lower_is_better=True),
@@ -108,15 +118,11 @@ METRICS: tuple[Metric, ...] = (
            lower_is_better=True),
     Metric(TRAINING_DURATION_SECONDS, "Training time", unit="s", fmt=".0f", lower_is_better=True),
     Metric(STUDENT_SHARE_OF_TEACHER_ACCURACY, "Student share of teacher accuracy", required=False),
-    Metric(avg(strict_key(S_VS_GT)), "Strict exact match vs ground truth", required=False,
-           reference_key=avg(strict_key(T_VS_GT)), bounded=True, binary=True),
-    Metric(avg(strict_key(S_VS_T)), "Strict exact match vs teacher", required=False, bounded=True,
-           vs_teacher=True, binary=True),
-    # student vs teacher with the teacher's lines joined by newlines, not the thesis's str() of a list
-    *(Metric(metric_key(name, S_VS_T_CORRECTED), f"{label} vs teacher (corrected)", required=False, bounded=True,
-             vs_teacher=True) for name, label in _SCORES),
+    *(m for m in _TRAINED if not m.required),
 )
-METRICS_BY_KEY = {m.key: m for m in METRICS}
+REFERENCE_METRICS: tuple[Metric, ...] = tuple(record_metric(m) for m in registry.RECORD_METRICS
+                                              if not m.prediction.trained)
+METRICS_BY_KEY = {m.key: m for m in METRICS + REFERENCE_METRICS}
 TOP_LEVEL_KEYS = (TRAINING_DURATION_SECONDS,)  # metrics stored beside, not inside, the eval dict
 
 
@@ -418,7 +424,7 @@ def axis_columns(cells: list[Cell]) -> list[str]:
 
 
 def metric_keys(runs: list[Run]) -> list[str]:
-    """Every metric key present in any run: known metrics in METRICS order, then the rest sorted."""
+    """Every metric key present in any run: known metrics in METRICS order, then the rest (references too) sorted."""
     present = set().union(*(r.metrics for r in runs))
     known = [m.key for m in METRICS if m.key in present]
     return known + sorted(present - set(known))
@@ -498,9 +504,11 @@ def write_markdown(cells: list[Cell], path: Path, sections: list[str] = ()) -> N
     lines.append("")
     runs = [r for c in cells for r in c.runs]
     for metric in METRICS:
-        if metric.reference_key and metric.reference_key in present:
-            stat = mean_std([r.metrics[metric.reference_key] for r in runs if metric.reference_key in r.metrics])
-            lines.append(f"- Teacher, {metric.label}: {format_stat(stat, metric.fmt)} (n={stat[2]} runs)")
+        for key in metric.reference_keys:
+            if key in present:
+                stat = mean_std([r.metrics[key] for r in runs if key in r.metrics])
+                whose = METRICS_BY_KEY[key].reference_label.capitalize()
+                lines.append(f"- {whose}, {metric.label}: {format_stat(stat, metric.fmt)} (n={stat[2]} runs)")
     for section in sections:
         lines += ["", section.rstrip("\n")]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

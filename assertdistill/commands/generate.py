@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where focal classes are looked up; default: the test file's src/main/java")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch: the float32 student; int8: torch dynamic int8 (an int8 export is int8 always)")
+    parser.add_argument("--retrieval_index", default=None,
+                        help="for a student trained with --retrieval_augment K: the BM25 index its examples come from "
+                             "(default: retrieval_index/ beside --model_dir; docs/RETRIEVAL.md)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per placeholder instead of a diff")
     parser.add_argument("--in_place", action="store_true", help="rewrite the files (atomically) instead of a diff")
     parser.add_argument("--mask_existing", action="store_true",
@@ -60,17 +63,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Fill the placeholders; one line per failed file on stderr."""
     args = parse_args(argv)
-    from assertdistill.deploy.assertion_writer import AssertionWriter, collect_files, unified_diff, write_in_place
+    from assertdistill.deploy.assertion_writer import (
+        AssertionWriter,
+        collect_files,
+        retriever_for,
+        unified_diff,
+        write_in_place,
+    )
     from assertdistill.deploy.saved_student import DEFAULT_NUM_BEAMS, SavedStudentError, load_saved_student
     from assertdistill.java.placeholders import JavaInputError
 
     try:
         student = load_saved_student(args.model_dir, args.backend)
+        retriever = retriever_for(student, args.model_dir, args.retrieval_index)
     except SavedStudentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     num_beams = args.num_beams or int(student.setting("num_beams", DEFAULT_NUM_BEAMS))
-    writer = AssertionWriter(student, num_beams, args.source_root)
+    writer = AssertionWriter(student, num_beams, args.source_root, retriever)
     files, failures = collect_files(args.paths, args.mask_existing)
     for line in failures:
         print(f"error: {line}", file=sys.stderr)

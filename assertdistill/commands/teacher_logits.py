@@ -21,6 +21,7 @@ from assertdistill.core.schema import ACCURACY, SIMILARITY_AVG, T_VS_GT_SCRIPT1,
 from assertdistill.data.archive import DataError
 from assertdistill.data.encoding import InputEncoder
 from assertdistill.model.models import from_pretrained_local_first, load_tokenizer, pick_device
+from assertdistill.retrieval.baseline import dataset_retrievers
 from assertdistill.teacher.teacher_logits import (
     SPLITS,
     SplitReport,
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="store max_tgt_length positions per record as the thesis generator did (default: the "
                              "target's real length); the thesis's own script stacks the blocks of a batch, so it "
                              "reads real-length archives only at --batch_size 1")
+    parser.add_argument("--retrieval_augment", type=int, default=0, metavar="K",
+                        help="the teacher's inputs carry the K retrieved training examples, as script.py "
+                             "--retrieval_augment K builds them (docs/RETRIEVAL.md); 0 = the thesis's input")
     parser.add_argument("--batch_size", type=int, default=16, help="teacher batch size")
     parser.add_argument("--num_beams", type=int, default=4, help="beam width of the teacher's predictions")
     parser.add_argument("--train_num_beams", type=int, default=None,
@@ -85,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch_size, --num_beams and --train_num_beams must be >= 1")
     if args.topk is not None and args.topk < 1:
         parser.error("--topk must be >= 1")
+    if args.retrieval_augment < 0:
+        parser.error("--retrieval_augment must be >= 0")
     if args.max_assertions is not None and args.max_assertions < 1:
         parser.error("--max_assertions must be >= 1")
     if args.trim_focal and not (args.teacher_model_name or args.tokenizer_name):
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         model = tokenizer = encoder = None
         if not args.package_only or args.trim_focal:
             tokenizer = load_tokenizer(args.tokenizer_name or args.teacher_model_name)
-            encoder = InputEncoder(tokenizer, args.max_src_length, args.max_tgt_length)
+            encoder = InputEncoder(tokenizer, args.max_src_length, args.max_tgt_length, args.retrieval_augment)
         if not args.package_only:
             from transformers import AutoModelForSeq2SeqLM
 
@@ -110,14 +116,16 @@ def main(argv: list[str] | None = None) -> int:
                                                 "teacher model", dtype=torch.float32).to(device).eval()
         torch.manual_seed(args.seed)
         with tempfile.TemporaryDirectory(prefix="teacher_logits_") as work_dir:
-            jsonl_paths, reports = {}, {}
+            jsonl_paths, reports, retrievers = {}, {}, {}
             for split, path, limit in zip(SPLITS, (args.train_file, args.val_file), (args.limit_train, args.limit_val)):
                 report = SplitReport()
                 records = sample_records(list(read_assertion_dataset(path, report, args.max_assertions)), limit,
                                          args.seed, args.shuffle)
+                if args.retrieval_augment and not retrievers:  # the training split comes first: its records
+                    retrievers = dataset_retrievers(records, args.retrieval_augment)
                 jsonl_paths[split] = os.path.join(work_dir, f"{split}.jsonl")
                 write_split_jsonl(records, jsonl_paths[split], model, tokenizer, encoder, options, split, report,
-                                  device)
+                                  device, retrievers.get(split))
                 reports[split] = report
             members = package_nested_zip(jsonl_paths, args.output, args.name, args.gzip)
     except (DataError, ModelLoadError, OSError) as error:

@@ -11,6 +11,7 @@ SUMMARY_FILENAME = "distillation_summary.json"  # the thesis's summary: one per 
 METRICS_FILENAME = "metrics.jsonl"  # the per-epoch log, one HISTORY entry per line
 PREDICTIONS_FILENAME = "predictions.jsonl"  # one ROW per evaluated record of the last evaluation
 FINAL_MODEL_DIRNAME = "final_student_model"  # save_pretrained of the last epoch's student
+RETRIEVAL_INDEX_DIRNAME = "retrieval_index"  # beside FINAL_MODEL_DIRNAME: the BM25 index of the training split
 TRAINING_ARGS_FINAL_FILENAME = "training_args_final.json"  # inside FINAL_MODEL_DIRNAME
 BEST_MODEL_DIRNAME = "best_student_model"  # --save_best_model: the best epoch's student
 EVAL_RESULTS_BEST_FILENAME = "eval_results_best.json"  # inside BEST_MODEL_DIRNAME
@@ -148,10 +149,13 @@ RECORD_METRICS = ([record_key(metric, suffix) for suffix, _, _ in SCRIPT1_COMPAR
                   + [strict_key(pair) for pair, _, _ in STRICT_COMPARISONS])
 
 # This suite's static scores per record (the thesis has none): does a generated block parse as Java statements?
-PARSES_AS_JAVA = "parses_as_java"
-STATIC_SCORED_TEXTS = ("student", "teacher")  # the generated texts scored (the names record_metrics gives them)
-STATIC_RECORD_METRICS = [record_key(PARSES_AS_JAVA, text) for text in STATIC_SCORED_TEXTS]
-EVALUATION_RECORD_METRICS = RECORD_METRICS + STATIC_RECORD_METRICS  # every per-record score an evaluation writes
+PARSES_AS_JAVA = "parses_as_java"  # parses_as_java_<prediction>, e.g. parses_as_java_student
+# The texts an evaluation compares, by the names scoring/registry.py gives them.
+STUDENT, TEACHER, RETRIEVAL = "student", "teacher", "retrieval"  # the predictions (and their one-letter pairs)
+TRUTH, TEACHER_SCRIPT1 = "truth", "teacher_script1"  # the references: ground truth; str() of the teacher's field
+R_VS_GT = "r_vs_gt"  # the retrieval baseline (the nearest training record's assertion) against the ground truth
+# Every per-record metric: scoring/registry.py's RECORD_METRICS (its keys with the retrieval baseline:
+# RECORD_METRICS above, r_vs_gt_script1 and strict_exact_match_r_vs_gt, then parses_as_java_<prediction>).
 
 AVG_LOSS = "avg_loss"  # eval losses, averaged per batch as the thesis
 AVG_HARD_LOSS = "avg_hard_loss"
@@ -178,6 +182,7 @@ ROW_GROUND_TRUTH = "ground_truth"
 ROW_TEACHER_PREDICTION = "teacher_prediction"  # the teacher's lines joined with newlines
 ROW_TEACHER_PREDICTION_SCRIPT1 = "teacher_prediction_script1"  # str() of the teacher's field, as the thesis
 ROW_STUDENT_PREDICTION = "student_prediction"
+ROW_RETRIEVAL_PREDICTION = "retrieval_prediction"  # the retrieval baseline's text; only when the run has one
 ROW_KEYS = (ROW_INDEX, ROW_LINE_NUMBER, ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_TEACHER_PREDICTION_SCRIPT1,
             ROW_STUDENT_PREDICTION)
 # Where the record's test is, copied (after line_number) from the records that carry them (make_dataset.py writes all).
@@ -203,7 +208,8 @@ TRAIN_SKIPPED_NONFINITE_STEPS = "skipped_nonfinite_steps"
 EXECUTION_FILENAME = "execution.jsonl"  # one ROW per record and candidate
 EXECUTION_SUMMARY_FILENAME = "execution_summary.json"
 EXECUTION_FIGURE_STEM = "execution"  # execution.<fmt>: compile / pass rate and mutation score per candidate
-EXECUTION_CANDIDATES = (ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_STUDENT_PREDICTION)  # predictions.jsonl's texts
+# predictions.jsonl's texts (the retrieval baseline's only where the file has it)
+EXECUTION_CANDIDATES = (ROW_GROUND_TRUTH, ROW_TEACHER_PREDICTION, ROW_STUDENT_PREDICTION, ROW_RETRIEVAL_PREDICTION)
 EXEC_CANDIDATE = "candidate"  # which text: one of EXECUTION_CANDIDATES
 EXEC_TEXT = "text"
 EXEC_STATUS = "status"  # STATUS_*

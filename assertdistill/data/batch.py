@@ -24,6 +24,7 @@ class Batch(TypedDict, total=False):
     teacher_texts: list[str]  # the teacher's lines joined
     teacher_texts_script1: list[str]  # the teacher's text as the thesis read it (str() of its list of lines)
     line_numbers: list[int]  # each record's line in its JSONL file
+    retrieved_texts: list[str | None]  # the retrieval baseline's assertion per record (None: no training records)
     locations: list[dict[str, str]]  # each record's place in its repository (the row location keys it carries)
     batch_index: int  # the batch's place in the pass, to put gathered batches back in order
     encoder_outputs: Any  # optional: the encoder's output when already computed (evaluation)

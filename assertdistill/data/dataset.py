@@ -31,7 +31,7 @@ from .archive import (
 from .batch import Batch
 from .datastats import DataStats
 from .encoding import InputEncoder
-from .records import RecordError, parse_record
+from .records import Record, RecordError, parse_record
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Sample:
     line_number: int
     teacher_labels: list[int] | None = None  # the teacher's text tokenized as the target (--teacher_text_weight)
     location: dict[str, str] = field(default_factory=dict)  # where the test is: the ROW_LOCATION_KEYS it has
+    retrieved_text: str | None = None  # the retrieval baseline's assertion (None: the run has no retriever)
 
 
 COUNT_CHUNK_BYTES = 1 << 23  # inflated bytes scanned at a time when counting records
@@ -190,6 +191,7 @@ def collate(samples: list[Sample], pad_token_id: int) -> Batch:
         "teacher_texts_script1": [sample.teacher_text_script1 for sample in samples],
         "line_numbers": [sample.line_number for sample in samples],
         "locations": [sample.location for sample in samples],
+        "retrieved_texts": [sample.retrieved_text for sample in samples],
         "teacher_values": None, "teacher_scale": None, "teacher_zero_point": None,
         "teacher_position_mask": teacher_position_mask,
     }
@@ -230,8 +232,11 @@ class DistillationStream(IterableDataset):
     def __init__(self, spec: ArchiveSpec, encoder: InputEncoder, batch_size: int, need_logits: bool,
                  focal_field: str = "focal_file", shuffle_buffer_size: int = 0, seed: int = 42,
                  strict: bool = False, rank: int = 0, world_size: int = 1, max_records: int | None = None,
-                 require_teacher: bool = True, teacher_text_targets: bool = False):
+                 require_teacher: bool = True, teacher_text_targets: bool = False, retriever=None):
         super().__init__()
+        # retriever(line_number, record) -> [(test method, assertion), ...] best first (retrieval/baseline.py),
+        # or None: the first is the retrieval baseline, the first encoder.examples go into the input
+        self.retriever = retriever
         self.require_teacher = require_teacher
         self.teacher_text_targets = teacher_text_targets  # also encode the teacher's text as a target
         self.spec = spec
@@ -293,9 +298,13 @@ class DistillationStream(IterableDataset):
                 stats.notes["teacher_batch_rows_first_kept"] += 1
             for key in teacher.notes:  # a hint (size, format, ...) that disagrees with the data: used anyway
                 stats.notes[f"compressed_logits_hint_{key}"] += 1
-        input_ids = self.encoder.encode_source(record.focal_code, record.test_method)
+        retrieved, retrieved_text = (), None
+        if self.retriever is not None:
+            retrieved = self.retriever(line_number, record)
+            retrieved_text = retrieved[0][1] if retrieved else ""  # nothing left to retrieve: an empty prediction
+        input_ids = self.encoder.encode_source(record.focal_code, record.test_method, retrieved)
         return Sample(input_ids, labels, teacher, record.ground_truth_text, record.teacher_text,
-                      record.teacher_text_script1, line_number, teacher_labels, record.location)
+                      record.teacher_text_script1, line_number, teacher_labels, record.location, retrieved_text)
 
     def _target_labels(self, text: str) -> list[int]:
         """A text's target ids, padding ids as IGNORE_INDEX."""
@@ -305,6 +314,20 @@ class DistillationStream(IterableDataset):
     def _owned_lines(self) -> Iterator[tuple[int, int, bytes]]:
         """(group, line number, raw line) of this shard's records, in file order; other lines are never joined."""
         shard, num_shards = self._shard()
+        return self._record_lines(lambda group: group % num_shards == shard)
+
+    def iter_records(self, require_teacher: bool) -> Iterator[tuple[int, Record | RecordError]]:
+        """(line number, Record without logits, or the RecordError that skips it) of every record, in file order,
+        unsharded: one streaming pass (retrieval/baseline.py builds its index with it)."""
+        for _, line_number, line in self._record_lines(lambda group: True):
+            try:
+                yield line_number, parse_record(line, self.focal_field, False, lazy_hex=True,
+                                                require_teacher=require_teacher)
+            except RecordError as error:
+                yield line_number, error
+
+    def _record_lines(self, owned) -> Iterator[tuple[int, int, bytes]]:
+        """(group, line number, raw line) of the records whose group is owned(group), in file order."""
         lines = prefetched(iter_jsonl_lines(self.location, self.spec.jsonl_name, self.spec.gzipped,
                                             self.spec.label, joined=False,
                                             max_record_bytes=self.spec.max_record_bytes))
@@ -319,7 +342,7 @@ class DistillationStream(IterableDataset):
                 if self.max_records is not None and record_index >= self.max_records:
                     return
                 group = record_index // self.batch_size
-                if group % num_shards == shard:
+                if owned(group):
                     yield group, line_number, join_pieces(pieces)
                 pieces = None  # a record line is ~33 MB: let it go before the next one is read
         finally:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 FOCAL_PREFIX = "FOCAL CODE:\n"
 TEST_PREFIX = "TEST METHOD:\n"
+# --retrieval_augment K: after the thesis's input, K retrieved examples, each its assertion then its test method
+# (a truncated example keeps its assertion). The examples get at most EXAMPLES_SHARE of the source budget in all,
+# split evenly; the thesis's input (focal code and test method, cut as the thesis cuts them) gets the rest.
+EXAMPLE_PREFIX = "\n\nSIMILAR ASSERTION:\n"
+EXAMPLE_TEST_PREFIX = "\nSIMILAR TEST:\n"
+EXAMPLES_SHARE = 0.25
 
 
 def _private_backend(tokenizer):
@@ -22,7 +28,8 @@ def _private_backend(tokenizer):
 class InputEncoder:
     """Builds the thesis input text and token ids for sources and targets."""
 
-    def __init__(self, tokenizer, max_source_length: int, max_target_length: int):
+    def __init__(self, tokenizer, max_source_length: int, max_target_length: int, examples: int = 0):
+        self.examples = examples  # retrieved (test method, assertion) pairs appended to the input (0: the thesis's)
         self.tokenizer = tokenizer
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length
@@ -41,19 +48,23 @@ class InputEncoder:
             self._backend.enable_truncation(max_length)
         return self._backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids  # frees the GIL
 
-    def source_text(self, focal_code: str, test_method: str) -> str:
-        """FOCAL CODE + focal truncated to the token budget left by the test method, then TEST METHOD."""
+    def source_text(self, focal_code: str, test_method: str, budget: int | None = None) -> str:
+        """FOCAL CODE + focal truncated to the token budget left by the test method, then TEST METHOD.
+
+        budget: the source's token budget (max_source_length unless examples take part of it).
+        """
         test_text = f"{TEST_PREFIX}{test_method}"
-        focal_text = self.focal_prefix(focal_code, test_method)
+        focal_text = self.focal_prefix(focal_code, test_method, budget)
         return f"{FOCAL_PREFIX}{focal_text}\n\n{test_text}" if focal_text else test_text
 
-    def focal_prefix(self, focal_code: str, test_method: str) -> str:
+    def focal_prefix(self, focal_code: str, test_method: str, budget: int | None = None) -> str:
         """The part of the focal code that fits the source budget next to the test method ("" if none)."""
         if not focal_code.strip():
             return ""
+        budget = self.max_source_length if budget is None else budget
         test_length = len(self._ids(f"{TEST_PREFIX}{test_method}", True))
-        focal_budget = self.max_source_length - test_length - self.overhead_length
-        if test_length >= self.max_source_length - self.overhead_length - 10 or focal_budget <= 0:
+        focal_budget = budget - test_length - self.overhead_length
+        if test_length >= budget - self.overhead_length - 10 or focal_budget <= 0:
             return ""
         focal_ids = self.first_tokens(focal_code, focal_budget)
         return self.tokenizer.decode(focal_ids, skip_special_tokens=True)
@@ -79,10 +90,37 @@ class InputEncoder:
             prefix_chars *= 2
         return self._ids(text, False, count)
 
-    def encode_source(self, focal_code: str, test_method: str) -> list[int]:
-        """Token ids of the input text, truncated to max_source_length, unpadded."""
-        text = self.source_text(focal_code, test_method)
-        return self._ids(text, True, self.max_source_length)
+    def encode_source(self, focal_code: str, test_method: str, retrieved=()) -> list[int]:
+        """Token ids of the input text, truncated to max_source_length, unpadded.
+
+        retrieved: (test method, assertion) pairs, best first; the first `examples` of them are appended
+        (augmented_source_ids). With examples = 0 (or none retrieved) the input is the thesis's.
+        """
+        examples = list(retrieved)[: self.examples]
+        if not examples:
+            text = self.source_text(focal_code, test_method)
+            return self._ids(text, True, self.max_source_length)
+        return self.augmented_source_ids(focal_code, test_method, examples)
+
+    def example_ids(self, examples) -> list[int]:
+        """The examples' token ids: each within its share of EXAMPLES_SHARE of the budget, assertion first."""
+        each = int(self.max_source_length * EXAMPLES_SHARE) // self.examples
+        ids = []
+        for example_test, example_assertion in examples:
+            text = f"{EXAMPLE_PREFIX}{example_assertion}{EXAMPLE_TEST_PREFIX}{example_test}"
+            ids += self._ids(text, False, each)
+        return ids
+
+    def augmented_source_ids(self, focal_code: str, test_method: str, examples) -> list[int]:
+        """The thesis's input (with its special tokens) cut to the budget the examples leave, the examples placed
+        before its end-of-sequence token."""
+        example_ids = self.example_ids(examples)
+        budget = self.max_source_length - len(example_ids)
+        own = self._ids(self.source_text(focal_code, test_method, budget), True, budget)
+        end = self._ids("", True)[-1:]  # the end-of-sequence token the tokenizer appends
+        if end and own[-1:] == end:
+            return own[:-1] + example_ids + end
+        return own + example_ids
 
     def encode_target(self, ground_truth_text: str) -> list[int]:
         """Token ids of the target (with end-of-sequence), truncated to max_target_length, unpadded."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.schema import RETRIEVAL_INDEX_DIRNAME
 from ..data.encoding import InputEncoder
 from ..java.mining import PLACEHOLDER, is_test_path
 from ..java.placeholders import (
@@ -27,7 +28,9 @@ from ..java.placeholders import (
     split_assertions,
 )
 from ..model.generation import DecodingSettings, generate
-from .saved_student import SavedStudent
+from ..retrieval.baseline import VALIDATION, Retriever
+from ..retrieval.index import RetrievalIndex, RetrievalIndexError
+from .saved_student import SavedStudent, SavedStudentError
 
 TEST_NAME_ENDINGS = ("Test.java", "Tests.java", "TestCase.java", "IT.java")
 TEMPORARY_SUFFIX = ".assertdistill-tmp"  # never *.java: a temporary file left by a kill cannot break a build
@@ -133,24 +136,47 @@ def keep_form(raw_original: str, original: str, updated: str) -> str:
     return BOM + text if raw_original.startswith(BOM) and not text.startswith(BOM) else text
 
 
+def retriever_for(student: SavedStudent, model_dir: str, index_dir: str | None) -> Retriever | None:
+    """The retriever a student trained with --retrieval_augment K needs: --retrieval_index DIR, else its run's
+    retrieval_index/ beside the model directory; None for a student trained without (K = 0).
+
+    SavedStudentError when a K > 0 student has no index to read.
+    """
+    examples = int(student.setting("retrieval_augment", 0))
+    if examples == 0:
+        return None
+    index_dir = index_dir or os.path.join(os.path.dirname(os.path.abspath(model_dir)), RETRIEVAL_INDEX_DIRNAME)
+    try:
+        return Retriever(RetrievalIndex.load(index_dir), VALIDATION, examples)
+    except RetrievalIndexError as error:
+        raise SavedStudentError(f"the student was trained with --retrieval_augment {examples} and needs a retrieval "
+                                f"index: {error}; give --retrieval_index DIR (its run's {RETRIEVAL_INDEX_DIRNAME}/, or "
+                                "one built from your tests: python -m assertdistill.retrieval.project_index)") from None
+
+
 class AssertionWriter:
     """Holds the student, its input encoder and the focal-class finder across files."""
 
-    def __init__(self, student: SavedStudent, num_beams: int, source_root: str | None = None):
+    def __init__(self, student: SavedStudent, num_beams: int, source_root: str | None = None, retriever=None):
         self.student = student
+        self.retriever = retriever  # retrieval.baseline.Retriever for a student trained with --retrieval_augment
         self.num_beams = num_beams
         self.source_root = source_root
         self.max_length = int(student.setting("student_max_tgt_length", 512))
         self.encoder = InputEncoder(student.tokenizer, int(student.setting("student_max_src_length", 1024)),
-                                    self.max_length)
+                                    self.max_length, int(student.setting("retrieval_augment", 0)))
         self.decoding = DecodingSettings(num_beams, self.max_length)
         self.focal = FocalFinder()
 
     @torch.no_grad()
-    def generate_text(self, focal_code: str, test_method: str) -> tuple[str, float]:
-        """(the student's output text, milliseconds) for one method's input, as evaluation generates it."""
+    def generate_text(self, focal_code: str, test_method: str, test_file: str = "") -> tuple[str, float]:
+        """(the student's output text, milliseconds) for one method's input, as evaluation generates it
+        (with the retrieved examples of its retriever, which never returns a test of the same file)."""
         started = time.perf_counter()
-        input_ids = torch.tensor([self.encoder.encode_source(focal_code, test_method)])  # (1, S)
+        retrieved = ()
+        if self.retriever is not None and self.encoder.examples:
+            retrieved = self.retriever.retrieve(test_method, test_file, focal_code)
+        input_ids = torch.tensor([self.encoder.encode_source(focal_code, test_method, retrieved)])  # (1, S)
         attention_mask = torch.ones_like(input_ids)
         model = self.student.model
         ids = generate(model, input_ids, attention_mask, self.decoding)  # (1, L)
@@ -166,7 +192,8 @@ class AssertionWriter:
         self.focal.attach(test_file, self.source_root or infer_source_root(path))
         replacements, indents, written = {}, {}, []
         for site in test_file.sites:
-            output, milliseconds = self.generate_text(site.focal_code, site.test_method_masked)
+            output, milliseconds = self.generate_text(site.focal_code, site.test_method_masked,
+                                                      str(Path(path).resolve()))
             for row, indent, lines in zip(site.lines, site.indents,
                                           place_assertions(site, split_assertions(output))):
                 replacements[row], indents[row] = lines, indent

@@ -86,6 +86,10 @@ class RunConfig:
     shuffle_buffer_size: int = setting(
         0, DATA, "records held in a shuffle buffer during training; 0 = file order, as the thesis",
         resume_must_match=True, minimum=0)
+    retrieval_augment: int = setting(
+        0, DATA, "K: the K retrieved (test method -> assertion) pairs of the most similar training tests (BM25, "
+        "docs/RETRIEVAL.md) appended to every input, in training and evaluation, within the source length; "
+        "0 = the thesis's input", resume_must_match=True, minimum=0)
     strict_data: bool = setting(
         False, DATA, "stop at the first bad record (naming file and line) instead of skipping and counting")
     allow_records_without_teacher: bool = setting(

@@ -21,6 +21,7 @@ from ..core.schema import (
     ROW_GROUND_TRUTH,
     ROW_INDEX,
     ROW_LINE_NUMBER,
+    ROW_RETRIEVAL_PREDICTION,
     ROW_STUDENT_PREDICTION,
     ROW_TEACHER_PREDICTION,
     ROW_TEACHER_PREDICTION_SCRIPT1,
@@ -37,7 +38,7 @@ from ..data.batch import Batch
 from ..data.datastats import DataStats
 from ..model.generation import DecodingSettings, encode, generate
 from ..model.precision import autocast_context
-from ..scoring.metrics import average_record_metrics, record_metrics
+from ..scoring.registry import average_record_metrics, record_metrics
 from .forward import BatchLosses, batch_losses
 from .loss import DistillationLoss
 from .report import telling_record
@@ -63,7 +64,7 @@ class Evaluation:
 
     metrics: dict
     data: DataStats
-    records: list[dict]  # index, line_number, location, the four texts and every EVALUATION_RECORD_METRICS value
+    records: list[dict]  # index, line_number, location, the texts and every per-record metric (scoring/registry.py)
 
 
 @dataclass
@@ -142,9 +143,10 @@ def score_batch(model, tokenizer, batch: Batch, loss_fn: DistillationLoss, decod
     evaluated = evaluate_batch(model, batch, loss_fn, decoding, precision)
     losses, milliseconds = evaluated.losses, evaluated.milliseconds
     generated_texts = tokenizer.batch_decode(evaluated.generated_ids, skip_special_tokens=True)
+    retrieved = batch.get("retrieved_texts") or [None] * len(generated_texts)
     rows = [record_row(*texts) for texts in zip(batch["line_numbers"], generated_texts, batch["ground_truth_texts"],
                                                batch["teacher_texts"], batch["teacher_texts_script1"],
-                                               batch["locations"])]
+                                               batch["locations"], retrieved)]
     return ScoredBatch(batch["batch_index"], losses.total.item(), losses.hard.item(), losses.soft.item(), milliseconds,
                        rows, losses.teacher_text.item())
 
@@ -161,13 +163,15 @@ def example_text(row: dict) -> str:
 
 
 def record_row(line_number: int, student: str, truth: str, teacher: str, teacher_script1: str,
-               location: dict | None = None) -> dict:
-    """One evaluated record: where it is (line, and repo/test_path/... when the record has them), its texts and
-    its per-record metrics (index is set later)."""
-    return {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, **(location or {}), ROW_GROUND_TRUTH: truth,
-            ROW_TEACHER_PREDICTION: teacher, ROW_TEACHER_PREDICTION_SCRIPT1: teacher_script1,
-            ROW_STUDENT_PREDICTION: student,
-            **record_metrics(student, truth, teacher, teacher_script1)}
+               location: dict | None = None, retrieved: str | None = None) -> dict:
+    """One evaluated record: where it is (line, and repo/test_path/... when the record has them), its texts (the
+    retrieval baseline's when the run has one) and its per-record metrics (index is set later)."""
+    row = {ROW_INDEX: None, ROW_LINE_NUMBER: line_number, **(location or {}), ROW_GROUND_TRUTH: truth,
+           ROW_TEACHER_PREDICTION: teacher, ROW_TEACHER_PREDICTION_SCRIPT1: teacher_script1,
+           ROW_STUDENT_PREDICTION: student}
+    if retrieved is not None:
+        row[ROW_RETRIEVAL_PREDICTION] = retrieved
+    return {**row, **record_metrics(student, truth, teacher, teacher_script1, retrieved)}
 
 
 def _accuracy_similarity(row: dict, suffix: str) -> str:

@@ -35,6 +35,8 @@ from ..core.schema import (
     METRICS_FILENAME,
     NUM_EVAL_SAMPLES,
     PREDICTIONS_FILENAME,
+    R_VS_GT,
+    RETRIEVAL_INDEX_DIRNAME,
     S_VS_GT,
     S_VS_GT_SCRIPT1,
     S_VS_T,
@@ -51,6 +53,7 @@ from ..core.schema import (
     TRAINING_ARGS_FINAL_FILENAME,
     avg,
     metric_key,
+    script1,
     strict_key,
 )
 from ..data.archive import DataError
@@ -65,6 +68,8 @@ from ..model.models import (
     pick_device,
     teacher_size_mb,
 )
+from ..retrieval.baseline import attach_retrievers
+from ..retrieval.index import RetrievalIndex
 from ..runtime.allocator import keep_freed_memory
 from ..runtime.distributed import DistributedContext, init_distributed, shutdown_distributed
 from ..runtime.locking import output_dir_lock
@@ -106,6 +111,7 @@ class RunState:
     # data (run.open_data)
     train_stream: DistillationStream | None = None
     val_stream: DistillationStream | None = None
+    retrieval_index: RetrievalIndex | None = None  # the training split's: the baseline and --retrieval_augment
     # training (run.set_up_training)
     train_loader: DataLoader | None = None
     val_loader: DataLoader | None = None
@@ -187,6 +193,7 @@ EVAL_LINES = (  # (label, key suffix of the script1-style metrics, suffix of the
     ("student vs teacher, corrected", S_VS_T_CORRECTED, S_VS_T),
     ("student vs truth             ", S_VS_GT_SCRIPT1, S_VS_GT),
     ("teacher vs truth             ", T_VS_GT_SCRIPT1, T_VS_GT),
+    ("retrieval vs truth           ", script1(R_VS_GT), R_VS_GT),  # printed when the run has the baseline
 )
 
 
@@ -196,6 +203,8 @@ def _print_eval(prefix: str, results: dict) -> None:
     if not results[NUM_EVAL_SAMPLES]:
         return
     for label, suffix, strict in EVAL_LINES:
+        if metric_key(ACCURACY, suffix) not in results:
+            continue
         print(f"  {label}: accuracy {results[metric_key(ACCURACY, suffix)]:.4f}  "
               f"F1 {results[metric_key(F1, suffix)]:.4f}  similarity {results[metric_key(SIMILARITY_AVG, suffix)]:.4f}"
               + (f"  strict match {results[avg(strict_key(strict))]:.4f}" if strict else ""))
@@ -301,7 +310,8 @@ def load_models(state: RunState) -> None:
 def open_data(state: RunState) -> None:
     """The training and validation streams (this process's share of the records, in batches)."""
     config, context = state.config, state.context
-    encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length)
+    encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length,
+                           config.retrieval_augment)
     stream_options = dict(encoder=encoder, need_logits=config.alpha_kl_loss_weight > 0,
                           focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
                           rank=context.rank, require_teacher=not config.allow_records_without_teacher,
@@ -315,6 +325,8 @@ def open_data(state: RunState) -> None:
         ArchiveSpec(config.distillation_data_path, config.val_outer_zip_internal_path,
                     config.val_inner_zip_jsonl_filename, config.val_jsonl_is_gzipped, config.max_record_bytes),
         batch_size=config.eval_batch_size, max_records=config.max_eval_samples, **stream_options)
+    state.retrieval_index = attach_retrievers(state.train_stream, state.val_stream, config.retrieval_augment,
+                                              require_teacher=not config.allow_records_without_teacher)
 
 
 def set_up_training(state: RunState) -> None:
@@ -491,6 +503,8 @@ def final_report(state: RunState) -> dict:
         return {}
     save_model_atomic(state.student, state.tokenizer, os.path.join(config.output_dir, FINAL_MODEL_DIRNAME),
                       {TRAINING_ARGS_FINAL_FILENAME: config.as_flags()})
+    if state.retrieval_index is not None:  # beside the student: generate_assertions.py --retrieval_index
+        state.retrieval_index.save(os.path.join(config.output_dir, RETRIEVAL_INDEX_DIRNAME))
     summary = run_summary(state, training_seconds)
     summary_path = os.path.join(config.output_dir, SUMMARY_FILENAME)
     if final_results and len(state.final_records) == final_results[NUM_EVAL_SAMPLES]:

@@ -24,7 +24,6 @@ from ..core.schema import (
     DATA_COUNTS_VALIDATION,
     ENVIRONMENT,
     EPOCHS_TRAINED,
-    EVALUATION_RECORD_METRICS,
     FINAL_EVALUATION_METRICS,
     HISTORY_EPOCH,
     HISTORY_GLOBAL_STEP,
@@ -50,6 +49,7 @@ from ..core.schema import (
     VALIDATION_RECORDS_IN_FILE,
     avg,
 )
+from ..scoring.registry import record_metric_keys
 from ..scoring.statistics import BOOTSTRAP_METHOD, DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, score_mean_ci
 
 
@@ -203,7 +203,7 @@ def run_summary(state, training_seconds: float) -> dict:
                       TRAINING_RECORDS_IN_FILE: len(state.train_stream), VALIDATION_RECORDS_IN_FILE: len(state.val_stream)},
         TEACHER_VS_GROUND_TRUTH_METRICS: {key: value for key, value in final_results.items() if T_VS_GT in key},
         BEST_MODEL_METRIC_VALUE: state.best_value,
-        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, EVALUATION_RECORD_METRICS),
+        CONFIDENCE_INTERVALS: confidence_intervals(state.final_records, record_metric_keys(state.final_records)),
         ENVIRONMENT: environment_info(str(state.device)),
     }
     return build_summary(to_json_compatible(config.as_flags()), final_results, config.epochs, training_seconds,

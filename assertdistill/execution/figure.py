@@ -24,7 +24,8 @@ from ..core.schema import (
 
 BARS = ((SUM_EXACT_MATCH, "exact match"), (SUM_COMPILE_RATE, "compiles"), (SUM_PASS_RATE, "passes"),
         (SUM_MUTATION_SCORE, "mutation score\n(of passing)"))
-LABELS = {"ground_truth": "ground truth", "teacher_prediction": "teacher", "student_prediction": "student"}
+LABELS = {"ground_truth": "ground truth", "teacher_prediction": "teacher", "student_prediction": "student",
+          "retrieval_prediction": "retrieval"}
 
 
 def save_execution_figure(summary: dict, path: Path, title: str = "") -> None:

@@ -21,6 +21,7 @@ from ..core.schema import (
     PROJECT_SECONDS,
     ROW_GROUND_TRUTH,
     ROW_INDEX,
+    ROW_RETRIEVAL_PREDICTION,
     ROW_STUDENT_PREDICTION,
     ROW_TEACHER_PREDICTION,
     STATUS_COUNTED,
@@ -54,7 +55,8 @@ INTERVAL_METHOD = (f"rates and mutation scores: {BOOTSTRAP_METHOD} (fewer record
                    "paired: McNemar exact (pass); statistics.paired_test (mutation score, a failing candidate "
                    "scoring 0: sign-flip permutation test, paired bootstrap interval)")
 PAIRS = ((ROW_STUDENT_PREDICTION, ROW_TEACHER_PREDICTION), (ROW_STUDENT_PREDICTION, ROW_GROUND_TRUTH),
-         (ROW_TEACHER_PREDICTION, ROW_GROUND_TRUTH))
+         (ROW_TEACHER_PREDICTION, ROW_GROUND_TRUTH), (ROW_STUDENT_PREDICTION, ROW_RETRIEVAL_PREDICTION),
+         (ROW_TEACHER_PREDICTION, ROW_RETRIEVAL_PREDICTION))
 
 
 def rate(values: list[float]) -> dict:

@@ -1,4 +1,7 @@
-"""The thesis's assertion metrics ("script1": precision, recall, F1, accuracy, similarity); whether a block parses."""
+"""The thesis's assertion metrics ("script1": precision, recall, F1, accuracy, similarity); whether a block parses.
+
+Which of them an evaluation computes, on which texts, is declared in registry.py.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..core.schema import (
-    EVALUATION_RECORD_METRICS,
-    PARSES_AS_JAVA,
     SCRIPT1_AVERAGED,
-    SCRIPT1_COMPARISONS,
-    STATIC_SCORED_TEXTS,
-    STRICT_COMPARISONS,
     avg,
     metric_key,
-    record_key,
     script1,
     script1_result_key,
     strict_key,
@@ -184,24 +181,3 @@ def parses_as_java(block: Any) -> float:
     body = tree.root_node.named_children[0].child_by_field_name("body").named_children[0].child_by_field_name("body")
     return 1.0 if any(child.type != "line_comment" and child.type != "block_comment"
                       for child in body.named_children) else 0.0
-
-
-def record_metrics(student: str, truth: str, teacher: str, teacher_script1: str) -> dict[str, float]:
-    """Every per-record metric (EVALUATION_RECORD_METRICS, the summary's names without avg_) of one evaluated record."""
-    texts = {"student": student, "truth": truth, "teacher": teacher, "teacher_script1": teacher_script1}
-    values = {}
-    for suffix, generated, reference in SCRIPT1_COMPARISONS:
-        result = evaluate_assertions_script1_style(texts[generated], texts[reference])
-        values.update({record_key(metric, suffix): result[script1_result_key(metric)] for metric in SCRIPT1_AVERAGED})
-    for pair, generated, reference in STRICT_COMPARISONS:
-        values[strict_key(pair)] = strict_exact_match(texts[generated], texts[reference])
-    for text in STATIC_SCORED_TEXTS:
-        values[record_key(PARSES_AS_JAVA, text)] = parses_as_java(texts[text])
-    return values
-
-
-def average_record_metrics(rows: list[dict]) -> dict[str, float | None]:
-    """avg_<name>: np.mean of each EVALUATION_RECORD_METRICS column over the rows, in order; None without rows."""
-    return {avg(name): float(np.mean([row[name] for row in rows])) if rows else None
-            for name in EVALUATION_RECORD_METRICS}
-

@@ -108,13 +108,16 @@ def _output_record(record: dict, focal_field: str, trim_to: InputEncoder | None 
 @torch.no_grad()
 def teacher_outputs(model, tokenizer, encoder: InputEncoder, batch: list[dict], bits: int, num_beams: int,
                     pad_to_max_length: bool, device: torch.device, topk: int | None = None,
-                    focal_field: str = "focal_file") -> list[tuple[dict, list[str]]]:
+                    focal_field: str = "focal_file", retrieved=None) -> list[tuple[dict, list[str]]]:
     """(compressed_logits, predicted lines) per record: logits teacher-forced on the ground truth.
 
-    The teacher's input is built from the record's focal_field (see focal_code_of) and masked test method.
-    Logits are stored in the published `bits` format, or as sparse top-`topk` when topk is given.
+    The teacher's input is built from the record's focal_field (see focal_code_of) and masked test method,
+    plus the record's retrieved examples (retrieved: one list of (test method, assertion) per record) when the
+    encoder takes examples. Logits are stored in the published `bits` format, or as sparse top-`topk`.
     """
-    sources = [encoder.encode_source(focal_code_of(r, focal_field), r["test_method_masked"]) for r in batch]
+    retrieved = retrieved or [()] * len(batch)
+    sources = [encoder.encode_source(focal_code_of(r, focal_field), r["test_method_masked"], examples)
+               for r, examples in zip(batch, retrieved)]
     targets = [encoder.encode_target("\n".join(r["assertions"])) for r in batch]
     source_length = max(map(len, sources))
     target_length = encoder.max_target_length if pad_to_max_length else max(map(len, targets))
@@ -155,17 +158,22 @@ class TeacherOptions:
     trim_focal: bool  # store only the focal prefix that fits next to the test method
     focal_field: str  # input field holding the focal code
     flags: dict  # every flag of the command, copied (plain values) into each header's args
+    retrieval_augment: int = 0  # K retrieved examples in the teacher's input (script.py --retrieval_augment)
 
     @classmethod
     def from_flags(cls, flags: dict) -> TeacherOptions:
         """The options among a command's {flag: value}, and the flags themselves."""
-        names = [option.name for option in fields(cls) if option.name != "flags"]
+        names = [option.name for option in fields(cls) if option.name != "flags" and option.name in flags]
         return cls(**{name: flags[name] for name in names}, flags=dict(flags))
 
 
 def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder: InputEncoder,
-                      options: TeacherOptions, split: str, report: SplitReport, device: torch.device) -> None:
-    """Write header + one distillation record per input record to `path` (plain JSONL)."""
+                      options: TeacherOptions, split: str, report: SplitReport, device: torch.device,
+                      retriever=None) -> None:
+    """Write header + one distillation record per input record to `path` (plain JSONL).
+
+    retriever(position, record) -> [(test method, assertion), ...]: the examples of an augmented input.
+    """
     body_path = path + ".body"
     truth_vs_teacher = MetricAccumulator(T_VS_GT)
     with open(body_path, "w", encoding="utf-8") as body:
@@ -175,9 +183,11 @@ def write_split_jsonl(records: list[dict], path: str, model, tokenizer, encoder:
         trim_to = encoder if options.trim_focal else None
         for start in range(0, len(records), options.batch_size):
             batch = records[start : start + options.batch_size]
+            retrieved = [retriever(start + offset, record) for offset, record in enumerate(batch)] \
+                if retriever is not None and model is not None else None
             outputs = teacher_outputs(model, tokenizer, encoder, batch, options.bits, num_beams,
-                                      options.pad_to_max_length, device, options.topk, options.focal_field) \
-                if model is not None else [None] * len(batch)
+                                      options.pad_to_max_length, device, options.topk, options.focal_field,
+                                      retrieved) if model is not None else [None] * len(batch)
             for record, output in zip(batch, outputs):
                 line = _output_record(record, options.focal_field, trim_to)
                 if output is not None:
