@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         reset_peak_rss()
         seconds = statistics.median(step() for _ in range(args.rounds))
         results[mode] = (seconds, peak_rss_mb())
-        del optimizer
     print(f"student {args.student}, teacher {args.teacher}, V {args.vocab_size}, batch {args.batch_size} x source "
           f"{args.source_length} x target {args.target_length}, CPU, {torch.get_num_threads()} threads, median of "
           f"{args.rounds} step(s)")

@@ -62,16 +62,16 @@ def hidden_state_loss(model: StudentWithProjection, rows: int, teacher_encoder: 
     """The distance of the first `rows` records of the model's last forward to the teacher's states.
 
     teacher_encoder (B, S, d_t), teacher_decoder (B, L, d_t); attention_mask (B, S); labels (B, L).
-    Both layers: the mean of the two distances.
+    Both layers: the mean of the two distances. States are compared in float32 (outside autocast).
     """
     student_encoder, student_decoder = model.last_states
     model.last_states = None  # the graph is the loss's now
     terms = []
     if layers in ("encoder", "both") and student_encoder is not None:
-        terms.append(state_distance(model.projection(student_encoder[:rows]), teacher_encoder,
+        terms.append(state_distance(model.projection(student_encoder[:rows].float()), teacher_encoder,
                                     attention_mask.bool(), kind))
     if layers in ("decoder", "both"):
         length = labels.size(1)
-        terms.append(state_distance(model.projection(student_decoder[:rows, :length]), teacher_decoder[:, :length],
-                                    labels != IGNORE_INDEX, kind))
+        projected = model.projection(student_decoder[:rows, :length].float())  # (B, L, d_t)
+        terms.append(state_distance(projected, teacher_decoder[:, :length], labels != IGNORE_INDEX, kind))
     return torch.stack(terms).mean()

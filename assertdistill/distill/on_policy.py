@@ -89,7 +89,8 @@ def sample_targets(student: torch.nn.Module, input_ids: torch.Tensor, attention_
 def _stacked(batch: dict, label_sets: list[torch.Tensor]) -> dict:
     """The batch once per label set (B, L_i), the labels padded to one length: (kB, L')."""
     length = max(labels.size(1) for labels in label_sets)
-    padded = [torch.nn.functional.pad(labels, (0, length - labels.size(1)), value=IGNORE_INDEX) for labels in label_sets]
+    padded = [torch.nn.functional.pad(labels, (0, length - labels.size(1)), value=IGNORE_INDEX)
+              for labels in label_sets]
     copies = len(label_sets)
     stacked = dict(batch, input_ids=batch["input_ids"].repeat(copies, 1),
                    attention_mask=batch["attention_mask"].repeat(copies, 1), labels=torch.cat(padded))
@@ -189,7 +190,7 @@ class OnlineDistillation:
         return BatchLosses(total, hard, soft, text)
 
     def measure_stored_kl(self, loader, temperature: float, context) -> None:
-        """Set stored_kl: KL(stored || online) per position over every process's share of the loader (None: no logits)."""
+        """Set stored_kl: KL(stored || online) per position over every process's share (None: no stored logits)."""
         shares = context.gather(stored_vs_online(self.teacher, loader, temperature))
         total, positions = sum(share[0] for share in shares), sum(share[1] for share in shares)
         self.stored_kl = total / positions if positions else None

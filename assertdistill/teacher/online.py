@@ -123,10 +123,9 @@ def teacher_rows(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
     The rows are float32 logits with scale 1 and zero point 0, so dequantizing them is the identity.
     """
-    mask = labels[:, : logits.size(1)] != IGNORE_INDEX  # (B, L)
+    mask = labels != IGNORE_INDEX  # (B, L)
     rows = logits[mask]  # (N, V)
     ones = torch.ones(rows.size(0), device=rows.device)
-    mask = F.pad(mask, (0, labels.size(1) - mask.size(1)), value=False)
     return {"teacher_values": rows, "teacher_scale": ones, "teacher_zero_point": torch.zeros_like(ones),
             "teacher_position_mask": mask}
 
