@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from test_distributed import check_replicas_identical, torchrun
 from test_resume import final_state, run_script
-from transformers import T5ForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM, T5ForConditionalGeneration
 from util import (
     assert_same_numbers,
     make_record,
@@ -201,8 +201,9 @@ def test_a_teacher_with_another_vocabulary_is_refused_in_one_line(tmp_path, caps
     argv = tiny_run_flags(tmp_path, student_dir, flags, **{"--teacher_model_name": str(tmp_path / "teacher"),
                                                            "--teacher_source": "online"})
     assert script.main(argv) != 0
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "vocabulary" in error[0] and "student's tokenizer" in error[0]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"vocabulary of {len(tokenizer) + 10} tokens and the student {len(tokenizer)}" in last
+    assert "student's tokenizer" in last
 
 
 def test_on_policy_and_hidden_states_need_the_online_teacher(capsys):
@@ -217,11 +218,25 @@ def no_logits(tmp_path_factory):
     """A student, a wider teacher (its own weights) and an archive whose records carry no logits and no teacher text."""
     root = tmp_path_factory.mktemp("online")
     student_dir = save_tiny_model(str(root / "student"))
-    teacher_dir = save_tiny_model(str(root / "teacher"), d_model=48)
+    teacher_dir = save_tiny_model(str(root / "teacher"), seed=5, d_model=48)  # seed 5 writes text
     vocab = len(tiny_tokenizer())
     flags = write_archive(str(root / "d.zip"), records_as_lines(records_without_teacher(range(22), vocab)),
                           records_as_lines(records_without_teacher(range(50, 54), vocab)))
     return root, student_dir, teacher_dir, flags
+
+
+def teacher_predictions(teacher_dir: str, flags: dict) -> list[str]:
+    """The teacher's greedy predictions on the validation records, as tiny_run_flags's lengths encode them."""
+    tokenizer = tiny_tokenizer()
+    teacher = OnlineTeacher(AutoModelForSeq2SeqLM.from_pretrained(teacher_dir), CPU)
+    stream = DistillationStream(ArchiveSpec(flags["--distillation_data_path"], flags["--val_outer_zip_internal_path"],
+                                            flags["--val_inner_zip_jsonl_filename"]), InputEncoder(tokenizer, 64, 32),
+                                4, need_logits=False, require_teacher=False)
+    texts = []
+    for batch in make_loader(stream, 0, False):
+        if isinstance(batch, dict):
+            texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in teacher.texts(batch, "v", 1, 32)]
+    return texts
 
 
 ONLINE = {"--teacher_source": "online", "--lmbda": 0.5, "--hidden_state_weight": 0.5, "--divergence": "jsd",
@@ -249,7 +264,8 @@ def test_an_online_run_trains_on_an_archive_without_logits_and_records_its_setti
     card = (out / schema.FINAL_MODEL_DIRNAME / schema.MODEL_CARD_FILENAME).read_text()
     assert "| `--teacher_source` | `online` |" in card and "| `--lmbda` | `0.5` |" in card
     rows = [json.loads(line) for line in (out / schema.PREDICTIONS_FILENAME).read_text().splitlines()]
-    assert all(row[schema.ROW_TEACHER_PREDICTION] for row in rows)  # the teacher's own predictions, generated
+    expected = teacher_predictions(teacher_dir, flags)  # the records have none: the teacher's own, generated
+    assert [row[schema.ROW_TEACHER_PREDICTION] for row in rows] == expected and any(expected)
     # The projection (student 32 wide, teacher 48) is in the checkpoints, not in the saved student.
     weights = load_file(str(out / schema.FINAL_MODEL_DIRNAME / "model.safetensors"))
     assert not [name for name in weights if "projection" in name]
