@@ -206,11 +206,13 @@ def test_a_teacher_with_another_vocabulary_is_refused_in_one_line(tmp_path, caps
     assert "student's tokenizer" in last
 
 
-def test_on_policy_and_hidden_states_need_the_online_teacher(capsys):
+def test_on_policy_and_hidden_states_need_the_online_teacher(no_logits, capsys):
+    root, student_dir, teacher_dir, flags = no_logits
     for flag in ("--lmbda", "--hidden_state_weight"):
-        with pytest.raises(SystemExit):
-            script.parse_args([flag, "0.5"])
-        assert flag in capsys.readouterr().err
+        argv = tiny_run_flags(root, student_dir, flags, **{flag: 0.5, "--output_dir": str(root / "refused")})
+        assert script.main(argv) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--lmbda and --hidden_state_weight need --teacher_source online" in last
 
 
 @pytest.fixture(scope="module")

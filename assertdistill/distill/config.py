@@ -200,9 +200,6 @@ class RunConfig:
         problems = [problem for spec in SETTINGS if (problem := spec.problem(getattr(self, spec.name)))]
         if problems:
             raise SettingError(problems[0])
-        if self.teacher_source != "online" and (self.lmbda > 0 or self.hidden_state_weight > 0):
-            raise SettingError("--lmbda and --hidden_state_weight need --teacher_source online (the archive holds no "
-                               "teacher scores of the student's samples, nor hidden states)")
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RunConfig:

@@ -34,6 +34,7 @@ from ..teacher.online import (
     stored_vs_online_kl,
     teacher_rows,
 )
+from .config import SettingError
 from .forward import BatchLosses, student_logits_for
 from .hidden_states import StudentWithProjection, hidden_state_loss
 from .loss import DistillationLoss
@@ -98,6 +99,13 @@ def _stacked(batch: dict, label_sets: list[torch.Tensor]) -> dict:
         states = batch["encoder_outputs"].last_hidden_state  # (B, S, d)
         stacked["encoder_outputs"] = BaseModelOutput(last_hidden_state=states.repeat(copies, 1, 1))
     return stacked
+
+
+def check_online_settings(config) -> None:
+    """Refuse --lmbda or --hidden_state_weight without --teacher_source online, in one line."""
+    if config.teacher_source != "online" and (config.lmbda > 0 or config.hidden_state_weight > 0):
+        raise SettingError("--lmbda and --hidden_state_weight need --teacher_source online (the archive holds no "
+                           "teacher scores of the student's samples, nor hidden states)")
 
 
 def load_online_teacher(config, student: torch.nn.Module, tokenizer, device: torch.device) -> OnlineTeacher:

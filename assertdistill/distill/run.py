@@ -71,12 +71,12 @@ from ..runtime.distributed import DistributedContext, init_distributed, shutdown
 from ..runtime.locking import output_dir_lock
 from ..runtime.rng import rng_state, set_rng_state, set_seed
 from .checkpoint import RUN_KEY, CheckpointError, checkpoint_to_resume, checkpoints_in, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, SettingError
 from .evaluation import evaluate
 from .forward import batch_losses
 from .loss import DistillationLoss, TemperatureSchedule
 from .model_card import write_model_cards
-from .on_policy import OnlineDistillation, is_on_policy_step, load_online_teacher
+from .on_policy import OnlineDistillation, check_online_settings, is_on_policy_step, load_online_teacher
 from .report import final_lines
 from .summary import (
     append_metrics_line,
@@ -90,7 +90,7 @@ from .summary import (
 from .training import Trainer, TrainingError, make_loader, steps_per_epoch
 
 PROJECTION_KEY = "hidden_state_projection"  # a checkpoint's tensors of the hidden-state projection
-USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
+USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError, SettingError)
 
 
 @dataclass
@@ -273,6 +273,7 @@ def prepare_run(state: RunState) -> dict | None:
 def load_models(state: RunState) -> None:
     """The tokenizer and the student on the device; the student's and the teacher's sizes."""
     config = state.config
+    check_online_settings(config)
     state.tokenizer = load_tokenizer(config.tokenizer_name or config.student_model_name)
     state.student = load_student(config.student_model_name, config.student_from_scratch).to(state.device)
     state.student_size = model_size_mb(state.student)
