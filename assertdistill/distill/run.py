@@ -73,7 +73,6 @@ from ..runtime.rng import rng_state, set_rng_state, set_seed
 from .checkpoint import RUN_KEY, CheckpointError, checkpoint_to_resume, checkpoints_in, save_checkpoint
 from .config import RunConfig, SettingError
 from .evaluation import evaluate
-from .forward import batch_losses
 from .loss import DistillationLoss, TemperatureSchedule
 from .model_card import write_model_cards
 from .on_policy import OnlineDistillation, check_online_settings, is_on_policy_step, load_online_teacher
@@ -339,7 +338,7 @@ def set_up_training(state: RunState) -> None:
                                                  config.temperature_schedule, total_steps)
     state.trainer = Trainer(model, state.loss_fn, state.optimizer, state.scheduler, device,
                             config.gradient_accumulation_steps, config.max_grad_norm, config.precision,
-                            config.log_steps, context, losses=state.online or batch_losses)
+                            config.log_steps, context, losses=state.online)
     if state.online is not None:
         state.online.step_source = lambda: state.trainer.global_step
         print(f"Online teacher: lmbda {config.lmbda}, hidden states weight {config.hidden_state_weight}")
