@@ -291,9 +291,10 @@ def open_data(state: RunState) -> None:
     config, context = state.config, state.context
     encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length)
     archive_teacher = state.online is None  # an online teacher needs neither stored logits nor stored texts
+    require_teacher = archive_teacher and not config.allow_records_without_teacher
     stream_options = dict(encoder=encoder, need_logits=archive_teacher and config.alpha_kl_loss_weight > 0,
                           focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
-                          rank=context.rank, require_teacher=archive_teacher and not config.allow_records_without_teacher,
+                          rank=context.rank, require_teacher=require_teacher,
                           world_size=context.world_size, teacher_text_targets=config.teacher_text_weight > 0)
     state.train_stream = DistillationStream(
         ArchiveSpec(config.distillation_data_path, config.train_outer_zip_internal_path,
