@@ -165,6 +165,9 @@ AVG_INFERENCE_TIME_PER_SAMPLE_MS = "avg_inference_time_per_sample_ms"
 NUM_EVAL_SAMPLES = "num_eval_samples"  # records every student metric is averaged over
 NUM_EVAL_SAMPLES_WITH_TEACHER_PREDICTION = "num_eval_samples_with_teacher_prediction"  # ... with a teacher prediction
 STUDENT_SHARE_OF_TEACHER_ACCURACY = "student_share_of_teacher_accuracy"  # accuracy s_vs_gt / t_vs_gt
+# --teacher_source online, when the validation records hold compressed_logits: mean over their positions of
+# KL(stored || online teacher) at the run's T (the archive's storage loss, if the teacher is the archive's)
+TEACHER_STORED_VS_ONLINE_KL = "teacher_stored_vs_online_kl"
 
 # --best_model_metric's choices: the thesis's (student vs teacher against the str() of a list-valued teacher
 # prediction), then this suite's: student vs teacher with the teacher's lines joined, and strict matches.
@@ -200,6 +203,8 @@ TRAIN_HARD_LOSS = "hard_loss"
 TRAIN_SOFT_LOSS = "soft_loss"
 TRAIN_TEACHER_TEXT_LOSS = "teacher_text_loss"  # only with --teacher_text_weight > 0
 TRAIN_TEMPERATURE = "epoch_end_temperature"  # T after the epoch's last step; only with --temperature_final
+TRAIN_TEACHER_SOURCE = "teacher_source"  # "online"; only with --teacher_source online
+TRAIN_ON_POLICY_STEPS = "on_policy_steps"  # the epoch's optimizer steps on the student's samples; only online
 TRAIN_LEARNING_RATE = "learning_rate"  # at the epoch's end
 TRAIN_OPTIMIZER_STEPS = "optimizer_steps"
 TRAIN_SKIPPED_NONFINITE_STEPS = "skipped_nonfinite_steps"

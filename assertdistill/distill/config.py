@@ -20,6 +20,7 @@ from ..model.attention import CHOICES as ATTENTION_CHOICES
 from ..model.decoding import DecodingSettings
 from .divergences import CHOICES as DIVERGENCE_CHOICES
 from .divergences import DEFAULT_DIVERGENCE, DEFAULT_JSD_BETA, DEFAULT_SKEW_LAMBDA
+from .hidden_states import HIDDEN_STATE_LAYERS, HIDDEN_STATE_LOSSES
 from .loss import TEMPERATURE_SCHEDULES
 from .scalars import REPORT_TO_CHOICES
 
@@ -101,7 +102,8 @@ class RunConfig:
         "line is skipped unread and counted as too_large (a ZIP bomb cannot fill the memory)", minimum=1)
     # models
     teacher_model_name: str = setting(
-        THESIS_TEACHER, MODELS, "teacher Hugging Face id or local directory; only its config is read (for its size)")
+        THESIS_TEACHER, MODELS, "teacher Hugging Face id or local directory; with --teacher_source archive only its "
+        "config is read (for its size), with online the model is loaded and run")
     student_model_name: str = setting(
         THESIS_STUDENT, MODELS, "student Hugging Face id or local directory (T5 family)", resume_must_match=True)
     tokenizer_name: str | None = setting(None, MODELS, "tokenizer id or directory; default: the student's")
@@ -144,6 +146,28 @@ class RunConfig:
     teacher_text_weight: float = setting(
         0.0, TRAINING, "w: adds w * CE on the teacher's predicted text (sequence-level KD; the student runs on the "
         "batch twice over when > 0)", resume_must_match=True, minimum=0)
+    # the online teacher (docs/LOSSES.md, "The online teacher"); every one of these needs --teacher_source online
+    teacher_source: str = setting(
+        "archive", MODELS, "where the teacher's logits come from: archive = the records' compressed_logits (the "
+        "thesis); online = --teacher_model_name run on each batch (frozen, eval mode; bf16/fp16 on a GPU with "
+        "--precision), so records need no compressed_logits", resume_must_match=True, choices=("archive", "online"))
+    lmbda: float = setting(
+        0.0, TRAINING, "on-policy distillation (GKD's lmbda): the share of optimizer steps whose soft term is taken on "
+        "the student's own sampled outputs, scored by the online teacher (the hard CE stays on the ground truth); "
+        "0 = off", resume_must_match=True, minimum=0, maximum=1)
+    student_sampling_temperature: float = setting(
+        1.0, TRAINING, "temperature of the student's sampling on on-policy steps (1 = its own distribution); the "
+        "samples are at most --student_max_tgt_length tokens", resume_must_match=True, above=0)
+    hidden_state_weight: float = setting(
+        0.0, TRAINING, "adds this weight x the distance between the student's and the online teacher's last hidden "
+        "states (through a learned linear projection when the widths differ; saved in checkpoints, not in the "
+        "student); 0 = off", resume_must_match=True, minimum=0)
+    hidden_state_loss: str = setting(
+        "mse", TRAINING, "the hidden-state distance: mse = mean squared difference, cosine = 1 - cosine similarity, "
+        "per position", resume_must_match=True, choices=HIDDEN_STATE_LOSSES)
+    hidden_state_layers: str = setting(
+        "both", TRAINING, "whose hidden states --hidden_state_weight compares: the encoder's last layer, the "
+        "decoder's, or both (their mean)", resume_must_match=True, choices=HIDDEN_STATE_LAYERS)
     temperature_final: float | None = setting(
         None, TRAINING, "T at the last optimizer step; T moves from --temperature to it along --temperature_schedule "
         "(default: T stays --temperature)", resume_must_match=True, above=0)

@@ -140,7 +140,8 @@ class DistillationLoss(torch.nn.Module):
 
     def fused(self, student_logits: torch.Tensor, hard_labels: torch.Tensor, teacher_values: torch.Tensor | None,
               teacher_scale: torch.Tensor | None, teacher_zero_point: torch.Tensor | None,
-              teacher_position_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              teacher_position_mask: torch.Tensor | None,
+              alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, hard, soft) as hard_loss + soft_loss_from_rows give them, in one chunked pass.
 
         student_logits (B, L, Vs); hard_labels (B, L); teacher_values (N, Vt) codes or floats at the N
@@ -148,13 +149,15 @@ class DistillationLoss(torch.nn.Module):
         with teacher_scale and teacher_zero_point (N,). Rows are read a chunk at a time, so neither a
         float32 copy of the logits nor their log-softmax is kept; the gradient of total is formed in the
         same pass (its backward runs once). hard and soft are returned detached, for logging.
+        alpha overrides self.alpha for this call (on_policy: 1.0, the soft term alone).
         """
-        if teacher_values is not None and self.alpha > 0:
+        alpha = self.alpha if alpha is None else alpha
+        if teacher_values is not None and alpha > 0:
             self._common_vocab(student_logits.size(-1), teacher_values.size(-1))
             teacher = (teacher_values, teacher_scale, teacher_zero_point, teacher_position_mask)
         else:
             teacher = None
-        return _FusedDistillation.apply(student_logits, hard_labels, teacher, self.temperature, self.alpha,
+        return _FusedDistillation.apply(student_logits, hard_labels, teacher, self.temperature, alpha,
                                         self.divergence, self.parameter)
 
     def text_loss(self, student_logits: torch.Tensor, text_labels: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ from .summary import write_text_atomic
 
 TAGS = ("t5", "knowledge-distillation", "code", "java", "junit", "assertion-generation")
 CARD_FLAGS = ("distillation_data_path", "epochs", "batch_size", "learning_rate", "alpha_kl_loss_weight", "temperature",
-              "student_max_src_length", "student_max_tgt_length", "num_beams", "seed", "precision")
+              "student_max_src_length", "student_max_tgt_length", "num_beams", "seed", "precision", "divergence",
+              "teacher_source", "lmbda", "student_sampling_temperature", "hidden_state_weight")
 # (label, student-vs-truth key, teacher-vs-truth key, student-vs-teacher key)
 ROWS = [(name, metric_key(metric, S_VS_GT_SCRIPT1), metric_key(metric, T_VS_GT_SCRIPT1),
          metric_key(metric, S_VS_T_CORRECTED)) for name, metric in

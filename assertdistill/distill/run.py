@@ -46,7 +46,10 @@ from ..core.schema import (
     SUMMARY_FILENAME,
     T_VS_GT,
     T_VS_GT_SCRIPT1,
+    TEACHER_STORED_VS_ONLINE_KL,
     TENSORBOARD_DIRNAME,
+    TRAIN_ON_POLICY_STEPS,
+    TRAIN_TEACHER_SOURCE,
     TRAIN_TEACHER_TEXT_LOSS,
     TRAIN_TEMPERATURE,
     TRAINING_ARGS_BEST_FILENAME,
@@ -75,10 +78,11 @@ from ..runtime.distributed import DistributedContext, init_distributed, shutdown
 from ..runtime.locking import output_dir_lock
 from ..runtime.rng import rng_state, set_rng_state, set_seed
 from .checkpoint import RUN_KEY, CheckpointError, checkpoint_to_resume, checkpoints_in, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, SettingError
 from .evaluation import evaluate
 from .loss import DistillationLoss, TemperatureSchedule
 from .model_card import write_model_cards
+from .on_policy import OnlineDistillation, check_online_settings, is_on_policy_step, load_online_teacher
 from .report import final_lines
 from .scalars import ScalarLog
 from .summary import (
@@ -92,7 +96,8 @@ from .summary import (
 )
 from .training import Trainer, TrainingError, make_loader, steps_per_epoch
 
-USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError)
+PROJECTION_KEY = "hidden_state_projection"  # a checkpoint's tensors of the hidden-state projection
+USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError, SettingError)
 
 
 @dataclass
@@ -108,6 +113,7 @@ class RunState:
     student: torch.nn.Module | None = None  # the plain module: generation and saving use it
     student_size: float = 0.0  # MiB of trainable parameters
     teacher_size: float | None = None  # MiB; None when the teacher's config cannot be read
+    online: OnlineDistillation | None = None  # --teacher_source online: the teacher and its losses
     # data (run.open_data)
     train_stream: DistillationStream | None = None
     val_stream: DistillationStream | None = None
@@ -295,12 +301,16 @@ def naming_the_flag(flag: str):
 def load_models(state: RunState) -> None:
     """The tokenizer and the student on the device; the student's and the teacher's sizes."""
     config = state.config
+    check_online_settings(config)
     with naming_the_flag("--tokenizer_name" if config.tokenizer_name else "--student_model_name"):
         state.tokenizer = load_tokenizer(config.tokenizer_name or config.student_model_name)
     with naming_the_flag("--student_model_name"):
         state.student = load_student(config.student_model_name, config.student_from_scratch).to(state.device)
     state.student_size = model_size_mb(state.student)
     state.teacher_size = teacher_size_mb(config.teacher_model_name)
+    if config.teacher_source == "online":
+        teacher = load_online_teacher(config, state.student, state.tokenizer, state.device)
+        state.online = OnlineDistillation(teacher, state.student, state.tokenizer, config, state.context.rank)
     print(f"Student: {config.student_model_name} ({state.student_size:.2f} MB, "
           f"vocabulary {state.student.config.vocab_size})")
     print(f"Teacher: {config.teacher_model_name} "
@@ -312,9 +322,11 @@ def open_data(state: RunState) -> None:
     config, context = state.config, state.context
     encoder = InputEncoder(state.tokenizer, config.student_max_src_length, config.student_max_tgt_length,
                            config.retrieval_augment)
-    stream_options = dict(encoder=encoder, need_logits=config.alpha_kl_loss_weight > 0,
+    archive_teacher = state.online is None  # an online teacher needs neither stored logits nor stored texts
+    require_teacher = archive_teacher and not config.allow_records_without_teacher
+    stream_options = dict(encoder=encoder, need_logits=archive_teacher and config.alpha_kl_loss_weight > 0,
                           focal_field=config.focal_content_field_name, seed=config.seed, strict=config.strict_data,
-                          rank=context.rank, require_teacher=not config.allow_records_without_teacher,
+                          rank=context.rank, require_teacher=require_teacher,
                           world_size=context.world_size, teacher_text_targets=config.teacher_text_weight > 0)
     state.train_stream = DistillationStream(
         ArchiveSpec(config.distillation_data_path, config.train_outer_zip_internal_path,
@@ -326,7 +338,14 @@ def open_data(state: RunState) -> None:
                     config.val_inner_zip_jsonl_filename, config.val_jsonl_is_gzipped, config.max_record_bytes),
         batch_size=config.eval_batch_size, max_records=config.max_eval_samples, **stream_options)
     state.retrieval_index = attach_retrievers(state.train_stream, state.val_stream, config.retrieval_augment,
-                                              require_teacher=not config.allow_records_without_teacher)
+                                              require_teacher=require_teacher)
+    if state.online is not None:  # how far the archive's stored logits (where records hold them) are from the teacher
+        stored = DistillationStream(state.val_stream.spec, batch_size=config.eval_batch_size,
+                                    max_records=config.max_eval_samples, **dict(stream_options, need_logits=True))
+        try:
+            state.online.measure_stored_kl(make_loader(stored, 0, False), config.temperature, context)
+        finally:
+            stored.close()
 
 
 def set_up_training(state: RunState) -> None:
@@ -340,7 +359,11 @@ def set_up_training(state: RunState) -> None:
     state.train_loader = make_loader(train_stream, config.num_dataloader_workers, pin_memory)
     state.val_loader = make_loader(val_stream, config.num_dataloader_workers, pin_memory)
     state.loss_fn = DistillationLoss.from_config(config)
-    state.optimizer = make_optimizer(state.student, config.learning_rate, config.weight_decay, device)
+    model = training_model(state)
+    if state.online is not None:  # with --hidden_state_weight: the student and its projection, trained together
+        model = state.online.wrap(model)
+        context.broadcast_module(model)
+    state.optimizer = make_optimizer(model, config.learning_rate, config.weight_decay, device)
     records_per_process = math.ceil(len(train_stream) / context.world_size)
     total_steps = steps_per_epoch(records_per_process, config.batch_size,
                                   config.gradient_accumulation_steps) * config.epochs
@@ -348,9 +371,12 @@ def set_up_training(state: RunState) -> None:
                                                       total_steps)
     state.loss_fn.schedule = TemperatureSchedule(config.temperature, config.temperature_final,
                                                  config.temperature_schedule, total_steps)
-    state.trainer = Trainer(training_model(state), state.loss_fn, state.optimizer, state.scheduler, device,
+    state.trainer = Trainer(model, state.loss_fn, state.optimizer, state.scheduler, device,
                             config.gradient_accumulation_steps, config.max_grad_norm, config.precision,
-                            config.log_steps, context)
+                            config.log_steps, context, losses=state.online)
+    if state.online is not None:
+        state.online.step_source = lambda: state.trainer.global_step
+        print(f"Online teacher: lmbda {config.lmbda}, hidden states weight {config.hidden_state_weight}")
     batch, accumulation = config.batch_size, config.gradient_accumulation_steps
     print(f"Training {config.epochs} epochs, {total_steps} optimizer steps, alpha {config.alpha_kl_loss_weight}, "
           f"T {describe_temperature(config)}, {config.divergence}, effective batch {batch * accumulation} "
@@ -381,6 +407,8 @@ def resume(state: RunState, checkpoint: dict) -> None:
     back to match. A mid-epoch checkpoint's random state waits until its batches are skipped again."""
     saved = checkpoint[RUN_KEY]
     state.student.load_state_dict(checkpoint["model"])
+    if PROJECTION_KEY in checkpoint:
+        state.trainer.model.projection.load_state_dict(checkpoint[PROJECTION_KEY])
     state.trainer.load_state_dict(checkpoint["trainer"])
     state.history, state.best_value = saved["history"], saved["best_value"]
     state.final_results, state.final_records = saved["final_results"], saved["final_records"]
@@ -429,6 +457,11 @@ def loss_extras(state: RunState, result) -> dict:
         extras[TRAIN_TEACHER_TEXT_LOSS] = result.teacher_text_loss
     if state.config.temperature_final is not None:
         extras[TRAIN_TEMPERATURE] = state.loss_fn.at_step(state.trainer.global_step)
+    if state.online is not None:
+        config, end = state.config, state.trainer.global_step
+        extras[TRAIN_TEACHER_SOURCE] = config.teacher_source
+        extras[TRAIN_ON_POLICY_STEPS] = sum(is_on_policy_step(config.seed, step, config.lmbda)
+                                            for step in range(end - result.optimizer_steps, end))
     return extras
 
 
@@ -436,10 +469,13 @@ def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
     """Evaluate the student on the validation stream (gathered over processes); returns its metrics."""
     config, context = state.config, state.context
     state.loss_fn.at_step(state.trainer.global_step)  # the soft loss at the temperature training has reached
-    evaluation = evaluate(state.student, state.tokenizer, state.val_loader, len(state.val_stream), state.loss_fn,
+    loader = state.val_loader if state.online is None else state.online.evaluation_batches(state.val_loader)
+    evaluation = evaluate(state.student, state.tokenizer, loader, len(state.val_stream), state.loss_fn,
                           state.device, config.decoding(), config.precision,
                           show_example=context.is_main, gather=context.gather if context.enabled else None)
     state.final_results, state.eval_data, state.final_records = evaluation.metrics, evaluation.data, evaluation.records
+    if state.online is not None and state.online.stored_kl is not None:
+        state.final_results[TEACHER_STORED_VS_ONLINE_KL] = state.online.stored_kl
     _print_eval(f"Epoch {epoch + 1} eval:", state.final_results)
     state.scalars.evaluation(state.trainer.global_step, state.final_results)
     print(f"  validation data: {state.eval_data.describe()}")
@@ -481,8 +517,10 @@ def save_run(state: RunState, epoch: int, epoch_finished: bool) -> None:
            "final_records": state.final_records, "train_data": vars(state.train_data),
            "eval_data": vars(state.eval_data), "elapsed_seconds": time.time() - state.started,
            "args": state.config.as_flags()}
-    path = save_checkpoint(state.config.output_dir, state.trainer.global_step,
-                           {"model": state.student.state_dict(), "trainer": trainer_state, "rng": rng},
+    tensors = {"model": state.student.state_dict(), "trainer": trainer_state, "rng": rng}
+    if hasattr(state.trainer.model, "projection"):  # --hidden_state_weight's projection: checkpoints only
+        tensors[PROJECTION_KEY] = state.trainer.model.projection_state()
+    path = save_checkpoint(state.config.output_dir, state.trainer.global_step, tensors,
                            to_json_compatible(run), state.config.save_total_limit)
     print(f"  checkpoint: {path}")
 

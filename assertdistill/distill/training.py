@@ -109,8 +109,9 @@ class Trainer:
 
     def __init__(self, model, loss_fn: DistillationLoss, optimizer, scheduler, device: torch.device,
                  gradient_accumulation_steps: int = 1, max_grad_norm: float = 1.0, precision: str = "fp32",
-                 log_steps: int = 50, context: DistributedContext | None = None):
+                 log_steps: int = 50, context: DistributedContext | None = None, losses=None):
         self.model = model
+        self.losses = losses  # (model, batch, loss_fn, precision) -> BatchLosses; None: forward.batch_losses
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -208,7 +209,7 @@ class Trainer:
             counters.batches_seen += 1
             batch = move_batch(item, self.device)
             self.loss_fn.at_step(self.global_step)  # --temperature_final's schedule
-            losses = batch_losses(self.model, batch, self.loss_fn, self.precision)
+            losses = (self.losses or batch_losses)(self.model, batch, self.loss_fn, self.precision)
             total = losses.total
             progress.update(batch["input_ids"].size(0))
             finite = bool(torch.isfinite(total))
