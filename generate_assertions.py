@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source_root", default=None,
                         help="where focal classes are looked up; default: the test file's src/main/java")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="torch: the float32 student; int8: torch dynamic int8 (an int8 export is int8 always)")
+                        help="torch: the float32 student; int8: torch dynamic int8 (an int8 export is int8 always); bf16: bf16 weights "
+                             "where the CPU has AVX512-BF16 or AMX (else float32, said once)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per placeholder instead of a diff")
     parser.add_argument("--in_place", action="store_true", help="rewrite the files (atomically) instead of a diff")
     parser.add_argument("--mask_existing", action="store_true",
