@@ -4,9 +4,11 @@ Every pipeline runs in its own subprocess on the same generated archive (full-si
 blocks) and the same model shapes (CodeT5-small and a tiny T5; on a GPU CodeT5-small and -base).
 The last lines printed are, at CodeT5-small shape, `eval_speedup=<x>` (eval loss + generation,
 beam 4), `end_to_end_speedup=<x>` (one epoch + one evaluation), `mfu=<fraction>` (the suite's
-training step) and, last, `speedup_vs_thesis=<x>` (training samples/s, suite / thesis). On a CPU with bf16 instructions (AVX512-BF16, AMX) the suite is also
-measured with --precision bf16, and `bf16_train_speedup=<x>` (bf16 step / fp32 step, same run) and
-`bf16_speedup_vs_thesis=<x>` come before those lines. See docs/PERFORMANCE.md.
+training step) and, last, `speedup_vs_thesis=<x>` (training samples/s, suite / thesis). On a CPU
+with bf16 instructions (AVX512-BF16, AMX) the suite is also measured with --precision bf16, and
+`matrix_features=`, `bf16_train_speedup=<x>` (bf16 step / fp32 step, same run),
+`bf16_speedup_vs_thesis=<x>`, `bf16_eval_speedup=` and `bf16_mfu=` come before those lines (the
+matrix features also without bf16). See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
