@@ -1,12 +1,13 @@
 """Per-method CPU latency, size on disk and int8 accuracy of a student, one method (batch 1) at a time.
 
-Three ways of generating each method's assertions, at beam 1 and 4: model.generate on the student as
+Four ways of generating each method's assertions, at beam 1 and 4: model.generate on the student as
 loaded (transformers' default attention), this suite's decoder (generation.generate, what script.py's
-evaluation and generate_assertions.py run) on float32 weights, and the same decoder on torch dynamic
-int8 weights (saved_student.quantize_int8). Reported: p50 / p95 milliseconds per method (encoder
-included), the texts' agreement, size on disk, and with --model_dir (a trained student on the demo's
-validation split) accuracy / similarity / strict match of int8 against float32 with
-statistics.paired_test. Run as `python -m benchmarks.deploy --model_dir DIR` (see docs/PERFORMANCE.md).
+evaluation and generate_assertions.py run) on float32 weights, the same decoder on torch dynamic
+int8 weights (saved_student.quantize_int8, oneDNN's engine where the CPU has VNNI/AMX) and on bf16
+weights (generate_assertions.py --backend bf16; float32 where the CPU has no bf16 instructions).
+Reported: p50 / p95 milliseconds per method (encoder included), the texts' agreement, size on disk,
+and with --model_dir (a trained student on the demo's validation split) accuracy / similarity /
+strict match of int8 and of bf16 against float32 with statistics.paired_test. Run as `python -m benchmarks.deploy --model_dir DIR` (see docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -30,24 +31,27 @@ from assertdistill.data.encoding import InputEncoder
 from assertdistill.deploy.saved_student import INT8_WEIGHTS, export_int8, load_saved_student, quantize_int8
 from assertdistill.model import generation
 from assertdistill.model.models import configure_training_kernels
+from assertdistill.model.precision import inference_model
 from assertdistill.scoring.registry import record_metrics
 from assertdistill.scoring.statistics import paired_test
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import StopAtTargetLength, target_lengths
 from benchmarks.measure import SHAPES, make_model
 
-WAYS = ("generate", "suite", "int8")  # model.generate fp32, the suite's decoder fp32, the suite's decoder int8
+WAYS = ("generate", "suite", "int8", "bf16")  # model.generate fp32; the suite's decoder fp32, int8, bf16
+LOW_PRECISION = ("int8", "bf16")  # compared with the suite's fp32 decoder
 PAIRED = (("accuracy", record_key(ACCURACY, S_VS_GT_SCRIPT1), False),  # (label, per-record metric, 0/1 score)
           ("similarity", record_key(SIMILARITY_AVG, S_VS_GT_SCRIPT1), False),
           ("strict exact match", strict_key(S_VS_GT), True))
 
 
 def models_for(model) -> dict:
-    """The three ways' models: the student as loaded, with the suite's attention, and that one in int8."""
+    """The ways' models: the student as loaded, with the suite's attention, and that one in int8 and in bf16."""
     plain = model.eval()
     suite = copy.deepcopy(plain)
     configure_training_kernels(suite, "auto", torch.device("cpu"))
-    return {"generate": plain, "suite": suite, "int8": quantize_int8(copy.deepcopy(suite))}
+    return {"generate": plain, "suite": suite, "int8": quantize_int8(copy.deepcopy(suite)),
+            "bf16": inference_model(suite, "bf16", torch.device("cpu"))}
 
 
 def methods_of(stream: DistillationStream, limit: int | None) -> list[dict]:
@@ -120,23 +124,25 @@ def measure(model, tokenizer, methods: list[dict], beams: tuple[int, ...], max_l
         entry = {way: {key: value for key, value in ways[way].items() if key != "texts"} for way in WAYS}
         texts = {way: ways[way]["texts"] for way in WAYS}
         entry["suite_same_text_as_generate"] = sum(a == b for a, b in zip(texts["suite"], texts["generate"]))
-        entry["int8_same_text_as_fp32"] = sum(a == b for a, b in zip(texts["int8"], texts["suite"]))
         entry["speedup_vs_generate"] = ways["generate"]["mean_ms"] / ways["suite"]["mean_ms"]
-        if not stop_at_target:
-            entry["int8_vs_fp32"] = paired_int8_test(methods, texts["suite"], texts["int8"])
+        for way in LOW_PRECISION:
+            entry[f"{way}_same_text_as_fp32"] = sum(a == b for a, b in zip(texts[way], texts["suite"]))
+            entry[f"{way}_speedup_vs_fp32"] = ways["suite"]["mean_ms"] / ways[way]["mean_ms"]
+            if not stop_at_target:
+                entry[f"{way}_vs_fp32"] = paired_against_fp32(methods, texts["suite"], texts[way])
         results["beams"][str(num_beams)] = entry
     return results
 
 
-def paired_int8_test(methods: list[dict], fp32_texts: list[str], int8_texts: list[str]) -> dict:
-    """int8 minus float32 on the same records (statistics.paired_test): mean difference, 95% interval, p, test."""
+def paired_against_fp32(methods: list[dict], fp32_texts: list[str], other_texts: list[str]) -> dict:
+    """int8 or bf16 minus float32 on the same records (statistics.paired_test): means, difference, 95% interval, p."""
     rows = {name: [record_metrics(text, m["truth"], m["teacher"], m["teacher_script1"]) for m, text in
-                   zip(methods, texts)] for name, texts in (("fp32", fp32_texts), ("int8", int8_texts))}
+                   zip(methods, texts)] for name, texts in (("fp32", fp32_texts), ("other", other_texts))}
     tests = {}
     for label, key, binary in PAIRED:
-        fp32, int8 = (np.array([row[key] for row in rows[name]], dtype=np.float64) for name in ("fp32", "int8"))
-        result = paired_test(int8, fp32, binary=binary)
-        tests[label] = {"fp32": float(fp32.mean()), "int8": float(int8.mean()), "difference": result.difference,
+        fp32, other = (np.array([row[key] for row in rows[name]], dtype=np.float64) for name in ("fp32", "other"))
+        result = paired_test(other, fp32, binary=binary)
+        tests[label] = {"fp32": float(fp32.mean()), "other": float(other.mean()), "difference": result.difference,
                         "ci": [result.ci_low, result.ci_high], "p_value": result.p_value, "test": result.test}
     return tests
 
@@ -160,15 +166,19 @@ def figure_lines(results: dict, label: str) -> list[str]:
         timing = ", ".join(f"{way} p50 {entry[way]['p50_ms']:.1f} / p95 {entry[way]['p95_ms']:.1f} ms"
                            for way in WAYS)
         lines.append(f"  beam {beams}: {timing}; suite = generate's text for {entry['suite_same_text_as_generate']}"
-                     f"/{results['methods']}, int8 = fp32's for {entry['int8_same_text_as_fp32']}/{results['methods']}")
-        for name, test in entry.get("int8_vs_fp32", {}).items():
-            lines.append(f"    {name}: fp32 {test['fp32']:.4f}, int8 {test['int8']:.4f}, difference "
-                         f"{test['difference']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
-                         f"p {test['p_value']:.3f} ({test['test']})")
+                     f"/{results['methods']}, int8 = fp32's for {entry['int8_same_text_as_fp32']}/{results['methods']}"
+                     f", bf16 = fp32's for {entry['bf16_same_text_as_fp32']}/{results['methods']}; latency fp32 / "
+                     f"bf16 {entry['bf16_speedup_vs_fp32']:.2f}x, fp32 / int8 {entry['int8_speedup_vs_fp32']:.2f}x")
+        for way in LOW_PRECISION:
+            for name, test in entry.get(f"{way}_vs_fp32", {}).items():
+                lines.append(f"    {name}: fp32 {test['fp32']:.4f}, {way} {test['other']:.4f}, difference "
+                             f"{test['difference']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
+                             f"p {test['p_value']:.3f} ({test['test']})")
     key = label.replace(" ", "_").replace("-", "_")
     for beams, entry in results["beams"].items():
         lines.append(f"{key}_decoder_speedup_beam{beams}={entry['speedup_vs_generate']:.2f}")
         lines.append(f"{key}_int8_p50_ms_beam{beams}={entry['int8']['p50_ms']:.2f}")
+        lines.append(f"{key}_bf16_latency_speedup_beam{beams}={entry['bf16_speedup_vs_fp32']:.2f}")
     lines.append(f"{key}_int8_size_ratio={results['int8_bytes'] / results['fp32_bytes']:.3f}")
     return lines
 
@@ -193,7 +203,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """A saved student on a validation split: the three ways' latencies, sizes, int8 vs fp32 paired tests."""
+    """A saved student on a validation split: the ways' latencies, sizes, int8 and bf16 vs fp32 paired tests."""
     args = parse_args(argv)
     from transformers import AutoModelForSeq2SeqLM
 

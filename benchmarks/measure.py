@@ -10,6 +10,7 @@ import time
 import torch
 
 from assertdistill.distill.summary import cpu_name
+from assertdistill.model.precision import cpu_has_bf16, cpu_matrix_features
 
 SHAPES = {  # T5 dimensions; vocabulary 32100 for both (CodeT5's)
     "codet5-small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6),
@@ -114,10 +115,11 @@ def median(values: list[float]) -> float:
 
 
 def machine() -> dict:
-    """CPU model, cores, torch threads, the math library torch uses, and the GPU when there is one."""
+    """CPU model, cores, torch threads, the math library torch uses, the CPU's matrix units, the GPU if any."""
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available()}
+            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "matrix_features": cpu_matrix_features(), "mkldnn_bf16": cpu_has_bf16()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from benchmarks.data import bench_tokenizer, write_bench_archive
 from benchmarks.deploy import figure_lines
+from assertdistill.model.precision import MATRIX_FEATURES
 from benchmarks.measure import FLOP_FORMULA, SHAPES, machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +36,7 @@ class Plan:
     max_source: int = 1024  # source token budget
     compile_shapes: tuple[str, ...] = ()  # shapes also trained with script.py --compile (torch.compile)
     device: str = "cpu"  # cpu or cuda: where models train and generate (the data path is always CPU)
-    precision: str = "fp32"  # bf16: on CUDA the suite is also measured under bf16 autocast (the thesis runs fp32)
+    precision: str = "fp32"  # bf16: the suite is also measured with --precision bf16 (the thesis runs fp32)
 
     def __post_init__(self):
         assert self.records >= (self.steps + 1) * self.batch_size, "too few records for the training steps"
@@ -91,7 +92,8 @@ def measure(plan: Plan, workdir: str, log=print) -> dict:
     results["matmul_flops_per_s"] = peaks["matmul_flops_per_s"]
     results["peak_flops_per_s"] = peaks["matmul_flops_per_s"]  # what MFU divides by
     results["peak_bf16_flops_per_s"] = peaks.get("matmul_bf16_flops_per_s")  # MFU of the bf16 runs
-    log(f"matmul: {results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s")
+    log(f"matmul: {results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s float32, "
+        f"{(results['peak_bf16_flops_per_s'] or 0) / 1e9:.1f} GFLOP/s bf16")
     if plan.device == "cpu":  # the data path and the codec run on the CPU whatever the device
         results["decode"] = run_worker("decode", archive_path, tokenizer_dir, **sizes)
         for pipeline in ("thesis", "suite"):
@@ -154,12 +156,13 @@ def format_table(results: dict) -> str:
              f"({info['torch_threads']} threads)" + (f"; GPU {info.get('gpu')}" if on_gpu else "")
              + f"; one 4096^3 float32 matmul on {plan['device']}: {peak / 1e9:.1f} GFLOP/s"
              + (f" (bf16: {results['peak_bf16_flops_per_s'] / 1e9:.1f})" if results.get("peak_bf16_flops_per_s") else ""),
+             f"CPU matrix features: {_features(info)}",
              f"data: {plan['records']} training + {plan['val_records']} validation records, T={plan['positions']} x "
              f"V={plan['vocab_size']} 8-bit teacher blocks, {plan['max_source']}-token sources, 20-80-token "
              f"training and 20-60-token validation targets; {results['archive']['jsonl_bytes'] / 1e6:.0f} MB "
              f"training JSONL in a {results['archive']['compressed_bytes'] / 1e6:.0f} MB deflated inner ZIP; "
              f"batch {plan['batch_size']}, eval batch {plan['eval_batch_size']}"
-             + ("; the suite also under bf16 autocast" if plan["precision"] == "bf16" else ""),
+             + ("; the suite also with --precision bf16" if plan["precision"] == "bf16" else ""),
              "", f"{'':50}{'thesis':>12}{'suite':>12}{'suite/thesis':>14}"]
 
     def row(name: str, thesis: float | None, suite: float | None, digits: int = 2, ratio: bool = True) -> None:
@@ -235,21 +238,35 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _features(info: dict) -> str:
+    """The machine's matrix flags and whether oneDNN runs bf16 natively (results of older benches: unknown)."""
+    if "matrix_features" not in info:
+        return "not recorded"
+    flags = ", ".join(info["matrix_features"]) or "none of " + ", ".join(MATRIX_FEATURES)
+    return f"{flags}; oneDNN bf16 {'native' if info['mkldnn_bf16'] else 'emulated (no bf16 instructions)'}"
+
+
 def _bf16_lines(results: dict, shape: str) -> list[str]:
-    """The suite under bf16 autocast (CUDA, --bf16), against the float32 thesis."""
+    """The suite with --precision bf16 (CPU: a bf16 weight copy; CUDA: autocast), against fp32 suite and thesis."""
     train, evaluation = results.get(f"train_{shape}_suite_bf16"), results.get(f"eval_{shape}_suite_bf16")
     if not train:
         return []
+    on_gpu = results["plan"]["device"] != "cpu"
+    memory, memory_name = ("peak_device_mb", "peak GPU memory") if on_gpu else ("peak_rss_mb", "peak RSS")
     thesis_train, thesis_eval = results[f"train_{shape}_thesis"], results[f"eval_{shape}_thesis"]
-    lines = [f"  suite with bf16 autocast: training {train['samples_per_s']:.3f} samples/s "
-             f"({_ratio(train['samples_per_s'], thesis_train['samples_per_s'])} the thesis), "
-             f"MFU {train['model_flops_per_s'] / results['peak_bf16_flops_per_s']:.1%} of the bf16 matmul peak, "
-             f"peak GPU memory {train['peak_device_mb']:.0f} MB"]
+    suite_train, suite_eval = results[f"train_{shape}_suite"], results[f"eval_{shape}_suite"]
+    lines = [f"  suite with --precision bf16: training {train['samples_per_s']:.3f} samples/s "
+             f"({_ratio(train['samples_per_s'], suite_train['samples_per_s'])} the fp32 suite, "
+             f"{_ratio(train['samples_per_s'], thesis_train['samples_per_s'])} the thesis), "
+             f"MFU {train['model_flops_per_s'] / results['peak_bf16_flops_per_s']:.1%} of the bf16 matmul peak "
+             f"(fp32 suite: {suite_train['model_flops_per_s'] / results['peak_flops_per_s']:.1%} of the fp32 peak), "
+             f"{memory_name} {train[memory]:.0f} MB"]
     for beams, result in evaluation.items():
         same, total = _same_texts(results, shape, beams, "suite_bf16")
-        lines.append(f"  suite with bf16 autocast, beam {beams}: {_rate(result):.3f} eval records/s "
-                     f"({_ratio(_rate(result), _rate(thesis_eval[beams]))} the thesis), peak GPU memory "
-                     f"{result['peak_device_mb']:.0f} MB, same text as the float32 thesis for {same}/{total} "
+        lines.append(f"  suite with --precision bf16, beam {beams}: {_rate(result):.3f} eval records/s "
+                     f"({_ratio(_rate(result), _rate(suite_eval[beams]))} the fp32 suite, "
+                     f"{_ratio(_rate(result), _rate(thesis_eval[beams]))} the thesis), {memory_name} "
+                     f"{result[memory]:.0f} MB, same text as the float32 thesis for {same}/{total} "
                      f"records (bf16 rounding may change a few)")
     return lines
 
@@ -281,11 +298,18 @@ def figures(results: dict) -> dict:
     evaluation = {name: results[f"eval_{shape}_{name}"][beams] for name in ("thesis", "suite")}
     seconds = {name: plan["records"] / train[name]["samples_per_s"] + plan["val_records"] / _rate(evaluation[name])
                for name in ("thesis", "suite")}
-    return {"shape": shape,
-            "speedup_vs_thesis": train["suite"]["samples_per_s"] / train["thesis"]["samples_per_s"],
-            "eval_speedup": _rate(evaluation["suite"]) / _rate(evaluation["thesis"]),
-            "end_to_end_speedup": seconds["thesis"] / seconds["suite"], "end_to_end_seconds": seconds,
-            "mfu": train["suite"]["model_flops_per_s"] / results["peak_flops_per_s"]}
+    result = {"shape": shape,
+              "speedup_vs_thesis": train["suite"]["samples_per_s"] / train["thesis"]["samples_per_s"],
+              "eval_speedup": _rate(evaluation["suite"]) / _rate(evaluation["thesis"]),
+              "end_to_end_speedup": seconds["thesis"] / seconds["suite"], "end_to_end_seconds": seconds,
+              "mfu": train["suite"]["model_flops_per_s"] / results["peak_flops_per_s"]}
+    bf16 = results.get(f"train_{shape}_suite_bf16")
+    if bf16:  # bf16_train_speedup: the bf16 step against the fp32 step of the same run
+        result.update(bf16_train_speedup=bf16["samples_per_s"] / train["suite"]["samples_per_s"],
+                      bf16_speedup_vs_thesis=bf16["samples_per_s"] / train["thesis"]["samples_per_s"],
+                      bf16_mfu=bf16["model_flops_per_s"] / results["peak_bf16_flops_per_s"],
+                      bf16_eval_speedup=_rate(results[f"eval_{shape}_suite_bf16"][beams]) / _rate(evaluation["suite"]))
+    return result
 
 
 def speedup(results: dict) -> float:
@@ -314,6 +338,11 @@ def run(mode: str, workdir: str | None = None, json_path: str | None = None, log
     print(format_table(results))
     if "deploy" in results:
         print("\n".join(figure_lines(results["deploy"], results["deploy"]["shape"])))
+    figures_found = results["figures"]
+    print(f"matrix_features={','.join(results['machine']['matrix_features']) or 'none'}")
+    for name in ("bf16_train_speedup", "bf16_speedup_vs_thesis", "bf16_eval_speedup", "bf16_mfu"):
+        if name in figures_found:
+            print(f"{name}={figures_found[name]:.{3 if name == 'bf16_mfu' else 2}f}")
     print(f"eval_speedup={results['figures']['eval_speedup']:.2f}")
     print(f"end_to_end_speedup={results['figures']['end_to_end_speedup']:.2f}")
     print(f"mfu={results['figures']['mfu']:.3f}")

@@ -30,6 +30,7 @@ from assertdistill.distill.loss import DistillationLoss
 from assertdistill.distill.run import make_optimizer
 from assertdistill.distill.training import make_loader, move_batch
 from assertdistill.model.models import configure_training_kernels
+from assertdistill.model.precision import Bf16Weights, inference_model
 from assertdistill.runtime.allocator import keep_freed_memory
 from benchmarks.data import INNER_ZIP_PATH, JSONL_NAME
 from benchmarks.evaluation import evaluate_pipeline, warm_up
@@ -60,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 1], help="eval: beam widths to time, in order")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train, eval, check, matmul)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="the suite's autocast on CUDA (script.py --precision); the thesis always runs fp32")
+                        help="the suite's --precision (CUDA: autocast; CPU: a bf16 copy of the weights where the CPU "
+                             "has bf16 instructions); the thesis always runs fp32")
     parser.add_argument("--max_source", type=int, default=1024, help="source token budget (the thesis's 1024)")
     parser.add_argument("--max_target", type=int, default=512, help="target length = teacher positions T (512)")
     parser.add_argument("--vocab_size", type=int, default=32100, help="student and teacher vocabulary V")
@@ -109,8 +111,11 @@ def _to_device(args, batch: dict) -> dict:
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
-def _step(args, model, batch, optimizer, scheduler, loss_fn, train_model) -> tuple[float, float]:
-    """One training step on a batch; returns (loss, seconds of forward + backward + optimizer)."""
+def _step(args, model, batch, optimizer, scheduler, loss_fn, train_model, bf16=None) -> tuple[float, float]:
+    """One training step on a batch; returns (loss, seconds of forward + backward + optimizer).
+
+    bf16: the CPU bf16 run's Bf16Weights (train_model is its copy), as training.Trainer uses it.
+    """
     started = time.perf_counter()
     batch = _to_device(args, batch)
     if args.pipeline == "thesis":
@@ -118,10 +123,14 @@ def _step(args, model, batch, optimizer, scheduler, loss_fn, train_model) -> tup
     else:
         total = batch_losses(train_model, batch, loss_fn, args.precision).total
     total.backward()
+    if bf16 is not None:
+        bf16.collect_gradients()
     torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    if bf16 is not None:
+        bf16.refresh()
     loss = total.item()
     if total.is_cuda:
         torch.cuda.synchronize()  # the optimizer's kernels too
@@ -142,6 +151,10 @@ def task_train(args, tokenizer) -> dict:
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, args.steps + 1)
     loss_fn = DistillationLoss(TEMPERATURE, ALPHA)
     train_model = torch.compile(model, dynamic=True) if args.compile else model  # as script.py --compile
+    bf16 = Bf16Weights.for_run(train_model, args.precision, device) if args.pipeline == "suite" else None
+    if bf16 is not None:
+        bf16.train()
+        train_model = bf16.model
     batches = _batches(args, tokenizer, args.batch_size)
     reset_peak_rss()
     reset_peak_memory(device)
@@ -149,7 +162,7 @@ def task_train(args, tokenizer) -> dict:
     for step in range(args.steps + 1):
         started = time.perf_counter()
         batch = next(batches)
-        loss, seconds = _step(args, model, batch, optimizer, scheduler, loss_fn, train_model)
+        loss, seconds = _step(args, model, batch, optimizer, scheduler, loss_fn, train_model, bf16)
         losses.append(loss)
         if step == 0:
             warm_up_seconds = seconds
@@ -183,6 +196,8 @@ def task_eval(args, tokenizer) -> dict:
     if args.pipeline == "suite":  # the student as script.py leaves it after training
         configure_training_kernels(model, "auto", device)
     model.eval()
+    if args.pipeline == "suite":
+        model = inference_model(model, args.precision, device)  # CPU bf16: evaluate()'s bf16 copy
     loss_fn = DistillationLoss(TEMPERATURE, ALPHA)
     results = {}
     for beams in args.beams:
@@ -253,9 +268,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.task == "matmul":
         device = torch.device(args.device)
-        peaks = {"matmul_flops_per_s": matmul_flops(device=device)}
-        if device.type == "cuda":
-            peaks["matmul_bf16_flops_per_s"] = matmul_flops(device=device, dtype=torch.bfloat16)
+        peaks = {"matmul_flops_per_s": matmul_flops(device=device),
+                 "matmul_bf16_flops_per_s": matmul_flops(device=device, dtype=torch.bfloat16)}
         print(json.dumps(peaks))
         return 0
     if args.task == "decode" or args.pipeline == "suite":

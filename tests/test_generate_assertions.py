@@ -304,3 +304,17 @@ def test_a_kill_while_writing_in_place_leaves_the_file_and_no_temporary_file(tmp
     assert done.returncode == -9, done.stderr
     assert test.read_text() == TEST_FILE
     assert sorted(os.listdir(test.parent)) == ["CalculatorTest.java"]
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_bf16_backend_writes_assertions_with_bf16_weights_where_the_cpu_has_them(tmp_path, student_dir, capsys,
+                                                                              monkeypatch, has_bf16):
+    from assertdistill.model import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)  # without: torch emulates, same results
+    monkeypatch.setattr(precision, "_warned", set())
+    student = load_saved_student(student_dir, "bf16")
+    assert next(student.model.parameters()).dtype == (torch.bfloat16 if has_bf16 else torch.float32)
+    code, out, err = run(["--model_dir", student_dir, "--backend", "bf16", "--json", str(project(tmp_path))], capsys)
+    assert code == 0, err
+    assert "bf16" in err and len(out.splitlines()) == 3

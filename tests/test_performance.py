@@ -102,6 +102,13 @@ def test_bench_smoke_prints_the_table_and_the_speedup_last(tmp_path, monkeypatch
     deploy = results["deploy"]["beams"]  # benchmarks/deploy.py's per-method figures, their name=value lines
     assert [deploy[beams]["suite_same_text_as_generate"] for beams in ("1", "4")] == [3, 3]
     assert {"tiny_decoder_speedup_beam4", "tiny_int8_size_ratio"} <= {line.split("=")[0] for line in lines}
+    assert any(line.startswith("CPU matrix features: ") for line in lines)
+    assert lines[-5].startswith("matrix_features=") or lines[-5].startswith("bf16_")
+    if results["plan"]["precision"] == "bf16":  # a CPU with bf16 instructions: the bf16 step of the same run
+        figures = {line.split("=")[0]: float(line.split("=")[1]) for line in lines if line.startswith("bf16_")}
+        assert set(figures) == {"bf16_train_speedup", "bf16_speedup_vs_thesis", "bf16_eval_speedup", "bf16_mfu"}
+        assert results["figures"]["bf16_train_speedup"] == pytest.approx(
+            results["train_tiny_suite_bf16"]["samples_per_s"] / train["suite"]["samples_per_s"])
     assert not [name for name in os.listdir(tmp_path) if name.startswith("assertdistill_bench_")]  # cleaned up
 
 

@@ -4,8 +4,11 @@ Every pipeline runs in its own subprocess on the same generated archive (full-si
 blocks) and the same model shapes (CodeT5-small and a tiny T5; on a GPU CodeT5-small and -base).
 The last lines printed are, at CodeT5-small shape, `eval_speedup=<x>` (eval loss + generation,
 beam 4), `end_to_end_speedup=<x>` (one epoch + one evaluation), `mfu=<fraction>` (the suite's
-training step) and, last, `speedup_vs_thesis=<x>` (training samples/s, suite / thesis). See
-docs/PERFORMANCE.md.
+training step) and, last, `speedup_vs_thesis=<x>` (training samples/s, suite / thesis). On a CPU
+with bf16 instructions (AVX512-BF16, AMX) the suite is also measured with --precision bf16, and
+`matrix_features=`, `bf16_train_speedup=<x>` (bf16 step / fp32 step, same run),
+`bf16_speedup_vs_thesis=<x>`, `bf16_eval_speedup=` and `bf16_mfu=` come before those lines (the
+matrix features also without bf16). See docs/PERFORMANCE.md.
 benchmarks/ is part of a checkout, not of the installed package: `assertdistill bench` runs from the
 root of a checkout (as `python bench.py` does).
 """
@@ -35,14 +38,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where the models train and generate; cuda: CodeT5-small and -base shapes, peak GPU memory "
                              "(the data pass and the codec, CPU work, are measured only with cpu)")
     parser.add_argument("--bf16", action="store_true",
-                        help="with --device cuda: the suite trains and generates under bf16 autocast "
-                             "(script.py --precision bf16); the thesis runs float32, as its script does")
+                        help="with --device cuda: the suite also trains and generates under bf16 autocast "
+                             "(script.py --precision bf16); on the CPU it always is where the CPU has bf16 "
+                             "instructions; the thesis runs float32, as its script does")
     parser.add_argument("--workdir", default=None,
                         help="directory for the temporary archive (about 40 MB per record); default: the system's")
     parser.add_argument("--json", default=None, help="also write all measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.bf16 and args.device != "cuda":
-        parser.error("--bf16 needs --device cuda (autocast is a GPU setting in this suite)")
+        parser.error("--bf16 is for --device cuda; on the CPU bf16 is measured whenever the CPU has bf16 "
+                     "instructions")
     if args.device == "cuda" and args.compile:
         parser.error("--compile is measured on CPU only")
     return args
@@ -72,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     run = benchmarks_runner().run
 
+    from assertdistill.model.precision import cpu_has_bf16
+
     mode = "short" if args.short else "tiny-only" if args.tiny_only else "default"
+    bf16 = args.bf16 or (args.device == "cpu" and cpu_has_bf16())
     run(mode, workdir=args.workdir, json_path=args.json, compile_model=args.compile, device=args.device,
-        precision="bf16" if args.bf16 else "fp32", log=lambda text: print(text, file=sys.stderr, flush=True))
+        precision="bf16" if bf16 else "fp32", log=lambda text: print(text, file=sys.stderr, flush=True))
     return 0
 
 

@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source_root", default=None,
                         help="where focal classes are looked up; default: the test file's src/main/java")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="torch: the float32 student; int8: torch dynamic int8 (an int8 export is int8 always)")
+                        help="torch: the float32 student; int8: torch dynamic int8 (an int8 export is int8 always); bf16: bf16 "
+                             "weights where the CPU has AVX512-BF16 or AMX (else float32, said once)")
     parser.add_argument("--retrieval_index", default=None,
                         help="for a student trained with --retrieval_augment K: the BM25 index its examples come from "
                              "(default: retrieval_index/ beside --model_dir; docs/RETRIEVAL.md)")

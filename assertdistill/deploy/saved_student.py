@@ -11,8 +11,12 @@ import torch
 
 from ..core.schema import ARGS, SUMMARY_FILENAME, TRAINING_ARGS_BEST_FILENAME, TRAINING_ARGS_FINAL_FILENAME
 from ..model.attention import set_attention
+from ..model.precision import effective_precision, int8_engine
 
-BACKENDS = ("torch", "int8")  # float32 weights; torch dynamic int8 (Linear weights int8, activations quantized per call)
+# torch: float32 weights; int8: torch dynamic int8 (Linear weights int8, activations quantized per call, on the
+# CPU's int8 dot-product instructions through oneDNN where it has them); bf16: bf16 weights where the CPU has
+# bf16 instructions (else float32, said once)
+BACKENDS = ("torch", "int8", "bf16")
 INT8_MARKER = "int8_export.json"  # in an export directory: how the weights were quantized
 INT8_WEIGHTS = "int8_state_dict.pt"  # the quantized model's state_dict (torch.save)
 DEFAULT_NUM_BEAMS = 4  # the thesis's --num_beams, when the run's flags are not found
@@ -60,6 +64,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """torch's dynamic int8 quantization of every Linear (lm_head included); embeddings and norms stay float32."""
     from torch.ao.quantization import quantize_dynamic
 
+    torch.backends.quantized.engine = int8_engine()  # packs the weights for, and runs, that engine's kernels
     with warnings.catch_warnings():  # torch.ao's deprecation notice (it points to torchao); the kernels are current
         warnings.simplefilter("ignore")
         return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
@@ -68,7 +73,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 def export_int8(student: SavedStudent, output_dir: str) -> str:
     """Write an int8 export (config, tokenizer, quantized state_dict, the run's flags); returns the weights' path."""
     if student.backend != "torch":
-        raise SavedStudentError("export from the float32 student, not from an int8 one")
+        raise SavedStudentError(f"export from the float32 student, not from a {student.backend} one")
     os.makedirs(output_dir, exist_ok=True)
     quantized = quantize_int8(student.model)
     weights = os.path.join(output_dir, INT8_WEIGHTS)
@@ -76,7 +81,7 @@ def export_int8(student: SavedStudent, output_dir: str) -> str:
     student.model.config.save_pretrained(output_dir)
     student.tokenizer.save_pretrained(output_dir)
     marker = {"method": "torch.ao.quantization.quantize_dynamic", "dtype": "qint8", "modules": "torch.nn.Linear",
-              "torch": torch.__version__, "flags": student.flags}
+              "torch": torch.__version__, "engine": torch.backends.quantized.engine, "flags": student.flags}
     with open(os.path.join(output_dir, INT8_MARKER), "w", encoding="utf-8") as stream:
         json.dump(marker, stream, indent=2)
     return weights
@@ -117,4 +122,6 @@ def load_saved_student(model_dir: str, backend: str = "torch") -> SavedStudent:
     set_attention(model, "auto", torch.device("cpu"))  # evaluation's attention: beams share cross-attention reads
     if backend == "int8" and not exported:
         model = quantize_int8(model)
+    if backend == "bf16" and not exported and effective_precision("bf16", torch.device("cpu")) == "bf16":
+        model = model.to(torch.bfloat16)
     return SavedStudent(model, tokenizer, flags, flags_source, backend)

@@ -178,7 +178,9 @@ class RunConfig:
         1, TRAINING, "batches accumulated per optimizer step", resume_must_match=True, minimum=1)
     max_grad_norm: float = setting(1.0, TRAINING, "gradient clipping norm")
     precision: str = setting(
-        "fp32", TRAINING, "autocast precision on GPU (CPU always runs fp32)", choices=("fp32", "bf16", "fp16"))
+        "fp32", TRAINING, "number format of training and evaluation: on GPU autocast; on CPU bf16 runs a bf16 copy of "
+        "the weights (fp32 master weights and optimizer state) where the CPU has AVX512-BF16 or AMX, else fp32, "
+        "as CPU fp16 does (docs/PERFORMANCE.md)", choices=("fp32", "bf16", "fp16"))
     gradient_checkpointing: bool = setting(
         False, TRAINING, "recompute each layer's activations in backward: less memory, about a third more compute "
         "(for students whose activations do not fit)")

@@ -37,7 +37,7 @@ from ..core.schema import (
 from ..data.batch import Batch
 from ..data.datastats import DataStats
 from ..model.generation import DecodingSettings, encode, generate
-from ..model.precision import autocast_context
+from ..model.precision import autocast_context, inference_model
 from ..scoring.registry import average_record_metrics, record_metrics
 from .forward import BatchLosses, batch_losses
 from .loss import DistillationLoss
@@ -114,6 +114,7 @@ def evaluate(model, tokenizer, loader: DataLoader, total_records: int, loss_fn: 
     batches and the metrics are computed over all of them in batch order, as in one process.
     """
     model.eval()
+    model = inference_model(model, precision, device)  # CPU bf16: a bf16 copy of the weights
     batch_results: list[ScoredBatch] = []
     data = DataStats()
     progress = tqdm(total=total_records, desc="Evaluating", unit="sample", dynamic_ncols=True,

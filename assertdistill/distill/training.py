@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..data.batch import TENSOR_KEYS, Batch
 from ..data.dataset import DistillationStream
 from ..data.datastats import DataStats
+from ..model.precision import Bf16Weights
 from ..runtime.distributed import DistributedContext
 from ..runtime.rng import set_rng_state
 from .forward import BatchLosses, batch_losses
@@ -125,6 +126,8 @@ class Trainer:
         self.counters = EpochCounters()
         self.epoch_result: EpochResult | None = None  # the last finished epoch's averages, over every process
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
+        self.bf16 = Bf16Weights.for_run(model, precision, device)  # CPU bf16: a bf16 copy runs forward/backward
+        self.forward_model = self.bf16.model if self.bf16 else model
 
     def state_dict(self) -> dict:
         """Optimizer, scheduler, scaler, step and every process's epoch counters (a collective under torchrun)."""
@@ -148,6 +151,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.bf16:
+            self.bf16.refresh()
         self.global_step += 1
         self.counters.optimizer_steps += 1
 
@@ -159,6 +164,9 @@ class Trainer:
         but not trained on, then rng_after_skip is restored.
         """
         self.model.train()
+        if self.bf16:  # the master weights may have been loaded (resume) or evaluated since the last refresh
+            self.bf16.train()
+            self.bf16.refresh()
         if not resume:
             self.counters = EpochCounters()
         data = DataStats()
@@ -209,7 +217,7 @@ class Trainer:
             counters.batches_seen += 1
             batch = move_batch(item, self.device)
             self.loss_fn.at_step(self.global_step)  # --temperature_final's schedule
-            losses = (self.losses or batch_losses)(self.model, batch, self.loss_fn, self.precision)
+            losses = (self.losses or batch_losses)(self.forward_model, batch, self.loss_fn, self.precision)
             total = losses.total
             progress.update(batch["input_ids"].size(0))
             finite = bool(torch.isfinite(total))
@@ -223,13 +231,15 @@ class Trainer:
             return False
         if batch is not None:
             self.scaler.scale(total / self.gradient_accumulation_steps).backward()
+            if self.bf16:
+                self.bf16.collect_gradients()
             counters.loss_sums.add(losses)
             counters.batches_trained += 1
         return True
 
     def _report_nonfinite(self, batch: Batch | None, progress) -> None:
         """Name the training records whose loss is non-finite (every process's), on the main process's log."""
-        lines = nonfinite_records(self.model, batch, self.loss_fn, self.precision) if batch is not None else []
+        lines = nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision) if batch is not None else []
         everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
         if self.context.is_main:
             progress.write(f"step skipped on every process: non-finite loss from the training record(s) at "

@@ -101,9 +101,10 @@ class ChunkedAttention(torch.autograd.Function):
         query, key, value, bias, mask, output, log_sum_exp = ctx.saved_tensors  # (BH, ., .) views
         scaling, dropout, seed, rows, heads = ctx.settings
         grad_output = grad_output.reshape(output.shape)  # (BH, Q, Dv)
-        row_dot = (grad_output * output).sum(-1)  # (BH, Q): sum_j P_ij dP_ij, FlashAttention's D
+        wide = torch.promote_types(query.dtype, torch.float32)  # bf16/fp16 inputs: float32 sums across chunks
+        row_dot = (grad_output.to(wide) * output.to(wide)).sum(-1)  # (BH, Q): sum_j P_ij dP_ij, FlashAttention's D
         grad_query = torch.empty_like(query)
-        grad_key, grad_value = torch.zeros_like(key), torch.zeros_like(value)
+        grad_key, grad_value = torch.zeros_like(key, dtype=wide), torch.zeros_like(value, dtype=wide)
         need_bias = bias is not None and ctx.needs_input_grad[3]
         grad_bias = torch.zeros_like(bias) if need_bias else None
         masks = dropout_masks(dropout, seed, query.device)
@@ -121,7 +122,7 @@ class ChunkedAttention(torch.autograd.Function):
             grad_scores = grad_probs.sub_(row_dot[:, start:stop].unsqueeze(-1)).mul_(probs)  # (BH, c, K)
             if kept is not None:
                 probs.mul_(kept)
-            grad_value.baddbmm_(probs.transpose(1, 2), grad_rows)
+            _accumulate_product(grad_value, probs.transpose(1, 2), grad_rows)
             if need_bias:
                 grid = grad_scores.view(-1, heads, *grad_scores.shape[1:])  # (B, H, c, K)
                 if grad_bias.size(-2) == 1:
@@ -132,10 +133,19 @@ class ChunkedAttention(torch.autograd.Function):
             if scaling != 1.0:
                 grad_scores.mul_(scaling)
             grad_query[:, start:stop] = torch.bmm(grad_scores, key)
-            grad_key.baddbmm_(grad_scores.transpose(1, 2), query_rows)
+            _accumulate_product(grad_key, grad_scores.transpose(1, 2), query_rows)
         batch = query.size(0) // heads
         unflatten = lambda tensor: tensor.view(batch, heads, *tensor.shape[1:])  # noqa: E731
-        return unflatten(grad_query), unflatten(grad_key), unflatten(grad_value), grad_bias, None, None, None, None
+        return (unflatten(grad_query), unflatten(grad_key.to(key.dtype)), unflatten(grad_value.to(value.dtype)),
+                grad_bias, None, None, None, None)
+
+
+def _accumulate_product(total: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+    """total += left @ right (batched); a float32 total of bf16/fp16 factors takes each chunk's product once rounded."""
+    if total.dtype == left.dtype:
+        total.baddbmm_(left, right)
+    else:
+        total += torch.bmm(left, right)
 
 
 def inference_attention(query, key, value, bias, mask, scaling: float) -> torch.Tensor:
