@@ -16,12 +16,17 @@ HISTORY = re.compile(r"\bthis (session|round)\b|\bround [12]\b|\bso far\b|\bwas 
 README_MAX_LINES = 210
 
 
+COMMAND_WORDS = ("python", "pip", "bash", "assertdistill", "tensorboard")
+
+
 def readme_commands(section_title: str) -> list[list[str]]:
-    """The indented command lines of one README section (backslash continuations joined), split like a shell."""
+    """The indented command lines of one README section (backslash continuations joined), split like a shell;
+    indented lines that do not start with a command (quoted output) are not commands."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split(f"## {section_title}\n", 1)[1].split("\n## ", 1)[0]
     block = re.sub(r"\\\n\s*", " ", section)
-    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines() if line.startswith("    ")]
+    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines()
+            if line.startswith("    ") and line.split()[0] in COMMAND_WORDS]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
