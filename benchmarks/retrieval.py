@@ -5,6 +5,7 @@
 1. Build: --records generated test methods (identifiers drawn from a Zipf-like vocabulary, 40-200 tokens each,
    as mined JUnit tests) streamed into RetrievalIndex.build; wall time and the peak of Python + numpy
    allocations (tracemalloc) of the build. rank_bm25 (BM25Okapi) is timed on the same tokens for comparison.
+With --demo_accuracy instead: the baseline's accuracy on the demo per tokenization, and Yu et al.'s adaptation.
 2. Query: --queries searches of held-out generated methods (top 1, excluding one file): p50 / p95 ms.
 3. Training step, K = 0 vs K = 2, on the demo archive (first 64 training records, batch 8, 256 source tokens,
    the demo student from random weights): retrieval + encoding per record, and one forward + backward per batch.
@@ -25,12 +26,18 @@ import numpy as np
 import torch
 
 from assertdistill.core.paths import DEMO
+from assertdistill.core.schema import ACCURACY, R_VS_GT, record_key, script1
 from assertdistill.data.dataset import ArchiveSpec, DistillationStream, collate
 from assertdistill.data.encoding import InputEncoder
 from assertdistill.model.models import load_student, load_tokenizer
-from assertdistill.retrieval.baseline import TRAINING, Retriever, index_training_split
-from assertdistill.retrieval.code_tokens import code_tokens
-from assertdistill.retrieval.index import Entry, RetrievalIndex
+from assertdistill.retrieval.adapt import adapt_assertion
+from assertdistill.retrieval.baseline import TRAINING, VALIDATION, Retriever, index_training_split
+from assertdistill.retrieval.code_tokens import TOKENIZATIONS, code_tokens
+from assertdistill.retrieval.index import Entry, IndexSettings, RetrievalIndex
+from assertdistill.scoring.registry import record_metrics
+from assertdistill.scoring.statistics import paired_test
+
+RETRIEVAL_ACCURACY = record_key(ACCURACY, script1(R_VS_GT))
 
 
 def generated_entries(count: int, seed: int = 0):
@@ -117,12 +124,45 @@ def bench_training_step(records: int = 64, batch_size: int = 8, repeats: int = 3
     return results
 
 
+def demo_accuracy() -> None:
+    """Print the retrieval baseline's accuracy on the demo's 300 validation methods for every tokenization, with and
+    without the focal code's identifiers, and of Yu et al.'s adaptation (docs/RETRIEVAL.md's tables)."""
+    tokenizer = load_tokenizer(DEMO.student)
+    encoder = InputEncoder(tokenizer, 256, 128)
+    train = DistillationStream(ArchiveSpec(DEMO.archive, DEMO.train_inner_zip, DEMO.train_jsonl), encoder, 32, False)
+    val = DistillationStream(ArchiveSpec(DEMO.archive, DEMO.val_inner_zip, DEMO.val_jsonl), encoder, 32, False)
+    records = list(val.iter_records(require_teacher=True))
+    for tokenization in TOKENIZATIONS:
+        for focal in (False, True):
+            index, _ = index_training_split(train, True, IndexSettings(tokenization, focal_identifiers=focal))
+            retriever = Retriever(index, VALIDATION, 1)
+            plain, adapted = [], []
+            for line_number, record in records:
+                hits = retriever(line_number, record)
+                text = hits[0][1] if hits else ""
+                plain.append(record_metrics("", record.ground_truth_text, "", "", text)[RETRIEVAL_ACCURACY])
+                if hits:
+                    text = adapt_assertion(hits[0][1], hits[0][0], record.test_method)
+                adapted.append(record_metrics("", record.ground_truth_text, "", "", text)[RETRIEVAL_ACCURACY])
+            plain, adapted = np.asarray(plain), np.asarray(adapted)
+            print(f"{tokenization}, focal identifiers {focal}: accuracy {plain.mean():.4f} ({int(plain.sum())}); "
+                  f"adapted {adapted.mean():.4f} ({int(adapted.sum())}), paired p = "
+                  f"{paired_test(adapted, plain, binary=True).p_value:.3g}")
+    train.close()
+    val.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000, help="generated records indexed")
     parser.add_argument("--queries", type=int, default=1000, help="searches timed")
+    parser.add_argument("--demo_accuracy", action="store_true",
+                        help="instead: the baseline's accuracy on the demo per tokenization, and adapted")
     args = parser.parse_args(argv)
+    if args.demo_accuracy:
+        demo_accuracy()
+        return 0
     torch.set_num_threads(max(1, torch.get_num_threads()))
     index, build = bench_build(args.records)
     print(f"build: {args.records} records in {build['build_seconds']:.1f} s, peak {build['build_peak_mib']:.0f} MiB "

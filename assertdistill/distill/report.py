@@ -43,7 +43,7 @@ def retrieval_lines(records: list[dict], student: np.ndarray, teacher: np.ndarra
     retrieval = np.array([record[key] for record in records], dtype=np.float64)
     low, high = score_mean_ci(retrieval)
     lines = [f"  retrieval accuracy vs truth {retrieval.mean():.4f} [{low:.4f}, {high:.4f}] "
-             "(BM25: the assertion of the nearest training test, not from the record's own test file)",
+             "(BM25: the assertion of the nearest training test, never from its own test file)",
              f"  {paired_verdict(student, retrieval, ('student', 'retrieval'))}",
              f"  {paired_verdict(teacher, retrieval, ('teacher', 'retrieval'))}"]
     verdict = "BEATS" if beats(student, retrieval) else "does NOT beat"
