@@ -28,7 +28,7 @@ from ..core.schema import (
     ROW_TEST_PATH,
     STATUS_BAD_INPUT,
 )
-from ..data.records import lone_surrogate
+from ..data.records import RecordError, lone_surrogate
 
 LOCATION_FIELDS = (ROW_REPO, ROW_TEST_PATH, ROW_TEST_METHOD)
 DETAIL_CHARS = 300
@@ -38,12 +38,8 @@ MAX_NUMBER_CHARS = 64  # digits of one JSON number (int() of 5,000 digits raises
 _OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
 
 
-class BadRow(ValueError):
+class BadRow(RecordError):
     """A predictions row that cannot be evaluated: `reason` is counted, the message says why."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass
