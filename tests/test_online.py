@@ -208,11 +208,16 @@ def test_a_teacher_with_another_vocabulary_is_refused_in_one_line(tmp_path, caps
 
 def test_on_policy_and_hidden_states_need_the_online_teacher(no_logits, capsys):
     root, student_dir, teacher_dir, flags = no_logits
-    for flag in ("--lmbda", "--hidden_state_weight"):
-        argv = tiny_run_flags(root, student_dir, flags, **{flag: 0.5, "--output_dir": str(root / "refused")})
+    for flag, value in (("--lmbda", 0.5), ("--hidden_state_weight", 0.5), ("--replay_buffer_size", 8),
+                        ("--lmbda_schedule", "adaptive")):
+        argv = tiny_run_flags(root, student_dir, flags, **{flag: value, "--output_dir": str(root / "refused")})
         assert script.main(argv) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert "--lmbda and --hidden_state_weight need --teacher_source online" in last
+        assert "--replay_buffer_size and --hidden_state_weight need --teacher_source online" in last
+    argv = tiny_run_flags(root, student_dir, flags, **{"--teacher_source": "online", "--teacher_model_name": teacher_dir,
+                                                       "--replay_buffer_size": 8, "--output_dir": str(root / "refused")})
+    assert script.main(argv) == 2  # a buffer that no on-policy step would fill
+    assert "--replay_buffer_size needs on-policy steps" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ class SettingError(ValueError):
     """A setting's value outside its range or choices, or a settings file's key that names no setting."""
 
 
+LMBDA_SCHEDULES = ("constant", "adaptive")  # --lmbda_schedule (distill/on_policy.StepPlan)
 EVAL_STRATEGIES = ("epoch", "no")  # Hugging Face's names; the final evaluation always runs
 
 
@@ -158,6 +159,19 @@ class RunConfig:
     student_sampling_temperature: float = setting(
         1.0, TRAINING, "temperature of the student's sampling on on-policy steps (1 = its own distribution); the "
         "samples are at most --student_max_tgt_length tokens", resume_must_match=True, above=0)
+    replay_buffer_size: int = setting(
+        0, TRAINING, "DistiLLM's adaptive off-policy replay: each process keeps its newest N sampled records; an "
+        "on-policy step samples while the buffer fills, then with probability lmbda x (1 - training progress), and "
+        "otherwise takes its soft term on records drawn from the buffer (no sampling: a cheaper step); 0 = off",
+        resume_must_match=True, minimum=0)
+    lmbda_schedule: str = setting(
+        "constant", TRAINING, "constant = --lmbda throughout; adaptive = DistiLLM's: the on-policy share starts at "
+        "--lmbda and rises by 0.1 (to at most 1) after each evaluation whose held-out CE is --adaptive_lmbda_eps "
+        "or more above the last reference (the first evaluation sets it)", resume_must_match=True,
+        choices=LMBDA_SCHEDULES)
+    adaptive_lmbda_eps: float = setting(
+        0.1, TRAINING, "--lmbda_schedule adaptive: the rise of the held-out CE that raises the on-policy share",
+        resume_must_match=True, minimum=0)
     hidden_state_weight: float = setting(
         0.0, TRAINING, "adds this weight x the distance between the student's and the online teacher's last hidden "
         "states (through a learned linear projection when the widths differ; saved in checkpoints, not in the "

@@ -15,6 +15,14 @@ sample), so alpha keeps its meaning; with --divergence jsd --jsd_beta b and alph
 Whether a step is on-policy and what a record samples are pure functions of (seed, optimizer step,
 rank, batch): every process decides the same, a resumed run draws the same samples, and the global
 random streams (dropout) are not touched.
+
+DistiLLM's adaptive off-policy replay (--replay_buffer_size N, --lmbda_schedule adaptive): each process keeps
+its last N sampled (source, sample) records; an on-policy step samples afresh while the buffer fills and
+then with probability (1 - training progress), and otherwise takes the soft term on records drawn from
+the buffer (no sampling: the cheap step). With --lmbda_schedule adaptive the on-policy share starts at
+--lmbda and rises by 0.1 after each evaluation whose held-out CE is --adaptive_lmbda_eps above the last
+reference. The step kinds are decided in step order from state every process holds alike (StepPlan), and
+checkpoints keep the kinds, the share and every process's buffer, so a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..core.constants import IGNORE_INDEX
+from ..data.replay_buffer import ReplayBuffer
 from ..model.generation import DecodingSettings, generate
 from ..model.precision import autocast_context
 from ..teacher.online import (
@@ -35,18 +44,87 @@ from ..teacher.online import (
     teacher_rows,
 )
 from .config import SettingError
-from .forward import BatchLosses, student_logits_for
+from .forward import BatchLosses, batch_losses, student_logits_for
 from .hidden_states import StudentWithProjection, hidden_state_loss
 from .loss import DistillationLoss
 
 _SEED_MIX = (1_000_003, 10_007, 101)  # distinct odd multipliers of step, rank and batch in the derived seeds
 
 
+TRUTH, SAMPLE, REPLAY = "t", "s", "r"  # a step's soft term on: the ground truth, fresh samples, replayed samples
+ADAPTIVE_LMBDA_STEP = 0.1  # DistiLLM's rise of the on-policy share after a held-out loss rise
+
+
+def _step_draw(seed: int, step: int) -> float:
+    """The uniform draw that decides optimizer step `step`'s kind (the same on every rank)."""
+    return random.Random(seed * _SEED_MIX[0] + step).random()
+
+
 def is_on_policy_step(seed: int, step: int, lmbda: float) -> bool:
     """Whether optimizer step `step` trains on the student's samples: a seeded draw < lmbda, the same on every rank."""
     if lmbda <= 0:
         return False
-    return lmbda >= 1 or random.Random(seed * _SEED_MIX[0] + step).random() < lmbda
+    return lmbda >= 1 or _step_draw(seed, step) < lmbda
+
+
+class StepPlan:
+    """Each optimizer step's kind (TRUTH, SAMPLE or REPLAY), decided in step order; the same on every process.
+
+    Without a replay buffer a step is on-policy (SAMPLE) when is_on_policy_step says so. With one, an
+    on-policy step samples while the buffer fills (sampled steps x records per step < capacity) or when its
+    draw is below lmbda x (1 - step / total_steps), DistiLLM's decreasing share of fresh samples, and
+    replays otherwise. lmbda moves only in after_evaluation (the adaptive schedule).
+    """
+
+    def __init__(self, seed: int, lmbda: float, capacity: int, total_steps: int, records_per_step: int,
+                 schedule: str = "constant", eps: float = 0.1):
+        self.seed, self.lmbda, self.capacity = seed, lmbda, capacity
+        self.total_steps, self.records_per_step = max(1, total_steps), records_per_step
+        self.schedule, self.eps = schedule, eps
+        self.kinds = ""  # kinds[s]: optimizer step s's kind, for every step decided so far
+        self.sampled_steps = 0
+        self.reference_loss: float | None = None  # the adaptive schedule's last reference held-out CE
+
+    def kind(self, step: int) -> str:
+        """Optimizer step `step`'s kind, deciding every earlier step first."""
+        while len(self.kinds) <= step:
+            decided = self._decide(len(self.kinds))
+            self.sampled_steps += decided == SAMPLE
+            self.kinds += decided
+        return self.kinds[step]
+
+    def _decide(self, step: int) -> str:
+        draw = _step_draw(self.seed, step)
+        if self.lmbda <= 0 or (self.lmbda < 1 and draw >= self.lmbda):
+            return TRUTH
+        if not self.capacity:
+            return SAMPLE
+        filling = self.sampled_steps * self.records_per_step < self.capacity
+        return SAMPLE if filling or draw < self.lmbda * (1 - step / self.total_steps) else REPLAY
+
+    def counts(self, start: int, end: int) -> tuple[int, int]:
+        """(on-policy steps, of which replayed) among optimizer steps start .. end - 1."""
+        kinds = "".join(self.kind(step) for step in range(start, end))
+        return len(kinds) - kinds.count(TRUTH), kinds.count(REPLAY)
+
+    def after_evaluation(self, held_out_ce: float) -> None:
+        """The adaptive schedule: lmbda += 0.1 (at most 1) when held_out_ce >= reference + eps; the first sets it."""
+        if self.schedule != "adaptive":
+            return
+        if self.reference_loss is None:
+            self.reference_loss = held_out_ce
+        elif held_out_ce >= self.reference_loss + self.eps:
+            self.lmbda = min(1.0, round(self.lmbda + ADAPTIVE_LMBDA_STEP, 10))
+            self.reference_loss = held_out_ce
+
+    def state_dict(self) -> dict:
+        """The plan as JSON values."""
+        return {"kinds": self.kinds, "lmbda": self.lmbda, "reference_loss": self.reference_loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() gave."""
+        self.kinds, self.lmbda, self.reference_loss = state["kinds"], state["lmbda"], state["reference_loss"]
+        self.sampled_steps = self.kinds.count(SAMPLE)
 
 
 def sampling_seed(seed: int, step: int, rank: int, batch_index: int) -> int:
@@ -102,10 +180,17 @@ def _stacked(batch: dict, label_sets: list[torch.Tensor]) -> dict:
 
 
 def check_online_settings(config) -> None:
-    """Refuse --lmbda or --hidden_state_weight without --teacher_source online, in one line."""
-    if config.teacher_source != "online" and (config.lmbda > 0 or config.hidden_state_weight > 0):
-        raise SettingError("--lmbda and --hidden_state_weight need --teacher_source online (the archive holds no "
-                           "teacher scores of the student's samples, nor hidden states)")
+    """Refuse the online teacher's settings without --teacher_source online, and a replay buffer with no
+    on-policy steps to fill it, in one line."""
+    adaptive = config.lmbda_schedule == "adaptive"
+    if config.teacher_source != "online" and (config.lmbda > 0 or config.hidden_state_weight > 0 or adaptive
+                                              or config.replay_buffer_size > 0):
+        raise SettingError("--lmbda, --lmbda_schedule adaptive, --replay_buffer_size and --hidden_state_weight need "
+                           "--teacher_source online (the archive holds no teacher scores of the student's samples, "
+                           "nor hidden states)")
+    if config.replay_buffer_size > 0 and config.lmbda <= 0 and not adaptive:
+        raise SettingError("--replay_buffer_size needs on-policy steps to fill it: --lmbda above 0 or "
+                           "--lmbda_schedule adaptive")
 
 
 def load_online_teacher(config, student: torch.nn.Module, tokenizer, device: torch.device) -> OnlineTeacher:
@@ -125,6 +210,13 @@ class OnlineDistillation:
         self.rank = rank
         self.stored_kl: float | None = None  # KL(stored || online) per position, when the archive holds logits
         self.step_source = lambda: 0  # the Trainer's optimizer step (set by the run once the Trainer exists)
+        self.plan = StepPlan(config.seed, config.lmbda, config.replay_buffer_size, 1, 1, config.lmbda_schedule,
+                             config.adaptive_lmbda_eps)
+        self.buffer = ReplayBuffer(config.replay_buffer_size) if config.replay_buffer_size > 0 else None
+
+    def set_schedule(self, total_steps: int, records_per_step: int) -> None:
+        """The run's optimizer steps and this process's records per step (the replay's fresh share and fill)."""
+        self.plan.total_steps, self.plan.records_per_step = max(1, total_steps), records_per_step
 
     @property
     def hidden_states(self) -> bool:
@@ -156,36 +248,50 @@ class OnlineDistillation:
         labels = batch["labels"]  # (B, L) ground truth
         size = labels.size(0)
         step = self.step_source()
-        on_policy = is_on_policy_step(config.seed, step, config.lmbda)
+        kind = self.plan.kind(step)
+        seed = sampling_seed(config.seed, step, self.rank, int(batch.get("batch_index", 0)))
+        if kind == REPLAY and not len(self.buffer):  # this process has had no batch on a sampled step yet
+            kind = SAMPLE
         label_sets = [labels]
-        if on_policy:
-            seed = sampling_seed(config.seed, step, self.rank, int(batch.get("batch_index", 0)))
-            label_sets.append(sample_targets(self.student, batch["input_ids"], batch["attention_mask"],
-                                             config.student_max_tgt_length, config.student_sampling_temperature,
-                                             seed, precision))
+        if kind == SAMPLE:
+            samples = sample_targets(self.student, batch["input_ids"], batch["attention_mask"],
+                                     config.student_max_tgt_length, config.student_sampling_temperature, seed, precision)
+            label_sets.append(samples)
+            if self.buffer is not None:
+                self.buffer.add(batch["input_ids"], batch["attention_mask"], samples)
         text_weight = loss_fn.teacher_text_weight
         if text_weight > 0:
             label_sets.append(self.teacher_text_labels(batch, "training"))
-        soft_labels = label_sets[1] if on_policy else labels  # the targets the teacher scores
+        soft_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                      "labels": label_sets[1] if kind == SAMPLE else labels}  # what the teacher scores
+        if kind == REPLAY:
+            soft_batch = self.buffer.draw(size, seed, self.student.config.pad_token_id, labels.device)
         with autocast_context(batch["input_ids"].device, precision):
-            scored = self.teacher.score(batch["input_ids"], batch["attention_mask"], soft_labels,
-                                        self.hidden_states and not on_policy)
+            scored = self.teacher.score(soft_batch["input_ids"], soft_batch["attention_mask"], soft_batch["labels"],
+                                        self.hidden_states and kind == TRUTH)
             truth_states = (self.teacher.score(batch["input_ids"], batch["attention_mask"], labels, True)
-                            if self.hidden_states and on_policy else scored)
+                            if self.hidden_states and kind != TRUTH else scored)
+            # the replayed records first: the hidden-state loss reads the model's last forward, the batch's
+            replayed_logits = student_logits_for(model, soft_batch) if kind == REPLAY else None  # (B', L'', V)
             stacked = _stacked(batch, label_sets)
             student_logits = student_logits_for(model, stacked)  # (kB, L', V)
-        rows = teacher_rows(scored.logits, soft_labels)
-        length = stacked["labels"].size(1)
-        mask = torch.nn.functional.pad(rows["teacher_position_mask"], (0, length - soft_labels.size(1)), value=False)
-        if on_policy:  # CE on the truth; the soft term alone on the samples
-            total, hard, _ = loss_fn.fused(student_logits[:size], stacked["labels"][:size], None, None, None, None)
-            soft_total, _, soft = loss_fn.fused(student_logits[size:2 * size], stacked["labels"][size:2 * size],
-                                                rows["teacher_values"], rows["teacher_scale"],
-                                                rows["teacher_zero_point"], mask, alpha=1.0)
-            total = total + loss_fn.alpha * soft_total
-        else:
+        rows = teacher_rows(scored.logits, soft_batch["labels"])
+        if kind == TRUTH:
+            length = stacked["labels"].size(1)
+            mask = torch.nn.functional.pad(rows["teacher_position_mask"], (0, length - labels.size(1)), value=False)
             total, hard, soft = loss_fn.fused(student_logits[:size], stacked["labels"][:size], rows["teacher_values"],
                                               rows["teacher_scale"], rows["teacher_zero_point"], mask)
+        else:  # CE on the truth; the soft term alone on the samples (fresh or replayed)
+            total, hard, _ = loss_fn.fused(student_logits[:size], stacked["labels"][:size], None, None, None, None)
+            if kind == SAMPLE:
+                soft_logits, soft_labels = student_logits[size:2 * size], stacked["labels"][size:2 * size]
+            else:
+                soft_logits, soft_labels = replayed_logits, soft_batch["labels"]
+            mask = torch.nn.functional.pad(rows["teacher_position_mask"],
+                                           (0, soft_labels.size(1) - soft_batch["labels"].size(1)), value=False)
+            soft_total, _, soft = loss_fn.fused(soft_logits, soft_labels, rows["teacher_values"], rows["teacher_scale"],
+                                                rows["teacher_zero_point"], mask, alpha=1.0)
+            total = total + loss_fn.alpha * soft_total
         text = torch.zeros_like(hard)
         if text_weight > 0:
             text = loss_fn.text_loss(student_logits[-size:], stacked["labels"][-size:])
@@ -196,6 +302,24 @@ class OnlineDistillation:
                 model, size, truth_states.encoder_states, truth_states.decoder_states, batch["attention_mask"],
                 labels, config.hidden_state_loss, config.hidden_state_layers)
         return BatchLosses(total, hard, soft, text)
+
+    def truth_losses(self, model, batch: dict, loss_fn: DistillationLoss, precision: str = "fp32") -> BatchLosses:
+        """The off-policy losses of a batch (the teacher scores its ground truth): no sampling, the buffer untouched
+        (Trainer's diagnosis of a non-finite loss, record by record)."""
+        with autocast_context(batch["input_ids"].device, precision):
+            scored = self.teacher.score(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return batch_losses(model, dict(batch, **teacher_rows(scored.logits, batch["labels"])), loss_fn, precision)
+
+    def state_dict(self, context) -> tuple[dict, list | None]:
+        """(the step plan as JSON values, every process's replay buffer or None), gathered: a collective."""
+        buffers = context.gather(self.buffer.state_dict()) if self.buffer is not None else None
+        return self.plan.state_dict(), buffers
+
+    def load_state_dict(self, plan: dict, buffers: list | None, rank: int) -> None:
+        """Restore the plan and this process's buffer from what state_dict() gave."""
+        self.plan.load_state_dict(plan)
+        if self.buffer is not None and buffers is not None:
+            self.buffer.load_state_dict(buffers[rank])
 
     def measure_stored_kl(self, loader, temperature: float, context) -> None:
         """Set stored_kl: KL(stored || online) per position over every process's share (None: no stored logits)."""

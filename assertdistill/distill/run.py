@@ -48,7 +48,9 @@ from ..core.schema import (
     T_VS_GT_SCRIPT1,
     TEACHER_STORED_VS_ONLINE_KL,
     TENSORBOARD_DIRNAME,
+    TRAIN_LMBDA,
     TRAIN_ON_POLICY_STEPS,
+    TRAIN_REPLAYED_STEPS,
     TRAIN_TEACHER_SOURCE,
     TRAIN_TEACHER_TEXT_LOSS,
     TRAIN_TEMPERATURE,
@@ -82,7 +84,7 @@ from .config import RunConfig, SettingError
 from .evaluation import evaluate
 from .loss import DistillationLoss, TemperatureSchedule
 from .model_card import write_model_cards
-from .on_policy import OnlineDistillation, check_online_settings, is_on_policy_step, load_online_teacher
+from .on_policy import OnlineDistillation, check_online_settings, load_online_teacher
 from .report import final_lines
 from .scalars import ScalarLog
 from .summary import (
@@ -97,6 +99,7 @@ from .summary import (
 from .training import Trainer, TrainingError, make_loader, steps_per_epoch
 
 PROJECTION_KEY = "hidden_state_projection"  # a checkpoint's tensors of the hidden-state projection
+REPLAY_BUFFER_KEY = "replay_buffer"  # a checkpoint's replay buffers, one per process (--replay_buffer_size)
 USER_ERRORS = (DataError, CodecError, ModelLoadError, TrainingError, CheckpointError, OSError, SettingError)
 
 
@@ -373,10 +376,13 @@ def set_up_training(state: RunState) -> None:
                                                  config.temperature_schedule, total_steps)
     state.trainer = Trainer(model, state.loss_fn, state.optimizer, state.scheduler, device,
                             config.gradient_accumulation_steps, config.max_grad_norm, config.precision,
-                            config.log_steps, context, losses=state.online)
+                            config.log_steps, context, losses=state.online,
+                            record_losses=state.online.truth_losses if state.online is not None else None)
     if state.online is not None:
         state.online.step_source = lambda: state.trainer.global_step
-        print(f"Online teacher: lmbda {config.lmbda}, hidden states weight {config.hidden_state_weight}")
+        state.online.set_schedule(total_steps, config.batch_size * config.gradient_accumulation_steps)
+        print(f"Online teacher: lmbda {config.lmbda} ({config.lmbda_schedule}), replay buffer "
+              f"{config.replay_buffer_size or 'off'}, hidden states weight {config.hidden_state_weight}")
     batch, accumulation = config.batch_size, config.gradient_accumulation_steps
     print(f"Training {config.epochs} epochs, {total_steps} optimizer steps, alpha {config.alpha_kl_loss_weight}, "
           f"T {describe_temperature(config)}, {config.divergence}, effective batch {batch * accumulation} "
@@ -410,6 +416,8 @@ def resume(state: RunState, checkpoint: dict) -> None:
     if PROJECTION_KEY in checkpoint:
         state.trainer.model.projection.load_state_dict(checkpoint[PROJECTION_KEY])
     state.trainer.load_state_dict(checkpoint["trainer"])
+    if state.online is not None and saved.get("online_plan") is not None:
+        state.online.load_state_dict(saved["online_plan"], checkpoint.get(REPLAY_BUFFER_KEY), state.context.rank)
     state.history, state.best_value = saved["history"], saved["best_value"]
     state.final_results, state.final_records = saved["final_results"], saved["final_records"]
     state.train_data.merge(_data_stats(saved["train_data"]))
@@ -460,8 +468,13 @@ def loss_extras(state: RunState, result) -> dict:
     if state.online is not None:
         config, end = state.config, state.trainer.global_step
         extras[TRAIN_TEACHER_SOURCE] = config.teacher_source
-        extras[TRAIN_ON_POLICY_STEPS] = sum(is_on_policy_step(config.seed, step, config.lmbda)
-                                            for step in range(end - result.optimizer_steps, end))
+        # every process decides the epoch's step kinds here, before an evaluation may move lmbda
+        on_policy, replayed = state.online.plan.counts(end - result.optimizer_steps, end)
+        extras[TRAIN_ON_POLICY_STEPS] = on_policy
+        if config.replay_buffer_size > 0:
+            extras[TRAIN_REPLAYED_STEPS] = replayed
+        if config.lmbda_schedule == "adaptive":
+            extras[TRAIN_LMBDA] = state.online.plan.lmbda
     return extras
 
 
@@ -474,8 +487,10 @@ def evaluate_one_epoch(state: RunState, epoch: int) -> dict:
                           state.device, config.decoding(), config.precision,
                           show_example=context.is_main, gather=context.gather if context.enabled else None)
     state.final_results, state.eval_data, state.final_records = evaluation.metrics, evaluation.data, evaluation.records
-    if state.online is not None and state.online.stored_kl is not None:
-        state.final_results[TEACHER_STORED_VS_ONLINE_KL] = state.online.stored_kl
+    if state.online is not None:
+        if state.online.stored_kl is not None:
+            state.final_results[TEACHER_STORED_VS_ONLINE_KL] = state.online.stored_kl
+        state.online.plan.after_evaluation(state.final_results[AVG_HARD_LOSS])  # --lmbda_schedule adaptive
     _print_eval(f"Epoch {epoch + 1} eval:", state.final_results)
     state.scalars.evaluation(state.trainer.global_step, state.final_results)
     print(f"  validation data: {state.eval_data.describe()}")
@@ -510,14 +525,17 @@ def save_run(state: RunState, epoch: int, epoch_finished: bool) -> None:
     Every process takes part (the trainer's and the random states are gathered); the main one writes.
     """
     trainer_state, rng = state.trainer.state_dict(), state.context.gather(rng_state())
+    plan, buffers = state.online.state_dict(state.context) if state.online is not None else (None, None)
     if not state.context.is_main:
         return
     run = {"epoch": epoch, "epoch_finished": epoch_finished, "world_size": state.context.world_size,
            "history": state.history, "best_value": state.best_value, "final_results": state.final_results,
            "final_records": state.final_records, "train_data": vars(state.train_data),
            "eval_data": vars(state.eval_data), "elapsed_seconds": time.time() - state.started,
-           "args": state.config.as_flags()}
+           "args": state.config.as_flags(), "online_plan": plan}
     tensors = {"model": state.student.state_dict(), "trainer": trainer_state, "rng": rng}
+    if buffers is not None:  # --replay_buffer_size: every process's sampled records
+        tensors[REPLAY_BUFFER_KEY] = buffers
     if hasattr(state.trainer.model, "projection"):  # --hidden_state_weight's projection: checkpoints only
         tensors[PROJECTION_KEY] = state.trainer.model.projection_state()
     path = save_checkpoint(state.config.output_dir, state.trainer.global_step, tensors,

@@ -110,9 +110,11 @@ class Trainer:
 
     def __init__(self, model, loss_fn: DistillationLoss, optimizer, scheduler, device: torch.device,
                  gradient_accumulation_steps: int = 1, max_grad_norm: float = 1.0, precision: str = "fp32",
-                 log_steps: int = 50, context: DistributedContext | None = None, losses=None):
+                 log_steps: int = 50, context: DistributedContext | None = None, losses=None, record_losses=None):
         self.model = model
         self.losses = losses  # (model, batch, loss_fn, precision) -> BatchLosses; None: forward.batch_losses
+        # the same without side effects (no sampling), to name the records of a non-finite loss one by one
+        self.record_losses = record_losses or batch_losses
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -239,7 +241,8 @@ class Trainer:
 
     def _report_nonfinite(self, batch: Batch | None, progress) -> None:
         """Name the training records whose loss is non-finite (every process's), on the main process's log."""
-        lines = nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision) if batch is not None else []
+        lines = (nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision, self.record_losses)
+                 if batch is not None else [])
         everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
         if self.context.is_main:
             progress.write(f"step skipped on every process: non-finite loss from the training record(s) at "
@@ -305,13 +308,14 @@ def record_batch(batch: Batch, index: int) -> Batch:
 
 
 @torch.no_grad()
-def nonfinite_records(model, batch: Batch, loss_fn: DistillationLoss, precision: str) -> list[int]:
-    """Line numbers of the batch's records whose own loss is non-finite (all of them if none alone is)."""
+def nonfinite_records(model, batch: Batch, loss_fn: DistillationLoss, precision: str,
+                      losses=batch_losses) -> list[int]:
+    """Line numbers of the batch's records whose own loss (by `losses`) is non-finite (all of them if none alone is)."""
     was_training = model.training
     model.eval()  # no dropout: the diagnosis draws no random numbers
     try:
         lines = [line for index, line in enumerate(batch["line_numbers"])
-                 if not torch.isfinite(batch_losses(model, record_batch(batch, index), loss_fn, precision).total)]
+                 if not torch.isfinite(losses(model, record_batch(batch, index), loss_fn, precision).total)]
     finally:
         model.train(was_training)
     return lines or list(batch["line_numbers"])
