@@ -9,11 +9,15 @@ resident memory of the process while it runs (the teacher's weights count from t
     hidden      online with --hidden_state_weight 1 (encoder and decoder states, projection 512 -> 768)
     on_policy   online with --lmbda 1: the student samples up to L tokens (random weights never stop early,
                 so every sample has the full L), the teacher scores them, the student runs on truth + samples
+    replay      on_policy with --replay_buffer_size B: a replayed step (the buffer filled by one sampled
+                step first): no sampling; the teacher scores the buffer's records, the student runs on
+                the truth and on them
 
     python -m benchmarks.online                      # B 4, S 256, L 64
     python -m benchmarks.online --student tiny --teacher tiny --vocab_size 2000 --rounds 1   # smoke check
 
-The last lines are `online_step_ratio=<x>` and `on_policy_step_ratio=<x>` (each against archive).
+The last lines are `online_step_ratio=<x>`, `on_policy_step_ratio=<x>` and `replay_step_ratio=<x>` (each
+against archive).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 from assertdistill.distill.config import RunConfig
 from assertdistill.distill.forward import batch_losses
 from assertdistill.distill.loss import DistillationLoss
-from assertdistill.distill.on_policy import OnlineDistillation
+from assertdistill.distill.on_policy import REPLAY, OnlineDistillation
 from assertdistill.distill.run import make_optimizer
 from assertdistill.model.models import configure_training_kernels
 from assertdistill.teacher.online import OnlineTeacher
@@ -36,7 +40,7 @@ from benchmarks.data import bench_tokenizer
 from benchmarks.divergences import synthetic_batch
 from benchmarks.measure import SHAPES, make_model, peak_rss_mb, reset_peak_rss
 
-MODES = ("archive", "online", "hidden", "on_policy")
+MODES = ("archive", "online", "hidden", "on_policy", "replay")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         if mode != "archive" and teacher is None:  # loaded only now: archive's peak holds no teacher
             teacher = OnlineTeacher(make_model(args.teacher, tokenizer, seed=1, vocab_size=args.vocab_size), device)
         config = RunConfig(teacher_source="archive" if mode == "archive" else "online",
-                           lmbda=1.0 if mode == "on_policy" else 0.0,
+                           lmbda=1.0 if mode in ("on_policy", "replay") else 0.0,
+                           replay_buffer_size=args.batch_size if mode == "replay" else 0,
                            hidden_state_weight=1.0 if mode == "hidden" else 0.0,
                            student_max_tgt_length=args.target_length)
         model, losses = student, batch_losses
@@ -87,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
             return time.perf_counter() - started
 
-        step()  # warm-up
+        step()  # warm-up (in replay mode a sampled step: it fills the buffer)
+        if mode == "replay":
+            losses.plan.kinds = REPLAY  # step 0, the step every timed round takes, replays from now on
         reset_peak_rss()
         seconds = statistics.median(step() for _ in range(args.rounds))
         results[mode] = (seconds, peak_rss_mb())
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:<10} {seconds:8.3f} {seconds / base:10.2f} {peak:13.0f}")
     print(f"online_step_ratio={results['online'][0] / base:.3f}")
     print(f"on_policy_step_ratio={results['on_policy'][0] / base:.3f}")
+    print(f"replay_step_ratio={results['replay'][0] / base:.3f}")
     return 0
 
 

@@ -21,7 +21,15 @@ from assertdistill.data.replay_buffer import ReplayBuffer
 from assertdistill.distill.forward import student_logits_for
 from assertdistill.distill import on_policy
 from assertdistill.distill.hidden_states import state_distance
-from assertdistill.distill.on_policy import REPLAY, SAMPLE, TRUTH, StepPlan, is_on_policy_step, sampling_seed
+from assertdistill.distill.on_policy import (
+    REPLAY,
+    SAMPLE,
+    TRUTH,
+    OnlineDistillation,
+    StepPlan,
+    is_on_policy_step,
+    sampling_seed,
+)
 
 CPU = torch.device("cpu")
 
@@ -197,3 +205,21 @@ def test_naming_a_non_finite_record_samples_nothing_and_uses_the_online_teacher(
     diagnosed = online.truth_losses(student, batch, loss_fn)
     assert diagnosed.total.item() == pytest.approx(off_policy.total.item(), rel=1e-5)
     assert diagnosed.soft.item() > 0 and len(online.buffer) == 0 and online.plan.kinds == ""
+
+
+def test_the_online_bench_times_a_replayed_step(capsys, monkeypatch):
+    from benchmarks import online as online_bench
+
+    kinds = []
+    call = OnlineDistillation.__call__
+
+    def recording(self, model, batch, loss_fn, precision="fp32"):
+        kinds.append((self.config.replay_buffer_size, self.plan.kind(self.step_source())))
+        return call(self, model, batch, loss_fn, precision)
+
+    monkeypatch.setattr(OnlineDistillation, "__call__", recording)
+    assert online_bench.main(["--student", "tiny", "--teacher", "tiny", "--vocab_size", "300", "--batch_size", "2",
+                              "--source_length", "12", "--target_length", "6", "--rounds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("replay_step_ratio=") and float(lines[-1].split("=")[1]) > 0
+    assert [kind for size, kind in kinds if size] == [SAMPLE, REPLAY, REPLAY]  # warm-up fills, the timed steps replay
