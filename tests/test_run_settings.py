@@ -120,3 +120,25 @@ def test_eval_strategy_epoch_evaluates_every_epoch_and_none_writes_no_events(tin
     history = (tmp_path / "out" / schema.METRICS_FILENAME).read_text().splitlines()
     assert [schema.HISTORY_EVAL in json.loads(line) for line in history] == [True, True]
     assert not (tmp_path / "out" / schema.TENSORBOARD_DIRNAME).exists()
+
+
+def test_a_killed_and_resumed_run_keeps_one_tensorboard_curve(tiny, tmp_path):
+    """Killed after step 5 (last checkpoint at step 4) and resumed: each step's loss once, as in an unbroken run."""
+    from test_resume import run_script
+
+    model_dir, flags = tiny
+    common = {"--epochs": 2, "--batch_size": 4, "--num_beams": 1, "--report_to": "tensorboard"}
+    curves = {}
+    for name, kill in (("plain", None), ("killed", "step:5")):
+        argv = tiny_run_flags(tmp_path / name, model_dir, flags, **common, **{"--save_steps": 2})
+        if kill:
+            assert run_script(argv, kill=kill).returncode != 0
+            argv += ["--resume_from_checkpoint", "latest"]
+        finished = run_script(argv)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        events = EventAccumulator(str(tmp_path / name / "out" / schema.TENSORBOARD_DIRNAME))
+        events.Reload()
+        curves[name] = [(event.step, event.value) for event in events.Scalars("train/loss")]
+    assert [step for step, _ in curves["killed"]] == list(range(1, 7))  # 12 records, batch 4, 2 epochs
+    assert [step for step, _ in curves["plain"]] == list(range(1, 7))
+    assert np.allclose([value for _, value in curves["killed"]], [value for _, value in curves["plain"]], rtol=1e-5)

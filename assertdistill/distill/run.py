@@ -538,6 +538,7 @@ def save_run(state: RunState, epoch: int, epoch_finished: bool) -> None:
         tensors[REPLAY_BUFFER_KEY] = buffers
     if hasattr(state.trainer.model, "projection"):  # --hidden_state_weight's projection: checkpoints only
         tensors[PROJECTION_KEY] = state.trainer.model.projection_state()
+    state.scalars.flush()  # the curve up to this step survives a kill; a resume purges the events after it
     path = save_checkpoint(state.config.output_dir, state.trainer.global_step, tensors,
                            to_json_compatible(run), state.config.save_total_limit)
     print(f"  checkpoint: {path}")

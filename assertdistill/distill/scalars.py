@@ -84,6 +84,11 @@ class ScalarLog:
                 self.writer.add_scalar(tag(HISTORY_EVAL, name), value, step)
         self.writer.flush()
 
+    def flush(self) -> None:
+        """Write the pending events (before a checkpoint: a run killed after it keeps every step up to it)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         """Flush and close the event file."""
         if self.writer is not None:
