@@ -142,3 +142,15 @@ def test_a_killed_and_resumed_run_keeps_one_tensorboard_curve(tiny, tmp_path):
     assert [step for step, _ in curves["killed"]] == list(range(1, 7))  # 12 records, batch 4, 2 epochs
     assert [step for step, _ in curves["plain"]] == list(range(1, 7))
     assert np.allclose([value for _, value in curves["killed"]], [value for _, value in curves["plain"]], rtol=1e-5)
+
+
+def test_a_switch_a_settings_file_turns_on_is_turned_off_by_its_no_flag(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("save_best_model: true\ncompile: true\n")
+    base = ["--config", str(path), "--distillation_data_path", "x.zip"]
+    args = script.parse_args(base + ["--no_save_best_model"])
+    assert (args.save_best_model, args.compile) == (False, True)
+    assert script.parse_args(base).save_best_model is True
+    assert script.parse_args(["--distillation_data_path", "x.zip"]).save_best_model is config.DEFAULTS["save_best_model"]
+    gzipped = script.parse_args(["--distillation_data_path", "x.zip", "--no_train_jsonl_is_gzipped"])
+    assert gzipped.train_jsonl_is_gzipped is False  # False, unlike not given (None: from the member's name)

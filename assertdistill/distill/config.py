@@ -350,6 +350,10 @@ def build_parser(description: str, epilog: str) -> argparse.ArgumentParser:
     groups = {title: parser.add_argument_group(title) for title in GROUPS}
     for spec in SETTINGS:
         groups[spec.group].add_argument(*spec.flags, **spec.argparse_options())
+        if spec.kind is bool:  # a switch a settings file turned on is turned off here
+            groups[spec.group].add_argument(f"--no_{spec.name}", dest=spec.name, action="store_false",
+                                            default=spec.default, help=f"turn --{spec.name} off (e.g. when --config "
+                                            f"turns it on)")
     return parser
 
 

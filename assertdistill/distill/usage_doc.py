@@ -27,7 +27,8 @@ with another value.
 `--config FILE` reads settings from a YAML or JSON file whose keys are the names below without the dashes
 (`learning_rate: 0.002`; keys starting with `_` are notes); a flag given on the command line overrides
 the file, and a key that names no setting is refused by name. Paths in it are read as on the command
-line (relative to the current directory); a switch it turns on cannot be turned off by a flag.
+line (relative to the current directory); a switch it turns on is turned off by `--no_<name>`
+(`--no_save_best_model`), which every switch below has.
 `demo/run_defaults.json` is such a file: `python script.py --config demo/run_defaults.json
 --distillation_data_path ARCHIVE` runs the demo's models and settings on another archive.
 
