@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
         step()  # warm-up (in replay mode a sampled step: it fills the buffer)
         if mode == "replay":
-            losses.plan.kinds = REPLAY  # step 0, the step every timed round takes, replays from now on
+            losses.plan.kinds = [REPLAY]  # step 0, the step every timed round takes, replays from now on
         reset_peak_rss()
         seconds = statistics.median(step() for _ in range(args.rounds))
         results[mode] = (seconds, peak_rss_mb())

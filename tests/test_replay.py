@@ -71,7 +71,7 @@ def test_without_a_buffer_the_plan_is_the_lmbda_draw():
     plan = StepPlan(42, 0.5, 0, 100, 8)
     assert [plan.kind(step) == SAMPLE for step in range(300)] == [is_on_policy_step(42, step, 0.5)
                                                                    for step in range(300)]
-    assert REPLAY not in plan.kinds
+    assert REPLAY not in plan.kinds and len(plan.kinds) == 300
 
 
 def test_the_plan_samples_while_the_buffer_fills_then_replays_more_as_training_goes_on():
@@ -81,7 +81,7 @@ def test_the_plan_samples_while_the_buffer_fills_then_replays_more_as_training_g
     first, last = kinds[4:500], kinds[500:]
     assert first.count(REPLAY) / len(first) < 0.35 and last.count(REPLAY) / len(last) > 0.65  # fresh: 1 - progress
     again = StepPlan(42, 1.0, capacity=32, total_steps=1000, records_per_step=8)
-    assert again.kind(999) == kinds[999] and again.kinds == kinds  # decided in step order, the same anywhere
+    assert again.kind(999) == kinds[999] and "".join(again.kinds) == kinds  # decided in step order, the same anywhere
     half = StepPlan(42, 0.5, capacity=32, total_steps=1000, records_per_step=8)
     half_kinds = "".join(half.kind(step) for step in range(1000))
     assert [kind != TRUTH for kind in half_kinds] == [is_on_policy_step(42, step, 0.5) for step in range(1000)]
@@ -115,7 +115,7 @@ def test_a_replay_steps_soft_term_is_on_buffer_records_without_sampling(parts, m
     online.buffer.add(torch.randint(5, len(tokenizer), (2, 6), generator=generator),
                       torch.tensor([[1] * 6, [1] * 4 + [0] * 2]),
                       torch.tensor([[9, 10, 2, IGNORE_INDEX], [11, 12, 13, 2]]))
-    online.plan.kinds = REPLAY * 4  # steps 0..3 replay; online_for's step is 3
+    online.plan.kinds = [REPLAY] * 4  # steps 0..3 replay; online_for's step is 3
     monkeypatch.setattr(on_policy, "sample_targets", lambda *args, **kwargs: pytest.fail("a replay step sampled"))
     scored = []
     score = teacher.score
@@ -151,7 +151,7 @@ def test_a_sampled_step_fills_the_buffer_with_the_batchs_sources_and_samples(par
     tokenizer, student, teacher, batch, loss_fn = parts
     online = online_for(parts, lmbda=1.0, replay_buffer_size=5)
     online(student, batch, loss_fn)
-    assert online.plan.kinds == SAMPLE * 4  # steps 0..3 decided, all sampled while the buffer fills
+    assert online.plan.kinds == [SAMPLE] * 4  # steps 0..3 decided, all sampled while the buffer fills
     samples = on_policy.sample_targets(student, batch["input_ids"], batch["attention_mask"], 9, 1.0,
                                        sampling_seed(7, 3, 0, 5))
     assert len(online.buffer) == 3
@@ -204,7 +204,7 @@ def test_naming_a_non_finite_record_samples_nothing_and_uses_the_online_teacher(
     online = online_for(parts, lmbda=1.0, replay_buffer_size=4)
     diagnosed = online.truth_losses(student, batch, loss_fn)
     assert diagnosed.total.item() == pytest.approx(off_policy.total.item(), rel=1e-5)
-    assert diagnosed.soft.item() > 0 and len(online.buffer) == 0 and online.plan.kinds == ""
+    assert diagnosed.soft.item() > 0 and len(online.buffer) == 0 and online.plan.kinds == []
 
 
 def test_the_online_bench_times_a_replayed_step(capsys, monkeypatch):

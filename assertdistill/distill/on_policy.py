@@ -81,7 +81,7 @@ class StepPlan:
         self.seed, self.lmbda, self.capacity = seed, lmbda, capacity
         self.total_steps, self.records_per_step = max(1, total_steps), records_per_step
         self.schedule, self.eps = schedule, eps
-        self.kinds = ""  # kinds[s]: optimizer step s's kind, for every step decided so far
+        self.kinds: list[str] = []  # kinds[s]: optimizer step s's kind, for every step decided so far
         self.sampled_steps = 0
         self.reference_loss: float | None = None  # the adaptive schedule's last reference held-out CE
 
@@ -90,7 +90,7 @@ class StepPlan:
         while len(self.kinds) <= step:
             decided = self._decide(len(self.kinds))
             self.sampled_steps += decided == SAMPLE
-            self.kinds += decided
+            self.kinds.append(decided)
         return self.kinds[step]
 
     def _decide(self, step: int) -> str:
@@ -119,11 +119,11 @@ class StepPlan:
 
     def state_dict(self) -> dict:
         """The plan as JSON values."""
-        return {"kinds": self.kinds, "lmbda": self.lmbda, "reference_loss": self.reference_loss}
+        return {"kinds": "".join(self.kinds), "lmbda": self.lmbda, "reference_loss": self.reference_loss}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what state_dict() gave."""
-        self.kinds, self.lmbda, self.reference_loss = state["kinds"], state["lmbda"], state["reference_loss"]
+        self.kinds, self.lmbda, self.reference_loss = list(state["kinds"]), state["lmbda"], state["reference_loss"]
         self.sampled_steps = self.kinds.count(SAMPLE)
 
 
