@@ -113,8 +113,9 @@ class Trainer:
                  log_steps: int = 50, context: DistributedContext | None = None, losses=None, record_losses=None):
         self.model = model
         self.losses = losses  # (model, batch, loss_fn, precision) -> BatchLosses; None: forward.batch_losses
-        # the same without side effects (no sampling), to name the records of a non-finite loss one by one
-        self.record_losses = record_losses or batch_losses
+        # the same without side effects (no sampling), to name the records of a non-finite loss one by one; None:
+        # forward.batch_losses
+        self.record_losses = record_losses
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -241,7 +242,8 @@ class Trainer:
 
     def _report_nonfinite(self, batch: Batch | None, progress) -> None:
         """Name the training records whose loss is non-finite (every process's), on the main process's log."""
-        lines = (nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision, self.record_losses)
+        lines = (nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision,
+                                   self.record_losses or batch_losses)
                  if batch is not None else [])
         everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
         if self.context.is_main:
@@ -309,8 +311,10 @@ def record_batch(batch: Batch, index: int) -> Batch:
 
 @torch.no_grad()
 def nonfinite_records(model, batch: Batch, loss_fn: DistillationLoss, precision: str,
-                      losses=batch_losses) -> list[int]:
-    """Line numbers of the batch's records whose own loss (by `losses`) is non-finite (all of them if none alone is)."""
+                      losses=None) -> list[int]:
+    """Line numbers of the batch's records whose own loss (by `losses`, default forward.batch_losses) is non-finite
+    (all of them if none alone is)."""
+    losses = losses or batch_losses
     was_training = model.training
     model.eval()  # no dropout: the diagnosis draws no random numbers
     try:
