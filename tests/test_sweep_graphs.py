@@ -161,3 +161,25 @@ def test_every_declared_axis_names_a_run_setting():
     fields = set(RunConfig.__dataclass_fields__)
     assert {axis.key for axis in axes.SWEPT} <= fields
     assert set(axes.RUN_ONLY_SETTINGS) <= fields
+
+
+def test_long_legend_labels_go_below_the_axes_compacted_and_never_over_the_data():
+    labels = [f"α=0.7, T=2, divergence={name}, hidden_state_weight={weight}, teacher_source=online"
+              for name in ("forward_kl", "jsd") for weight in (0, 1)]
+    assert plotting.compact_labels(labels) == [
+        "divergence=forward_kl, hidden_state_weight=0", "divergence=forward_kl, hidden_state_weight=1",
+        "divergence=jsd, hidden_state_weight=0", "divergence=jsd, hidden_state_weight=1"]  # shared parts left out
+    assert plotting.compact_labels(["α=0, T=2", "α=1, T=2"]) == ["α=0, T=2", "α=1, T=2"]  # short: as they are
+    fig = plotting.new_figure((6, 4))
+    ax = fig.add_subplot()
+    for index, label in enumerate(labels + [label + ", seed_note=x" for label in labels]):
+        ax.plot([0, 1], [index, index + 1], label=label)
+    plotting.place_legend(fig, ax, "bars: 95% CI")
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    renderer = fig.canvas.get_renderer()
+    legend_box, axes_box = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend_box.y1 <= axes_box.y0  # below the axes, not over them
+    assert legend_box.x0 >= 0 and legend_box.x1 <= fig.bbox.width  # inside the figure
+    assert axes_box.height > 100  # the axes kept their height (the figure grew)
+    assert all(len(line) <= plotting.LABEL_MAX for text in legend.get_texts() for line in text.get_text().split("\n"))

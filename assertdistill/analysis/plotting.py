@@ -35,6 +35,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 MAX_TICKS = 24  # x tick labels per axis at most; more values get every k-th label
 LEGEND_INSIDE_MAX = 6  # legends with more entries go outside the axes
+LABEL_MAX = 60  # legends with a longer label go below the axes, shared settings left out, wrapped
 
 
 def new_figure(figsize) -> Figure:
@@ -94,11 +95,39 @@ def _set_x_axis(ax, swept: Axis, cells: list[Cell]) -> None:
     ax.set_xlabel(swept.label)
 
 
+def compact_labels(labels: list[str]) -> list[str]:
+    """Legend labels: when one is longer than LABEL_MAX, the ', '-separated parts every label shares are left
+    out (a setting all lines have alike), and each is wrapped at LABEL_MAX characters."""
+    if max(map(len, labels), default=0) <= LABEL_MAX:
+        return labels
+    parts = [label.split(", ") for label in labels]
+    shared = set.intersection(*(set(part) for part in parts)) if len(parts) > 1 else set()
+    kept = [", ".join(part for part in label_parts if part not in shared) or label
+            for label_parts, label in zip(parts, labels)]
+    return [textwrap.fill(label, LABEL_MAX) for label in kept]
+
+
+def legend_below(fig, handles, labels: list[str], title: str, **style) -> None:
+    """A figure legend under the axes, long labels compacted, in two columns past 4 entries; the figure grows by
+    the legend's height so the axes keep theirs."""
+    labels = compact_labels(labels)
+    columns = 2 if len(labels) > 4 else 1
+    rows = [sum(label.count("\n") + 1 for label in labels[start::columns]) for start in range(columns)]
+    lines = max(rows) + title.count("\n") + 1 + (1 if title else 0)
+    fig.set_figwidth(max(fig.get_figwidth(), 5.5 * columns))
+    fig.set_figheight(fig.get_figheight() + 0.19 * lines)  # about one 'small' text line per 0.19 in
+    fig.legend(handles, labels, loc="outside lower center", title=title, ncol=columns, **style)
+
+
 def place_legend(fig, ax, title: str = "", **style) -> None:
-    """The axes' legend: inside for a few entries, outside on the right for more (never over the data)."""
+    """The axes' legend: inside for a few short entries; else outside, on the right, or below for long labels
+    (never over the data)."""
     handles, labels = ax.get_legend_handles_labels()
-    if len(handles) <= LEGEND_INSIDE_MAX:
+    long_labels = max(map(len, labels), default=0) > LABEL_MAX
+    if len(handles) <= LEGEND_INSIDE_MAX and not long_labels:
         ax.legend(title=title, **style)
+    elif long_labels:
+        legend_below(fig, handles, labels, title, **style)
     else:
         fig.legend(handles, labels, loc="outside right upper", title=title, ncol=math.ceil(len(handles) / 30),
                    **style)

@@ -13,9 +13,11 @@ from pathlib import Path
 from assertdistill.analysis import results
 from assertdistill.analysis.axes import Axis
 from assertdistill.analysis.plotting import (
+    LABEL_MAX,
     LEGEND_INSIDE_MAX,
     bar_caption,
     error_bars,
+    legend_below,
     lines_of,
     new_figure,
     set_x_ticks,
@@ -100,9 +102,14 @@ def save_thesis_figures(cells, swept: Axis, out_dir: Path, fmt: str) -> list[Pat
 
     def save(fig, ax, name, keys, **legend):
         if ax.lines:
-            if len(ax.get_legend_handles_labels()[0]) > LEGEND_INSIDE_MAX:
-                legend = {"bbox_to_anchor": (1.02, 1), "loc": "upper left", "fontsize": "small"}
-            ax.legend(title=textwrap.fill(_caption(cells, keys), 45), title_fontsize="small", **legend)
+            title = textwrap.fill(_caption(cells, keys), 45)
+            handles, labels = ax.get_legend_handles_labels()
+            if max(map(len, labels), default=0) > LABEL_MAX:  # long labels: below the axes, not beside them
+                legend_below(fig, handles, labels, title, title_fontsize="small", fontsize="small")
+            else:
+                if len(handles) > LEGEND_INSIDE_MAX:
+                    legend = {"bbox_to_anchor": (1.02, 1), "loc": "upper left", "fontsize": "small"}
+                ax.legend(title=title, title_fontsize="small", **legend)
             paths.append(out_dir / thesis_figure_filename(swept.name, name, fmt))
             fig.savefig(paths[-1])
 
