@@ -94,13 +94,13 @@ class StepPlan:
         return self.kinds[step]
 
     def _decide(self, step: int) -> str:
-        draw = _step_draw(self.seed, step)
-        if self.lmbda <= 0 or (self.lmbda < 1 and draw >= self.lmbda):
+        if not is_on_policy_step(self.seed, step, self.lmbda):
             return TRUTH
         if not self.capacity:
             return SAMPLE
         filling = self.sampled_steps * self.records_per_step < self.capacity
-        return SAMPLE if filling or draw < self.lmbda * (1 - step / self.total_steps) else REPLAY
+        fresh = _step_draw(self.seed, step) < self.lmbda * (1 - step / self.total_steps)  # the same draw
+        return SAMPLE if filling or fresh else REPLAY
 
     def counts(self, start: int, end: int) -> tuple[int, int]:
         """(on-policy steps, of which replayed) among optimizer steps start .. end - 1."""

@@ -242,8 +242,7 @@ class Trainer:
 
     def _report_nonfinite(self, batch: Batch | None, progress) -> None:
         """Name the training records whose loss is non-finite (every process's), on the main process's log."""
-        lines = (nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision,
-                                   self.record_losses or batch_losses)
+        lines = (nonfinite_records(self.forward_model, batch, self.loss_fn, self.precision, self.record_losses)
                  if batch is not None else [])
         everywhere = sorted(line for lines_of_rank in self.context.gather(lines) for line in lines_of_rank)
         if self.context.is_main:
