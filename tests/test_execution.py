@@ -8,28 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from util import java_and_sandbox_or_skip
 
 import evaluate_execution
 import make_dataset
 from assertdistill.core import schema
-from assertdistill.execution.jvm import JavaUnavailable, find_java_tools, junit_jars
 from assertdistill.execution.mutants import generate_mutants, spread
 from assertdistill.execution.outcome_summary import summarize
-from assertdistill.execution.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from assertdistill.execution.source import SourceError, mask_test
 
 PROJECTS = Path(__file__).resolve().parent / "data" / "java_projects"
 TEST_PATH = "src/test/java/calc/CalculatorTest.java"
 FOCAL_PATH = "src/main/java/calc/Calculator.java"
-
-
-def _java_or_skip():
-    try:
-        find_java_tools()
-        junit_jars()
-        Sandbox(SandboxLimits()).check()
-    except (JavaUnavailable, SandboxUnavailable) as error:
-        pytest.skip(f"no JDK / JUnit / bubblewrap here: {error}")
 
 
 def _row(index, method, truth, teacher=None, student=None, repo="calc", test_path=TEST_PATH, focal=FOCAL_PATH):
@@ -45,7 +35,7 @@ def _row(index, method, truth, teacher=None, student=None, repo="calc", test_pat
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    _java_or_skip()
+    java_and_sandbox_or_skip()
     root = tmp_path_factory.mktemp("execution")
     escape = root / "escaped"  # outside the run's scratch directory: the sandbox must refuse it
     lines = [
@@ -131,7 +121,7 @@ def test_summary_rates_and_intervals(run):
 
 def test_rows_made_by_make_dataset_classify_truth_wrong_literal_and_garbage(tmp_path):
     """The tool on make_dataset.py's own records of a project it has not seen before."""
-    _java_or_skip()
+    java_and_sandbox_or_skip()
     mined = tmp_path / "mined.jsonl"
     assert make_dataset.main(["--java_root", str(PROJECTS / "calc"), "--output", str(mined)]) == 0
     records = [json.loads(line) for line in mined.read_text().splitlines()]
@@ -221,7 +211,7 @@ def test_results_are_readable_by_others(tmp_path):
 
 
 def test_a_failed_main_build_is_named_with_its_first_error_and_left_out_files_listed(tmp_path, capsys):
-    _java_or_skip()
+    java_and_sandbox_or_skip()
     sources = {"broken/src/main/java/b/Broken.java": "package b; class Broken { Missing m; }",
                "partial/src/main/java/p/Good.java": "package p; public class Good { }",
                "partial/src/main/java/p/Bad.java": "package p; class Bad { int x = \"no\"; }"}

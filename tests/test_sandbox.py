@@ -13,27 +13,18 @@ import os
 from pathlib import Path
 
 import pytest
+from util import java_and_sandbox_or_skip
 
 import evaluate_execution
 from assertdistill.core import schema
 from assertdistill.execution import sandbox as sandbox_module
-from assertdistill.execution.jvm import JavaUnavailable, find_java_tools, junit_jars
-from assertdistill.execution.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
+from assertdistill.execution.sandbox import Sandbox, SandboxLimits
 
 PROJECTS = Path(__file__).resolve().parent / "data" / "java_projects"
 TEST_PATH = "src/test/java/calc/CalculatorTest.java"
 TRUTH = "assertEquals(5, sum);"
 BOMB_LEVELS = 12  # javac 17 takes about a minute on this source (each level about 1.7x the one before)
 COMPILE_TIMEOUT = 8.0
-
-
-def _java_and_sandbox_or_skip():
-    try:
-        find_java_tools()
-        junit_jars()
-        Sandbox(SandboxLimits()).check()
-    except (JavaUnavailable, SandboxUnavailable) as error:
-        pytest.skip(f"no JDK / JUnit / bubblewrap here: {error}")
 
 
 def _guarded(statements: str) -> str:
@@ -80,7 +71,7 @@ def _rows(outside: Path, main_class: Path) -> list[dict]:
 
 @pytest.fixture(scope="module", params=["candidate", "leak"])
 def attacked(request, tmp_path_factory):
-    _java_and_sandbox_or_skip()
+    java_and_sandbox_or_skip()
     root = tmp_path_factory.mktemp(f"attacked_{request.param}")
     outside, work = root / "outside", root / "work"
     outside.mkdir()
@@ -144,7 +135,7 @@ def test_without_a_sandbox_the_tool_refuses_in_one_line(tmp_path, monkeypatch, c
 
 
 def test_the_sandbox_has_no_network_no_root_and_sees_only_what_it_is_given(tmp_path):
-    _java_and_sandbox_or_skip()
+    java_and_sandbox_or_skip()
     given, hidden = tmp_path / "given", tmp_path / "hidden"
     given.mkdir()
     hidden.mkdir()

@@ -184,3 +184,16 @@ def assert_same_numbers(actual, expected, where: str = "") -> None:
         assert actual == pytest.approx(expected, rel=1e-4, abs=1e-6, nan_ok=True), where
     else:
         assert actual == expected, where
+
+
+def java_and_sandbox_or_skip() -> None:
+    """Skip the test unless a JDK, the JUnit jars and bubblewrap are here (evaluate_execution.py's needs)."""
+    from assertdistill.execution.jvm import JavaUnavailable, find_java_tools, junit_jars
+    from assertdistill.execution.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
+
+    try:
+        find_java_tools()
+        junit_jars()
+        Sandbox(SandboxLimits()).check()
+    except (JavaUnavailable, SandboxUnavailable) as error:
+        pytest.skip(f"no JDK / JUnit / bubblewrap here: {error}")
